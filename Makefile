@@ -1,0 +1,41 @@
+# Plietsch Twin: `make run` and `make test` install whatever is missing, then run.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package.json 2>/dev/null | sha1sum | cut -c1-12)
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
+
+.PHONY: run test lint typecheck bench install system-deps clean
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null || { echo "Python 3.11+ is needed: install python3.11 (e.g. apt-get install python3.11 python3.11-venv)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml package.json
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@if [ -f package.json ]; then npm install --no-audit --no-fund --loglevel=error; fi
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+system-deps:
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+	  else echo "Chromium is missing: run 'sudo apt-get install chromium' (the browser tests need it)"; exit 1; fi; fi
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/plietsch run
+
+test: install system-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.apply
+
+clean:
+	rm -rf $(VENV) node_modules .plietsch

@@ -1,0 +1,1 @@
+"""Infrastructure: the embedded broker launcher and deployment files (stdlib only)."""

@@ -1,0 +1,1 @@
+"""Stream processing: Faust app, topic catalogue, agents, sources, archive sink."""

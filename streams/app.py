@@ -1,0 +1,188 @@
+"""The Faust app factory and the twin's agents.
+
+Hot path: a Kafka record carries a batch of datums (see ``streams.publisher``). Per record, an agent decodes every
+datum, folds them with the pure ``twin`` function per entity, writes each changed entity's state to its Faust table
+once, and emits one ``TwinEntityUpdated`` per changed entity. Faust's per-record and per-table-write costs are paid
+per batch and per changed entity, not per reading. Single-datum records from other producers work the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+
+from schemas.codec import CodecError
+from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS, TWIN_UPDATES
+from streams.ingest import RecordDecoder
+from streams.publisher import producer_config
+from streams.serde import Codec, encode_event, make_codec
+from streams.settings import StreamSettings
+from twin.events import DeadLettered, Reading, TwinEntityUpdated
+from twin.region import RegionPack, load_pack
+from twin.sensors import SensorState, apply
+
+log = logging.getLogger("plietsch.streams")
+
+SENSOR_AGENT = "twin-sensor-state"
+SENSOR_TABLE = "twin-sensor-state"
+
+
+@dataclass
+class Emitter:
+    """Output side of the agents: twin updates, alerts and dead letters through one confluent-kafka producer."""
+
+    codec: Codec
+    producer: Producer
+    source: str
+    counts: dict[str, int] = field(default_factory=lambda: {"updates": 0, "dead": 0, "alerts": 0})
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, headers=headers or [])
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def updates(self, items: Iterable[TwinEntityUpdated]) -> None:
+        n = 0
+        for upd in items:
+            self._produce(TWIN_UPDATES.name, upd.entity_id.encode(), encode_event(self.codec, upd))
+            n += 1
+        self.counts["updates"] += n
+        self.producer.poll(0)
+
+    def dead(self, items: Iterable[DeadLettered]) -> None:
+        for d in items:
+            log.warning("dead letter from %s[%d]@%d: %s", d.original_topic, d.original_partition, d.original_offset, d.reason)
+            try:
+                value = encode_event(self.codec, d)
+            except CodecError as exc:  # never drop: keep the raw bytes with the reason in headers
+                value = d.original_value
+                log.error("dead letter could not be encoded (%s); raw bytes kept", exc)
+            self._produce(DEAD_LETTERS.name, d.original_topic.encode(), value,
+                          [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())])
+            self.counts["dead"] += 1
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        return int(self.producer.flush(timeout))
+
+
+def sensor_update(state: SensorState, region: str, source: str) -> TwinEntityUpdated:
+    return TwinEntityUpdated(
+        entity_id=state.entity_id, region=region, occurred_at=state.observed_at, source=source,
+        entity_type="sensor", revision=state.revision, state_json=json.dumps(state.to_json(), separators=(",", ":")),
+        cause_event_id=state.last_event_id,
+    )
+
+
+def fold_readings(states: dict[str, SensorState | None], readings: Iterable[Reading]) -> dict[str, SensorState]:
+    """Fold readings into the given states (mutated); returns the states that changed."""
+    changed: dict[str, SensorState] = {}
+    for r in readings:
+        sid = r.entity_id
+        before = states.get(sid)
+        after = apply(before, r)
+        if after is not before:
+            states[sid] = after
+            changed[sid] = after
+    return changed
+
+
+class TwinApp:
+    """Builds the Faust app for a region pack and settings."""
+
+    def __init__(self, settings: StreamSettings | None = None, pack: RegionPack | None = None) -> None:
+        self.settings = settings or StreamSettings()
+        if not self.settings.bootstrap_servers:
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set; start the embedded broker with 'plietsch broker' "
+                             "or run everything with 'make run'")
+        self.pack = pack or load_pack(self.settings.region_pack)
+        self.codec = make_codec(self.settings.schema_registry_url)
+        sensors = self.pack.sensors
+        self.decoder = RecordDecoder(
+            self.codec, SENSOR_AGENT,
+            expected={spec.name: spec.value_schemas for spec in SENSOR_TOPICS.values()},
+            known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()},
+        )
+        self.app = self._build()
+        self._emitter: Emitter | None = None
+
+    @property
+    def emitter(self) -> Emitter:
+        if self._emitter is None:
+            self._emitter = Emitter(self.codec, Producer(producer_config(self.settings.bootstrap_servers)), SENSOR_AGENT)
+        return self._emitter
+
+    def _build(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{b.strip()}" for b in s.bootstrap_servers.split(",")],
+            store="memory://",
+            topic_partitions=s.topic_partitions,
+            topic_replication_factor=s.replication_factor,
+            table_standby_replicas=0,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=s.heartbeat_interval_s,
+            broker_rebalance_timeout=s.rebalance_timeout_s,
+            consumer_auto_offset_reset="earliest",
+            web_port=s.web_port,
+            web_host="127.0.0.1",
+            stream_wait_empty=False,
+            consumer_max_fetch_size=8 * 1024 * 1024,
+        )
+        topic = app.topic(*[t.name for t in SENSOR_TOPICS.values()], key_serializer="raw", value_serializer="raw",
+                          partitions=s.topic_partitions)
+        table = app.Table(SENSOR_TABLE, default=None, partitions=s.topic_partitions, key_type=bytes,
+                          help="latest state per sensor")
+        self.table = table
+        region = self.pack.id
+
+        @app.agent(topic, name=SENSOR_AGENT)
+        async def sensor_state(stream: Any) -> None:
+            async for event in stream.events():
+                self.process(event.message, table, region)
+
+        self.agent = sensor_state
+
+        @app.timer(interval=1.0, name="twin-flush-outputs")
+        async def flush_outputs() -> None:
+            if self._emitter is not None:
+                self._emitter.producer.poll(0)
+
+        @app.page("/twin/sensors/{sensor_id}")
+        async def sensor_page(web: Any, request: Any, sensor_id: str) -> Any:
+            value = table.get(sensor_id.encode())
+            if value is None:
+                return web.json({"error": f"no state for {sensor_id}"}, status=404)
+            return web.json(value)
+
+        return app
+
+    def process(self, msg: Any, table: Any, region: str) -> None:
+        decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+        if decoded.dead:
+            self.emitter.dead(decoded.dead)
+        if not decoded.events:
+            return
+        states: dict[str, SensorState | None] = {}
+        for r in decoded.events:
+            if r.entity_id not in states:
+                raw = table.get(r.entity_id.encode())
+                states[r.entity_id] = None if raw is None else SensorState.from_json(raw)
+        changed = fold_readings(states, decoded.events)  # type: ignore[arg-type]
+        for sid, st in changed.items():
+            table[sid.encode()] = st.to_json()
+        self.emitter.updates(sensor_update(st, region, SENSOR_AGENT) for st in changed.values())
+
+
+def create_app(settings: StreamSettings | None = None) -> faust.App:
+    return TwinApp(settings).app

@@ -1,0 +1,275 @@
+"""The ``plietsch`` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from infra.broker import ENV_BOOTSTRAP, BrokerError, EmbeddedBroker
+
+app = typer.Typer(help="Plietsch Twin: an event-driven digital twin of the KielRegion.", no_args_is_help=True)
+topics_app = typer.Typer(help="The topic catalogue.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Avro schemas: generate, check, publish.", no_args_is_help=True)
+region_app = typer.Typer(help="Region packs.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(region_app, name="region")
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _bootstrap() -> str:
+    value = os.environ.get(ENV_BOOTSTRAP, "").strip()
+    if not value:
+        raise _fail(f"{ENV_BOOTSTRAP} is not set. Start a broker with 'plietsch broker' and export the address it "
+                    "prints, or use 'make run' which does everything.")
+    return value
+
+
+@app.command()
+def broker(port: Annotated[int, typer.Option(help="loopback port, 0 for a free one")] = 0) -> None:
+    """Run the embedded Tansu broker (memory only) until Ctrl-C."""
+    try:
+        b = EmbeddedBroker(port=port).start()
+    except BrokerError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"Tansu broker on [bold]{b.bootstrap_servers}[/]; export {ENV_BOOTSTRAP}={b.bootstrap_servers}")
+    print(b.bootstrap_servers, flush=True)
+    try:
+        while b.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every catalogue topic that is missing (idempotent)."""
+    from streams.catalogue import TopicSetupError, ensure_topics
+
+    try:
+        created = ensure_topics(_bootstrap())
+    except TopicSetupError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Print the catalogue."""
+    from rich.table import Table
+
+    from streams.catalogue import ALL_TOPICS
+
+    t = Table("topic", "partitions", "key", "value schemas", "policy")
+    for spec in ALL_TOPICS:
+        policy = "compact" if spec.compacted else f"delete after {spec.retention_ms // 86_400_000 if spec.retention_ms else '-'} d"
+        t.add_row(spec.name, str(spec.partitions), spec.key, ", ".join(spec.value_schemas), policy)
+    Console().print(t)
+
+
+@app.command()
+def worker(loglevel: str = "warning") -> None:
+    """Run the Faust worker (the twin's agents)."""
+    import faust
+
+    from streams.app import TwinApp
+    from streams.catalogue import ensure_topics
+    from streams.settings import StreamSettings
+
+    settings = StreamSettings()
+    _bootstrap()
+    ensure_topics(settings.bootstrap_servers)
+    twin = TwinApp(settings)
+    faust.Worker(twin.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="events per second")] = 50.0,
+    seed: Annotated[int, typer.Option(help="seed for repeatable runs")] = 42,
+    count: Annotated[int, typer.Option(help="stop after this many events; 0 runs until Ctrl-C")] = 0,
+    time_scale: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 1.0,
+    start: Annotated[str, typer.Option(help="simulated start time, ISO 8601 with offset; default now")] = "",
+    surge_in_h: Annotated[float, typer.Option(help="storm-surge peak this many simulated hours after start; <0: none")] = -1.0,
+    surge_peak_m: Annotated[float, typer.Option(help="surge peak above mean water level, metres")] = 1.95,
+) -> None:
+    """Produce plausible synthetic readings for the region's sensors."""
+    from streams.publisher import EventPublisher
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.simulator import SimulatorConfig, run
+    from twin.profiles import Surge
+    from twin.region import load_pack
+
+    if rate <= 0:
+        raise _fail(f"--rate must be positive, got {rate}")
+    settings = StreamSettings()
+    _bootstrap()
+    try:
+        t0 = datetime.fromisoformat(start) if start else datetime.now(UTC)
+    except ValueError:
+        raise _fail(f"--start {start!r} is not ISO 8601, e.g. 2023-10-20T12:00:00+02:00") from None
+    if t0.tzinfo is None:
+        raise _fail(f"--start {start!r} has no UTC offset; add one, e.g. +01:00")
+    surge = Surge(peak_at=t0 + timedelta(hours=surge_in_h), peak_m=surge_peak_m) if surge_in_h >= 0 else None
+    pack = load_pack(settings.region_pack)
+    pub = EventPublisher(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
+                         linger_ms=settings.batch_linger_ms, max_datums=settings.batch_max_datums)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    console.print(f"simulating {len(pack.sensors)} sensors of {pack.id!r} at {rate:g} ev/s (seed {seed}); data is SYNTHETIC")
+    try:
+        n = run(pack, pub, SimulatorConfig(rate=rate, seed=seed, start=t0, time_scale=time_scale, surge=surge),
+                limit=count or None, should_stop=lambda: stop["now"],
+                on_progress=lambda sent, r: console.print(f"  {sent} events, {r:,.0f} ev/s"))
+    except KeyboardInterrupt:
+        pub.flush()
+        return
+    console.print(f"sent {n} events")
+
+
+@schemas_app.command("generate")
+def schemas_generate() -> None:
+    """Write schemas/avro/*.avsc from the event models."""
+    from streams.schematools import generate
+
+    changed = generate()
+    console.print(f"{len(changed)} schema file(s) changed")
+
+
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Fail when a schema is not BACKWARD compatible with its latest published version."""
+    from streams.schematools import check_backward
+
+    problems = check_backward()
+    for name, ps in problems.items():
+        for p in ps:
+            console.print(f"[red]{name}[/]: {p}")
+    if problems:
+        raise typer.Exit(1)
+    console.print("all schemas BACKWARD compatible")
+
+
+@schemas_app.command("publish")
+def schemas_publish() -> None:
+    """Store changed schemas as their next version, after the compatibility check."""
+    from streams.schematools import publish
+
+    try:
+        written = publish()
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"published {len(written)} schema version(s)")
+
+
+@region_app.command("synth")
+def region_synth(
+    out: Annotated[Path, typer.Option(help="pack folder to write")] = Path("twin/regions/kiel"),
+    shoreline: Annotated[Path, typer.Option(help="GMT shoreline file")] = Path("../shared/data/gshhg_full_kiel_fjord.txt"),
+    seed: int = 7,
+    sensors_per_kind: int = 6,
+) -> None:
+    """(Re)build the synthetic Kiel pack on the real shoreline."""
+    from twin.synth import build_kiel_pack
+
+    if not shoreline.is_file():
+        shoreline = Path("twin/regions/kiel/shoreline_gshhg.txt")
+    build_kiel_pack(out, shoreline, seed=seed, sensors_per_kind=sensors_per_kind)
+    console.print(f"wrote {out}")
+
+
+@region_app.command("info")
+def region_info(path: Annotated[Path, typer.Argument(help="region pack folder")] = Path("twin/regions/kiel")) -> None:
+    """Summarise a region pack and its provenance."""
+    from twin.region import RegionPackError, load_pack
+
+    try:
+        pack = load_pack(path)
+    except RegionPackError as exc:
+        raise _fail(str(exc)) from exc
+    print(f"{pack.manifest.name} ({pack.id}): {len(pack.neighbourhoods)} neighbourhoods, {len(pack.buildings)} buildings, "
+          f"{len(pack.roads)} roads, {len(pack.sensors)} sensors, {len(pack.coast)} coast segments")
+    for layer, info in pack.manifest.layers.items():
+        print(f"  {layer}: {'SYNTHETIC' if info.synthetic else 'real'}; {info.source}; licence {info.licence}")
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=env, start_new_session=True)
+
+
+@app.command("run")
+def run_all(
+    rate: Annotated[float, typer.Option(help="simulator events per second")] = 200.0,
+    api_port: Annotated[int, typer.Option(help="API and viewer port")] = 8000,
+    simulate_: Annotated[bool, typer.Option("--simulate/--no-simulate", help="run the simulator")] = True,
+) -> None:
+    """Run the whole embedded stack: broker, Faust worker, simulator and API. Ctrl-C stops everything."""
+    from streams.catalogue import ensure_topics
+
+    env = dict(os.environ)
+    broker_proc: EmbeddedBroker | None = None
+    if not env.get(ENV_BOOTSTRAP):
+        try:
+            broker_proc = EmbeddedBroker().start()
+        except BrokerError as exc:
+            raise _fail(str(exc)) from exc
+        env[ENV_BOOTSTRAP] = broker_proc.bootstrap_servers
+    bootstrap = env[ENV_BOOTSTRAP]
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        ensure_topics(bootstrap)
+        exe = [sys.executable, "-m", "streams.cli"]
+        procs["worker"] = _spawn([*exe, "worker"], env)
+        if simulate_:
+            procs["simulator"] = _spawn([*exe, "simulate", "--rate", str(rate)], env)
+        procs["api"] = _spawn([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
+                               "--port", str(api_port), "--log-level", "warning"], env)
+        console.print(f"[bold green]Plietsch Twin is running[/] (data is SYNTHETIC where marked)\n"
+                      f"  broker   {bootstrap}{' (embedded Tansu, memory only)' if broker_proc else ''}\n"
+                      f"  viewer   http://127.0.0.1:{api_port}/\n"
+                      f"  kiosk    http://127.0.0.1:{api_port}/kiosk\n"
+                      f"  API docs http://127.0.0.1:{api_port}/docs\n"
+                      f"Ctrl-C stops every process.")
+        while True:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise _fail(f"{name} exited with code {p.returncode}; see its output above", 1)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        if broker_proc is not None:
+            broker_proc.stop()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

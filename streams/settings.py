@@ -1,0 +1,34 @@
+"""Settings from the environment (``PLIETSCH_*`` and the usual Kafka variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from twin.region import BUNDLED_DIR
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLIETSCH_", extra="ignore")
+
+    bootstrap_servers: str = Field(default="", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    schema_registry_url: str = Field(default="", validation_alias="SCHEMA_REGISTRY_URL")
+    app_id: str = "plietsch-twin"
+    region_pack: Path = BUNDLED_DIR / "kiel"
+    data_dir: Path = Path(".plietsch")
+    topic_partitions: int = 4
+    replication_factor: int = 1
+    # Short group timings suit the embedded broker; a real cluster works with them too.
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    rebalance_timeout_s: float = 6.0
+    web_port: int = 6066
+    # How long producers linger to build a batch record, and the most datums in one.
+    batch_linger_ms: int = 20
+    batch_max_datums: int = 2000
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"

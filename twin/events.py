@@ -1,0 +1,194 @@
+"""Past-tense domain events. The pydantic models are the one source of truth for the wire schemas:
+``schemas/avro/*.avsc`` is generated from them (``plietsch schemas generate``) and a test keeps both in step.
+
+Every event carries the envelope ``event_id, entity_id, region, occurred_at, source``; ``occurred_at`` must be
+timezone-aware. Values are checked at the edge: non-finite numbers and physically absurd values are refused.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+
+from twin.ids import EntityId, EntityKind
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Event(BaseModel):
+    """The common envelope of every event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity_kind: ClassVar[EntityKind | None] = None
+
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64, description="unique id of this event")
+    entity_id: EntityId = Field(description="the entity the event concerns, '<region>:<scope>:<kind>:<name>'")
+    region: str = Field(min_length=1, max_length=63, description="region slug, e.g. 'kiel'")
+    occurred_at: AwareDatetime = Field(description="when it happened, RFC 3339 with a UTC offset")
+    source: str = Field(min_length=1, max_length=128, description="who reported it: device, adapter or person role")
+
+    @field_serializer("occurred_at")
+    def _ser_time(self, value: datetime) -> str:
+        return value.isoformat()
+
+    def model_post_init(self, __context: object) -> None:
+        kind = type(self).entity_kind
+        if kind is not None and self.entity_id.kind is not kind:
+            raise ValueError(
+                f"{type(self).__name__} must concern a {kind.value} entity, got {self.entity_id!r} of kind {self.entity_id.kind.value}"
+            )
+        if self.entity_id.region != self.region:
+            raise ValueError(f"entity {self.entity_id!r} is not in region {self.region!r}")
+
+
+class Reading(Event):
+    """A measurement from one sensor."""
+
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.SENSOR
+    sensor_kind: ClassVar[str] = ""
+
+
+class WaterLevelMeasured(Reading):
+    sensor_kind: ClassVar[str] = "water_level"
+    level_m: Finite = Field(ge=-4.0, le=6.0, description="water level in metres above mean water level")
+
+
+class TrafficCounted(Reading):
+    sensor_kind: ClassVar[str] = "traffic_count"
+    vehicles: int = Field(ge=0, le=100_000, description="vehicles counted in the interval")
+    interval_s: int = Field(gt=0, le=86_400, description="length of the counting interval in seconds")
+    mean_speed_kmh: Finite | None = Field(default=None, ge=0.0, le=250.0, description="mean speed, if the counter measures it")
+
+
+class ParkingOccupancyReported(Reading):
+    sensor_kind: ClassVar[str] = "parking"
+    occupied: int = Field(ge=0, le=100_000, description="occupied spaces")
+    capacity: int = Field(gt=0, le=100_000, description="total spaces")
+
+    def model_post_init(self, __context: object) -> None:
+        super().model_post_init(__context)
+        if self.occupied > self.capacity:
+            raise ValueError(f"occupied ({self.occupied}) exceeds capacity ({self.capacity})")
+
+
+class AirQualityMeasured(Reading):
+    sensor_kind: ClassVar[str] = "air_quality"
+    no2_ugm3: Finite = Field(ge=0.0, le=2_000.0, description="nitrogen dioxide, micrograms per cubic metre")
+    pm10_ugm3: Finite = Field(ge=0.0, le=2_000.0, description="particulate matter below 10 micrometres")
+    pm25_ugm3: Finite = Field(ge=0.0, le=2_000.0, description="particulate matter below 2.5 micrometres")
+
+
+class WeatherObserved(Reading):
+    sensor_kind: ClassVar[str] = "weather"
+    temperature_c: Finite = Field(ge=-50.0, le=60.0, description="air temperature, degrees Celsius")
+    wind_speed_ms: Finite = Field(ge=0.0, le=75.0, description="mean wind speed, metres per second")
+    wind_dir_deg: Finite = Field(ge=0.0, lt=360.0, description="direction the wind comes from, degrees from north")
+    precipitation_mm: Finite = Field(ge=0.0, le=500.0, description="precipitation since the last observation")
+
+
+class BikeStationStatusReported(Reading):
+    sensor_kind: ClassVar[str] = "bike_share"
+    bikes_available: int = Field(ge=0, le=10_000, description="bikes ready to rent")
+    docks_available: int = Field(ge=0, le=10_000, description="free docks")
+
+
+class RoadWorksAnnounced(Event):
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.ROAD
+    starts_at: AwareDatetime = Field(description="start of the works")
+    ends_at: AwareDatetime = Field(description="planned end of the works")
+    lanes_closed: int = Field(ge=0, le=8, description="lanes closed; 0 means restrictions without closure")
+    description: str = Field(max_length=2000, description="what is done")
+
+    @field_serializer("starts_at", "ends_at")
+    def _ser_range(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class DefectReported(Event):
+    """A citizen report (e.g. a broken street lamp). Carries no personal data: the reporter is not recorded."""
+
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.REPORT
+    category: Literal["street_lamp", "pothole", "litter", "graffiti", "bench", "other"] = Field(description="kind of defect")
+    description: str = Field(max_length=2000, description="free text, checked for personal data before publication")
+    lon: Finite = Field(ge=-180.0, le=180.0, description="longitude, WGS84")
+    lat: Finite = Field(ge=-90.0, le=90.0, description="latitude, WGS84")
+
+
+class PublicEventScheduled(Event):
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.EVENT
+    title: str = Field(min_length=1, max_length=200, description="name, e.g. 'Kieler Woche'")
+    starts_at: AwareDatetime = Field(description="start")
+    ends_at: AwareDatetime = Field(description="end")
+    expected_visitors: int = Field(ge=0, le=10_000_000, description="expected visitors")
+    lon: Finite = Field(ge=-180.0, le=180.0, description="longitude, WGS84")
+    lat: Finite = Field(ge=-90.0, le=90.0, description="latitude, WGS84")
+
+    @field_serializer("starts_at", "ends_at")
+    def _ser_range(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class TwinEntityUpdated(Event):
+    """The twin's state of one entity changed. ``state_json`` is the entity's reported state as JSON."""
+
+    entity_type: str = Field(description="entity kind, e.g. 'sensor'")
+    revision: int = Field(ge=0, description="monotonic revision of the entity")
+    state_json: str = Field(description="reported state, a JSON object")
+    cause_event_id: str = Field(description="event_id of the event that caused the change")
+
+
+class AlertRaised(Event):
+    alert_id: str = Field(description="stable id of the alert, the same for its clearing")
+    severity: Literal["info", "warning", "severe", "extreme"] = Field(description="how serious")
+    category: str = Field(description="e.g. 'storm_surge', 'freeboard'")
+    message: str = Field(description="human-readable text")
+    value: Finite = Field(description="the measured value that crossed the threshold")
+    threshold: Finite = Field(description="the threshold crossed")
+    public: bool = Field(description="safe to show on public screens")
+
+
+class AlertCleared(Event):
+    alert_id: str = Field(description="id of the alert that cleared")
+    category: str = Field(description="e.g. 'storm_surge', 'freeboard'")
+    message: str = Field(description="human-readable text")
+
+
+class DeadLettered(BaseModel):
+    """A record that could not be processed, kept with the reason. Not an entity event, so no envelope."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dead_letter_id: str = Field(default_factory=new_event_id, description="unique id")
+    original_topic: str = Field(description="topic the record came from")
+    original_partition: int = Field(description="partition it came from")
+    original_offset: int = Field(description="offset it had")
+    original_key: bytes | None = Field(default=None, description="its key bytes")
+    original_value: bytes = Field(description="its value bytes, exactly as received (one datum of a batch)")
+    batch_index: int = Field(default=-1, description="position in a batch record, -1 for a single record")
+    error_type: str = Field(description="class of the problem: decode, schema, validation, unknown_entity")
+    reason: str = Field(description="human-readable reason")
+    failed_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(), description="when it failed, RFC 3339")
+    processor: str = Field(description="the agent that refused it")
+
+
+READING_TYPES: tuple[type[Reading], ...] = (
+    WaterLevelMeasured,
+    TrafficCounted,
+    ParkingOccupancyReported,
+    AirQualityMeasured,
+    WeatherObserved,
+    BikeStationStatusReported,
+)
+MUNICIPAL_TYPES: tuple[type[Event], ...] = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
+TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AlertRaised, AlertCleared)
+ALL_TYPES: tuple[type[BaseModel], ...] = (*READING_TYPES, *MUNICIPAL_TYPES, *TWIN_TYPES, DeadLettered)
+BY_NAME: dict[str, type[BaseModel]] = {t.__name__: t for t in ALL_TYPES}
+READING_BY_SENSOR_KIND: dict[str, type[Reading]] = {t.sensor_kind: t for t in READING_TYPES}

@@ -1,0 +1,207 @@
+"""Region packs: a folder of files that describes a region. Loading one needs no code change per neighbourhood.
+
+Layout of a pack folder::
+
+    region.json            manifest: id, name, bbox, and per layer its file, source, licence and whether it is synthetic
+    neighbourhoods.geojson buildings.geojson roads.geojson sensors.geojson coast.geojson
+    terrain.tif            optional elevation raster (metres above mean water level)
+
+Every feature carries ``id`` (an entity id) in its properties. Errors name the file, the feature and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from shapely import STRtree
+from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from twin.entities import Building, CoastSegment, Entity, Neighbourhood, Region, RoadSegment, Sensor
+from twin.geo import to_metric
+from twin.ids import EntityId
+
+LAYERS = ("neighbourhoods", "buildings", "roads", "sensors", "coast")
+BUNDLED_DIR = Path(__file__).resolve().parent / "regions"
+
+
+class RegionPackError(ValueError):
+    """A region pack is missing a file or holds a bad feature."""
+
+
+class LayerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: str
+    source: str
+    licence: str
+    synthetic: bool
+    note: str = ""
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    name: str
+    bbox: tuple[float, float, float, float]
+    mean_water_level_note: str = ""
+    layers: dict[str, LayerInfo]
+    terrain: LayerInfo | None = None
+
+
+@dataclass
+class PlaceIndex:
+    """Spatial index (shapely STRtree, metric coordinates) for attributing a point to its place."""
+
+    neighbourhood_ids: list[str]
+    neighbourhood_tree: STRtree
+    road_ids: list[str]
+    road_tree: STRtree
+    coast_ids: list[str]
+    coast_tree: STRtree
+    max_distance_m: float = 250.0
+
+    @classmethod
+    def build(cls, pack: RegionPack) -> PlaceIndex:
+        def tree(items: list[tuple[str, BaseGeometry]]) -> tuple[list[str], STRtree]:
+            return [i for i, _ in items], STRtree([to_metric(g) for _, g in items])
+
+        n_ids, n_tree = tree([(n.id, Polygon(n.polygon)) for n in pack.neighbourhoods.values()])
+        r_ids, r_tree = tree([(r.id, LineString(r.line)) for r in pack.roads.values()])
+        c_ids, c_tree = tree([(c.id, LineString(c.line)) for c in pack.coast.values()])
+        return cls(n_ids, n_tree, r_ids, r_tree, c_ids, c_tree)
+
+    def locate(self, lon: float, lat: float) -> dict[str, str | None]:
+        p = to_metric(Point(lon, lat))
+        hood = None
+        hits = self.neighbourhood_tree.query(p, predicate="intersects")
+        if len(hits):
+            hood = self.neighbourhood_ids[int(min(hits))]
+        return {"neighbourhood": hood, "road": self._nearest(self.road_tree, self.road_ids, p),
+                "coast": self._nearest(self.coast_tree, self.coast_ids, p)}
+
+    def _nearest(self, tree: STRtree, ids: list[str], p: BaseGeometry) -> str | None:
+        if not ids:
+            return None
+        idx = tree.query_nearest(p, max_distance=self.max_distance_m)
+        return ids[int(idx[0])] if len(idx) else None
+
+
+@dataclass
+class RegionPack:
+    path: Path
+    manifest: Manifest
+    region: Region
+    neighbourhoods: dict[str, Neighbourhood] = field(default_factory=dict)
+    buildings: dict[str, Building] = field(default_factory=dict)
+    roads: dict[str, RoadSegment] = field(default_factory=dict)
+    sensors: dict[str, Sensor] = field(default_factory=dict)
+    coast: dict[str, CoastSegment] = field(default_factory=dict)
+    _index: PlaceIndex | None = None
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def index(self) -> PlaceIndex:
+        if self._index is None:
+            self._index = PlaceIndex.build(self)
+        return self._index
+
+    def entities(self) -> dict[str, Entity]:
+        out: dict[str, Entity] = {self.region.id: self.region}
+        for layer in (self.neighbourhoods, self.buildings, self.roads, self.sensors, self.coast):
+            out.update(layer)
+        return out
+
+    def synthetic_layers(self) -> list[str]:
+        names = [n for n, info in self.manifest.layers.items() if info.synthetic]
+        if self.manifest.terrain is not None and self.manifest.terrain.synthetic:
+            names.append("terrain")
+        return names
+
+    @property
+    def terrain_path(self) -> Path | None:
+        return None if self.manifest.terrain is None else self.path / self.manifest.terrain.file
+
+
+def _coords(geom: dict[str, Any], expected: str, where: str) -> Any:
+    if not isinstance(geom, dict) or geom.get("type") != expected:
+        got = geom.get("type") if isinstance(geom, dict) else type(geom).__name__
+        raise RegionPackError(f"{where}: geometry must be a {expected}, got {got}")
+    return geom["coordinates"]
+
+
+def _feature_entity(layer: str, feature: dict[str, Any], synthetic: bool, where: str) -> Entity:
+    props = dict(feature.get("properties") or {})
+    props.setdefault("synthetic", synthetic)
+    geom = feature.get("geometry")
+    model: type[Entity]
+    if layer == "neighbourhoods":
+        props["polygon"] = [tuple(c) for c in _coords(geom, "Polygon", where)[0]]  # type: ignore[arg-type]
+        model = Neighbourhood
+    elif layer == "buildings":
+        props["footprint"] = [tuple(c) for c in _coords(geom, "Polygon", where)[0]]  # type: ignore[arg-type]
+        model = Building
+    elif layer == "roads":
+        props["line"] = [tuple(c) for c in _coords(geom, "LineString", where)]  # type: ignore[arg-type]
+        model = RoadSegment
+    elif layer == "coast":
+        props["line"] = [tuple(c) for c in _coords(geom, "LineString", where)]  # type: ignore[arg-type]
+        model = CoastSegment
+    elif layer == "sensors":
+        lon, lat = _coords(geom, "Point", where)[:2]  # type: ignore[arg-type]
+        props["lon"], props["lat"] = float(lon), float(lat)
+        model = Sensor
+    else:  # pragma: no cover - LAYERS is closed
+        raise RegionPackError(f"{where}: unknown layer {layer}")
+    try:
+        return model.model_validate(props)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise RegionPackError(f"{where}: {problems}") from None
+
+
+def load_pack(path: Path) -> RegionPack:
+    path = Path(path)
+    manifest_path = path / "region.json"
+    if not manifest_path.is_file():
+        raise RegionPackError(f"{path}: not a region pack (no region.json)")
+    try:
+        manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise RegionPackError(f"{manifest_path}: {exc}") from None
+    region = Region(
+        id=EntityId.of(manifest.id, "_", "region", manifest.id), name=manifest.name, synthetic=False,
+        bbox=manifest.bbox, mean_water_level_note=manifest.mean_water_level_note,
+    )
+    pack = RegionPack(path=path, manifest=manifest, region=region)
+    for layer in LAYERS:
+        info = manifest.layers.get(layer)
+        if info is None:
+            continue
+        file = path / info.file
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RegionPackError(f"{file}: layer {layer!r} is listed in region.json but the file is missing") from None
+        except json.JSONDecodeError as exc:
+            raise RegionPackError(f"{file}: not valid GeoJSON ({exc})") from None
+        target: dict[str, Any] = getattr(pack, layer)
+        for i, feature in enumerate(data.get("features", [])):
+            fid = (feature.get("properties") or {}).get("id", f"#{i}")
+            entity = _feature_entity(layer, feature, info.synthetic, f"{file.name} feature {fid}")
+            if entity.id.region != manifest.id:
+                raise RegionPackError(f"{file.name} feature {fid}: id is not in region {manifest.id!r}")
+            if entity.id in target:
+                raise RegionPackError(f"{file.name} feature {fid}: duplicate id")
+            target[entity.id] = entity
+    return pack
+
+
+def bundled_pack(name: str = "kiel") -> RegionPack:
+    return load_pack(BUNDLED_DIR / name)
