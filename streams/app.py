@@ -112,8 +112,10 @@ class TwinApp:
             expected={spec.name: spec.value_schemas for spec in SENSOR_TOPICS.values()},
             known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()},
         )
-        self.app = self._build()
         self._emitter: Emitter | None = None
+        self.stats: dict[str, int] = {"records": 0, "datums": 0, "dead": 0, "changed": 0}
+        self.last_offsets: dict[tuple[str, int], int] = {}
+        self.app = self._build()
 
     @property
     def emitter(self) -> Emitter:
@@ -149,7 +151,15 @@ class TwinApp:
         @app.agent(topic, name=SENSOR_AGENT)
         async def sensor_state(stream: Any) -> None:
             async for event in stream.events():
-                self.process(event.message, table, region)
+                msg = event.message
+                try:
+                    self.process(msg, table, region)
+                except Exception as exc:  # a bug or a poison record must not stop the worker: keep it, with the reason
+                    log.exception("processing %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+                    self.emitter.dead([DeadLettered(
+                        original_topic=msg.topic, original_partition=msg.partition, original_offset=msg.offset,
+                        original_key=msg.key, original_value=msg.value or b"", error_type="processing",
+                        reason=f"{type(exc).__name__}: {exc}", processor=SENSOR_AGENT)])
 
         self.agent = sensor_state
 
@@ -157,6 +167,12 @@ class TwinApp:
         async def flush_outputs() -> None:
             if self._emitter is not None:
                 self._emitter.producer.poll(0)
+
+        @app.timer(interval=10.0, name="twin-progress")
+        async def progress() -> None:
+            log.info("processed %(records)d records, %(datums)d readings, %(changed)d state changes, %(dead)d dead letters",
+                     self.stats)
+            log.debug("last offsets %s", self.last_offsets)
 
         @app.page("/twin/sensors/{sensor_id}")
         async def sensor_page(web: Any, request: Any, sensor_id: str) -> Any:
@@ -169,6 +185,10 @@ class TwinApp:
 
     def process(self, msg: Any, table: Any, region: str) -> None:
         decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+        self.stats["records"] += 1
+        self.stats["datums"] += len(decoded.events) + len(decoded.dead)
+        self.stats["dead"] += len(decoded.dead)
+        self.last_offsets[(msg.topic, msg.partition)] = msg.offset
         if decoded.dead:
             self.emitter.dead(decoded.dead)
         if not decoded.events:
@@ -179,6 +199,7 @@ class TwinApp:
                 raw = table.get(r.entity_id.encode())
                 states[r.entity_id] = None if raw is None else SensorState.from_json(raw)
         changed = fold_readings(states, decoded.events)  # type: ignore[arg-type]
+        self.stats["changed"] += len(changed)
         for sid, st in changed.items():
             table[sid.encode()] = st.to_json()
         self.emitter.updates(sensor_update(st, region, SENSOR_AGENT) for st in changed.values())

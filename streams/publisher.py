@@ -70,13 +70,16 @@ class EventPublisher:
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
-    def add(self, topic: str, key: str, event: BaseModel) -> None:
-        """Queue an event for a batch record on the key's partition."""
+    def _partition(self, topic: str, key: str) -> int:
         pkey = (topic, key)
         part = self._part_cache.get(pkey)
         if part is None:
             part = self._part_cache[pkey] = partition_for(key.encode(), self.partitions(topic))
-        slot = (topic, part)
+        return part
+
+    def add(self, topic: str, key: str, event: BaseModel) -> None:
+        """Queue an event for a batch record on the key's partition."""
+        slot = (topic, self._partition(topic, key))
         batch = self._pending[slot]
         if not batch:
             self._oldest[slot] = time.monotonic()
@@ -85,8 +88,10 @@ class EventPublisher:
             self._flush_slot(slot)
 
     def send(self, topic: str, key: str, event: BaseModel) -> None:
-        """Produce one event as its own record, keyed by *key*."""
-        self._produce(topic=topic, key=key.encode(), value=encode_event(self.codec, event))
+        """Produce one event as its own record, keyed by *key*, after what is queued for its partition (order per key holds)."""
+        part = self._partition(topic, key)
+        self._flush_slot((topic, part))
+        self._produce(topic=topic, partition=part, key=key.encode(), value=encode_event(self.codec, event))
         self.sent_datums += 1
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:

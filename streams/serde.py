@@ -87,8 +87,8 @@ def make_codec(schema_registry_url: str = "") -> Codec:
 
 
 def to_record(event: BaseModel) -> dict[str, Any]:
-    """The Avro-ready dict of an event: times as RFC 3339 strings, ids as plain strings."""
-    return event.model_dump(mode="json")
+    """The Avro-ready dict of an event: times as RFC 3339 strings (the models' serializers), bytes kept as bytes."""
+    return event.model_dump(mode="python")
 
 
 def encode_event(codec: Codec, event: BaseModel) -> bytes:

@@ -1,0 +1,66 @@
+"""Reading a topic from the beginning up to its current end (high watermarks): for tests, tools and benchmarks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+
+def consumer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": f"plietsch-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 16 * 1024 * 1024,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def drain(bootstrap_servers: str, topic: str, timeout: float = 30.0, batch: int = 1000,
+          missing_ok: bool = False, idle_s: float = 1.0) -> Iterator[Any]:
+    """Yield every message of *topic* from the start up to its end (assigned, no group join).
+
+    The end is the high watermark, and then no new message for *idle_s*: Tansu 0.6 reports the high watermark as the
+    base offset of the last record batch plus one, so records inside the last batch lie beyond it."""
+    consumer = Consumer(consumer_config(bootstrap_servers))
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None:
+            if missing_ok:
+                return
+            raise KafkaException(f"topic {topic!r} not found")
+        ends: dict[int, int] = {}
+        for p in tmd.partitions:
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if hi > lo:
+                ends[p] = hi
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(batch, 0.2)
+            now = time.monotonic()
+            if not msgs:
+                if not ends and now - idle_since >= idle_s:
+                    return
+                continue
+            idle_since = now
+            for msg in msgs:
+                if msg.error():
+                    continue
+                yield msg
+                p = msg.partition()
+                if p in ends and msg.offset() + 1 >= ends[p]:
+                    del ends[p]
+        raise TimeoutError(f"{topic}: not read to its end within {timeout:.0f} s (partitions behind: {sorted(ends)})")
+    finally:
+        consumer.close()

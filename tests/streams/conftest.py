@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.broker import free_port
+from streams.catalogue import TWIN_UPDATES
+from streams.consume import drain
+from tests.conftest import ROOT
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last result: {last!r}")
+
+
+def latest_updates(bootstrap: str, entity_prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Latest TwinEntityUpdated per entity (by revision) from the twin.updates topic."""
+    from schemas.codec import SingleObjectCodec
+
+    codec = SingleObjectCodec()
+    out: dict[str, dict[str, Any]] = {}
+    for msg in drain(bootstrap, TWIN_UPDATES.name, missing_ok=True):
+        _, rec = codec.decode(msg.value())
+        if not rec["entity_id"].startswith(entity_prefix):
+            continue
+        prev = out.get(rec["entity_id"])
+        if prev is None or rec["revision"] >= prev["revision"]:
+            out[rec["entity_id"]] = rec
+    return out
+
+
+def table_state(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
+    """The sensor table as its Faust changelog holds it (last value per key)."""
+    out: dict[str, dict[str, Any]] = {}
+    for msg in drain(bootstrap, f"{app_id}-twin-sensor-state-changelog", missing_ok=True):
+        if msg.value() is not None:
+            out[msg.key().decode()] = json.loads(msg.value())
+    return out
+
+
+class Worker:
+    def __init__(self, bootstrap: str, pack_dir: Path, app_id: str) -> None:
+        self.bootstrap, self.pack_dir, self.app_id = bootstrap, pack_dir, app_id
+        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{app_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, PLIETSCH_REGION_PACK=str(self.pack_dir),
+                   PLIETSCH_APP_ID=self.app_id, PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=ROOT,
+                                     env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="session")
+def worker(topics: str, big_pack_dir: Path) -> Iterator[Worker]:
+    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}")
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
