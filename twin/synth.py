@@ -21,7 +21,7 @@ from twin.geo import land_polygon, read_gmt_segments, to_metric, to_wgs84
 KIEL_BBOX = (10.00, 54.28, 10.35, 54.50)
 KIEL_SEA_POINT = (10.16, 54.36)
 # Synthetic outlines (UTM32 metres) placed on the real quarters; approximate, not official boundaries.
-HOODS = {
+HOODS: dict[str, dict[str, Any]] = {
     "gaarden": {"name": "Gaarden", "center": (10.148, 54.3150), "size": (1500, 1300), "coast": ("quay_wall", 2.1)},
     "friedrichsort": {"name": "Friedrichsort", "center": (10.184, 54.3955), "size": (1400, 1200), "coast": ("dike", 2.6)},
 }
@@ -56,7 +56,11 @@ def build_kiel_pack(out: Path, shoreline: Path, seed: int = 7, sensors_per_kind:
     segments = read_gmt_segments(shoreline)
     land_m = to_metric(land_polygon(segments, KIEL_BBOX, KIEL_SEA_POINT))
     coast_m = [to_metric(s) for s in segments]
-    hoods, roads, buildings, sensors, coast = [], [], [], [], []
+    hoods: list[dict[str, Any]] = []
+    roads: list[dict[str, Any]] = []
+    buildings: list[dict[str, Any]] = []
+    sensors: list[dict[str, Any]] = []
+    coast: list[dict[str, Any]] = []
     for slug, spec in HOODS.items():
         cx, cy = to_metric(Point(*spec["center"])).coords[0]  # type: ignore[index]
         w, h = spec["size"]  # type: ignore[misc]

@@ -5,17 +5,19 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from infra.broker import free_port
 from streams.catalogue import TWIN_UPDATES
 from streams.consume import drain
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent
+# Sensors that single tests own, so that the shared worker's state is not fought over by tests run in any order.
+API_SENSOR = "kiel:gaarden:sensor:parking-003"
+DLQ_SENSOR = "kiel:_:sensor:gauge-holtenau"
+RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR})
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
@@ -80,13 +82,3 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture(scope="session")
-def worker(topics: str, big_pack_dir: Path) -> Iterator[Worker]:
-    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}")
-    w.start()
-    try:
-        yield w
-    finally:
-        w.stop()

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from shapely.geometry import box, shape
+
+from api.deps import PackDep, ReadModelDep, SettingsDep
+from twin.entities import Building, CoastSegment, Entity, Neighbourhood, RoadSegment, Sensor
+from twin.ids import EntityId, EntityKind, InvalidEntityId
+
+router = APIRouter(tags=["entities"])
+
+
+def _geometry(e: Entity) -> dict[str, Any] | None:
+    if isinstance(e, Building):
+        return {"type": "Polygon", "coordinates": [list(map(list, e.footprint))]}
+    if isinstance(e, Neighbourhood):
+        return {"type": "Polygon", "coordinates": [list(map(list, e.polygon))]}
+    if isinstance(e, RoadSegment | CoastSegment):
+        return {"type": "LineString", "coordinates": list(map(list, e.line))}
+    if isinstance(e, Sensor):
+        return {"type": "Point", "coordinates": [e.lon, e.lat]}
+    return None
+
+
+def feature(e: Entity, live: dict[str, Any] | None) -> dict[str, Any]:
+    props = e.model_dump(mode="json", exclude={"footprint", "polygon", "line", "reported"})
+    props["kind"] = e.id.kind.value
+    if live is not None:
+        props["reported"] = live["state"]
+        props["revision"] = live["revision"]
+        props["updated_at"] = live["occurred_at"]
+    return {"type": "Feature", "id": e.id, "geometry": _geometry(e), "properties": props}
+
+
+def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
+    try:
+        parts = tuple(float(x) for x in raw.split(","))
+    except ValueError:
+        raise HTTPException(422, f"bbox {raw!r} must be four numbers 'min_lon,min_lat,max_lon,max_lat'") from None
+    if len(parts) != 4:
+        raise HTTPException(422, f"bbox {raw!r} has {len(parts)} numbers, 4 are needed: 'min_lon,min_lat,max_lon,max_lat'")
+    x0, y0, x1, y1 = parts
+    if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
+        raise HTTPException(422, f"bbox {raw!r} is not a WGS84 box with min < max (lon in -180..180, lat in -90..90)")
+    return x0, y0, x1, y1
+
+
+@router.get("/entities", operation_id="list_entities", summary="Entities as GeoJSON, filtered and paged")
+def list_entities(
+    pack: PackDep, rm: ReadModelDep, settings: SettingsDep,
+    type: Annotated[EntityKind | None, Query(description="entity kind")] = None,
+    neighbourhood: Annotated[str | None, Query(description="neighbourhood slug, e.g. 'gaarden'")] = None,
+    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    if limit > settings.max_page_size:
+        raise HTTPException(422, f"limit {limit} is above the maximum page size {settings.max_page_size}; page with offset")
+    if neighbourhood is not None and neighbourhood not in {n.id.scope for n in pack.neighbourhoods.values()}:
+        known = sorted(n.id.scope for n in pack.neighbourhoods.values())
+        raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(known)}")
+    area = box(*_parse_bbox(bbox)) if bbox else None
+    items = []
+    for e in pack.entities().values():
+        if type is not None and e.id.kind is not type:
+            continue
+        if neighbourhood is not None and e.id.scope != neighbourhood and getattr(e, "neighbourhood", None) != \
+                f"{pack.id}:{neighbourhood}:neighbourhood:{neighbourhood}":
+            continue
+        geom = _geometry(e)
+        if area is not None and (geom is None or not area.intersects(shape(geom))):
+            continue
+        items.append(e)
+    items.sort(key=lambda e: e.id)
+    page = items[offset: offset + limit]
+    return {"type": "FeatureCollection", "total": len(items), "offset": offset, "limit": limit,
+            "synthetic_layers": pack.synthetic_layers(),
+            "features": [feature(e, rm.get(e.id)) for e in page]}
+
+
+@router.get("/entities/{entity_id}", operation_id="get_entity", summary="One entity with its live state")
+def get_entity(entity_id: str, pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
+    try:
+        eid = EntityId.parse(entity_id)
+    except InvalidEntityId as exc:
+        raise HTTPException(422, str(exc)) from None
+    e = pack.entities().get(eid)
+    if e is None:
+        raise HTTPException(404, f"no entity {entity_id!r} in region {pack.id!r}; list them with GET /entities?type={eid.kind.value}")
+    return feature(e, rm.get(eid))
+
+
