@@ -28,7 +28,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/plietsch run
 
-test: install system-deps
+test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider

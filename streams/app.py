@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +114,7 @@ class TwinApp:
             known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()},
         )
         self._emitter: Emitter | None = None
-        self.stats: dict[str, int] = {"records": 0, "datums": 0, "dead": 0, "changed": 0}
+        self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "first_at": 0.0, "last_at": 0.0}
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.app = self._build()
 
@@ -174,6 +175,10 @@ class TwinApp:
                      self.stats)
             log.debug("last offsets %s", self.last_offsets)
 
+        @app.page("/twin/stats")
+        async def stats_page(web: Any, request: Any) -> Any:
+            return web.json(self.stats)
+
         @app.page("/twin/sensors/{sensor_id}")
         async def sensor_page(web: Any, request: Any, sensor_id: str) -> Any:
             value = table.get(sensor_id.encode())
@@ -185,6 +190,10 @@ class TwinApp:
 
     def process(self, msg: Any, table: Any, region: str) -> None:
         decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+        now = time.time()
+        if not self.stats["first_at"]:
+            self.stats["first_at"] = now
+        self.stats["last_at"] = now
         self.stats["records"] += 1
         self.stats["datums"] += len(decoded.events) + len(decoded.dead)
         self.stats["dead"] += len(decoded.dead)
