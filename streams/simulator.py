@@ -125,7 +125,7 @@ def run(pack: RegionPack, publisher: EventPublisher, cfg: SimulatorConfig, limit
             sent += 1
         publisher.tick()
         now = time.monotonic()
-        if on_progress and now - last_report >= 2.0:
+        if on_progress and now - last_report >= 10.0:
             on_progress(sent, sent / max(now - wall_start, 1e-9))
             last_report = now
         time.sleep(max(0.0, min(0.02, (sent + 1) / cfg.rate - (time.monotonic() - wall_start))))
