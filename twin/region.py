@@ -200,7 +200,23 @@ def load_pack(path: Path) -> RegionPack:
             if entity.id in target:
                 raise RegionPackError(f"{file.name} feature {fid}: duplicate id")
             target[entity.id] = entity
+    _attribute_sensors(pack)
     return pack
+
+
+def _attribute_sensors(pack: RegionPack) -> None:
+    """Give every sensor its neighbourhood and nearest road and coast segment, from the spatial index where the pack
+    does not say them."""
+    if not pack.sensors:
+        return
+    index = pack.index
+    for sid, sensor in list(pack.sensors.items()):
+        if sensor.neighbourhood and (sensor.road or sensor.coast):
+            continue
+        place = index.locate(sensor.lon, sensor.lat)
+        update = {k: v for k, v in place.items() if getattr(sensor, k) is None and v is not None}
+        if update:
+            pack.sensors[sid] = sensor.model_copy(update=update)
 
 
 def bundled_pack(name: str = "kiel") -> RegionPack:
