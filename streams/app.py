@@ -40,8 +40,7 @@ class Emitter:
 
     codec: Codec
     producer: Producer
-    source: str
-    counts: dict[str, int] = field(default_factory=lambda: {"updates": 0, "dead": 0, "alerts": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"updates": 0, "dead": 0})
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
         while True:
@@ -121,7 +120,7 @@ class TwinApp:
     @property
     def emitter(self) -> Emitter:
         if self._emitter is None:
-            self._emitter = Emitter(self.codec, Producer(producer_config(self.settings.bootstrap_servers)), SENSOR_AGENT)
+            self._emitter = Emitter(self.codec, Producer(producer_config(self.settings.bootstrap_servers)))
         return self._emitter
 
     def _build(self) -> faust.App:

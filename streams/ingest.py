@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -99,9 +98,4 @@ class RecordDecoder:
         return DeadLettered(original_topic=topic, original_partition=partition, original_offset=offset,
                             original_key=key, original_value=value, batch_index=index, error_type=kind,
                             reason=reason, processor=self.processor)
-
-
-def dead_letter_record(dead: DeadLettered) -> dict[str, Any]:
-    return dead.model_dump(mode="python")
-
 

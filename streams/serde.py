@@ -9,6 +9,7 @@ several event types. Both decode into the same (record name, dict).
 from __future__ import annotations
 
 import io
+import json
 import struct
 from typing import Any, Protocol
 
@@ -39,8 +40,6 @@ class RegistryCodec:
 
     def _register(self, name: str) -> int:
         if name not in self._ids:
-            import json
-
             sv = self.store.schema(name)
             self._ids[name] = self._client.register_schema(f"{NAMESPACE}.{name}", self._schema_cls(json.dumps(sv.raw), "AVRO"))
         return self._ids[name]
@@ -61,8 +60,6 @@ class RegistryCodec:
         (sid,) = struct.unpack(">I", data[1:5])
         entry = self._by_id.get(sid)
         if entry is None:
-            import json
-
             try:
                 schema = self._client.get_schema(sid)
             except Exception as exc:
