@@ -19,12 +19,13 @@ import faust
 from confluent_kafka import Producer
 
 from schemas.codec import CodecError
-from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS, TWIN_UPDATES
+from streams.catalogue import ALERTS, DEAD_LETTERS, SENSOR_TOPICS, TWIN_UPDATES
 from streams.ingest import RecordDecoder
 from streams.publisher import producer_config
 from streams.serde import Codec, encode_event, make_codec
 from streams.settings import StreamSettings
-from twin.events import DeadLettered, Reading, TwinEntityUpdated
+from twin.coast import CoastState, assess
+from twin.events import DeadLettered, Event, Reading, TwinEntityUpdated, WaterLevelMeasured
 from twin.region import RegionPack, load_pack
 from twin.sensors import SensorState, apply
 
@@ -32,6 +33,8 @@ log = logging.getLogger("plietsch.streams")
 
 SENSOR_AGENT = "twin-sensor-state"
 SENSOR_TABLE = "twin-sensor-state"
+COAST_AGENT = "twin-coast-state"
+COAST_TABLE = "twin-coast-state"
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Emitter:
 
     codec: Codec
     producer: Producer
-    counts: dict[str, int] = field(default_factory=lambda: {"updates": 0, "dead": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"updates": 0, "dead": 0, "alerts": 0})
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
         while True:
@@ -56,6 +59,13 @@ class Emitter:
             self._produce(TWIN_UPDATES.name, upd.entity_id.encode(), encode_event(self.codec, upd))
             n += 1
         self.counts["updates"] += n
+        self.producer.poll(0)
+
+    def alerts(self, items: Iterable[Event]) -> None:
+        for a in items:
+            log.info("%s %s: %s", type(a).__name__, a.alert_id, a.message)  # type: ignore[attr-defined]
+            self._produce(ALERTS.name, a.alert_id.encode(), encode_event(self.codec, a))  # type: ignore[attr-defined]
+            self.counts["alerts"] += 1
         self.producer.poll(0)
 
     def dead(self, items: Iterable[DeadLettered]) -> None:
@@ -80,6 +90,14 @@ def sensor_update(state: SensorState, region: str, source: str) -> TwinEntityUpd
         entity_id=state.entity_id, region=region, occurred_at=state.observed_at, source=source,
         entity_type="sensor", revision=state.revision, state_json=json.dumps(state.to_json(), separators=(",", ":")),
         cause_event_id=state.last_event_id,
+    )
+
+
+def coast_update(state: CoastState, region: str) -> TwinEntityUpdated:
+    return TwinEntityUpdated(
+        entity_id=state.segment_id, region=region, occurred_at=state.observed_at, source=COAST_AGENT,
+        entity_type="coast", revision=state.revision, state_json=json.dumps(state.to_json(), separators=(",", ":")),
+        cause_event_id=state.gauge,
     )
 
 
@@ -151,17 +169,19 @@ class TwinApp:
         @app.agent(topic, name=SENSOR_AGENT)
         async def sensor_state(stream: Any) -> None:
             async for event in stream.events():
-                msg = event.message
-                try:
-                    self.process(msg, table, region)
-                except Exception as exc:  # a bug or a poison record must not stop the worker: keep it, with the reason
-                    log.exception("processing %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
-                    self.emitter.dead([DeadLettered(
-                        original_topic=msg.topic, original_partition=msg.partition, original_offset=msg.offset,
-                        original_key=msg.key, original_value=msg.value or b"", error_type="processing",
-                        reason=f"{type(exc).__name__}: {exc}", processor=SENSOR_AGENT)])
+                self._guarded(SENSOR_AGENT, event.message, lambda m: self.process(m, table, region))
 
         self.agent = sensor_state
+        coast_topic = app.topic(SENSOR_TOPICS["water_level"].name, key_serializer="raw", value_serializer="raw",
+                                partitions=s.topic_partitions)
+        coast_table = app.Table(COAST_TABLE, default=None, partitions=s.topic_partitions, key_type=bytes,
+                                help="water level, freeboard and surge class per coast segment")
+        self.coast_table = coast_table
+
+        @app.agent(coast_topic, name=COAST_AGENT)
+        async def coast_state(stream: Any) -> None:
+            async for event in stream.events():
+                self._guarded(COAST_AGENT, event.message, lambda m: self.process_coast(m, coast_table, region))
 
         @app.timer(interval=1.0, name="twin-flush-outputs")
         async def flush_outputs() -> None:
@@ -186,6 +206,39 @@ class TwinApp:
             return web.json(value)
 
         return app
+
+    def _guarded(self, processor: str, msg: Any, step: Any) -> None:
+        try:
+            step(msg)
+        except Exception as exc:  # a bug or a poison record must not stop the worker: keep it, with the reason
+            log.exception("%s: processing %s[%d]@%d failed", processor, msg.topic, msg.partition, msg.offset)
+            self.emitter.dead([DeadLettered(
+                original_topic=msg.topic, original_partition=msg.partition, original_offset=msg.offset,
+                original_key=msg.key, original_value=msg.value or b"", error_type="processing",
+                reason=f"{type(exc).__name__}: {exc}", processor=processor)])
+
+    def process_coast(self, msg: Any, table: Any, region: str) -> None:
+        """Water-level readings into coast-segment state and alerts. Bad records are the sensor agent's to report."""
+        decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+        states: dict[str, CoastState | None] = {}
+        changed: dict[str, CoastState] = {}
+        alerts: list[Event] = []
+        for r in decoded.events:
+            if not isinstance(r, WaterLevelMeasured):
+                continue
+            for seg in self.pack.coast_by_gauge.get(r.entity_id, ()):
+                if seg.id not in states:
+                    raw = table.get(seg.id.encode())
+                    states[seg.id] = None if raw is None else CoastState.from_json(raw)
+                new, raised = assess(seg, states[seg.id], r)
+                if new is not states[seg.id]:
+                    states[seg.id] = changed[seg.id] = new
+                    alerts.extend(raised)
+        for sid, st in changed.items():
+            table[sid.encode()] = st.to_json()
+        self.emitter.updates(coast_update(st, region) for st in changed.values())
+        if alerts:
+            self.emitter.alerts(alerts)
 
     def process(self, msg: Any, table: Any, region: str) -> None:
         decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)

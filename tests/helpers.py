@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Sensors that single tests own, so that the shared worker's state is not fought over by tests run in any order.
 API_SENSOR = "kiel:gaarden:sensor:parking-003"
 DLQ_SENSOR = "kiel:_:sensor:gauge-holtenau"
-RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR})
+COAST_SENSOR = "kiel:friedrichsort:sensor:water-level-001"
+RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR})
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -54,6 +54,7 @@ class CoastSegment(Entity):
     coast_type: Literal["quay_wall", "dike", "beach", "natural"]
     crest_m: float = Field(description="crest height above mean water level, metres")
     neighbourhood: EntityId | None = None
+    gauge: EntityId | None = Field(default=None, description="the water-level sensor that drives this segment's state")
 
 
 class Sensor(Entity):

@@ -100,6 +100,7 @@ class RegionPack:
     roads: dict[str, RoadSegment] = field(default_factory=dict)
     sensors: dict[str, Sensor] = field(default_factory=dict)
     coast: dict[str, CoastSegment] = field(default_factory=dict)
+    coast_by_gauge: dict[str, list[CoastSegment]] = field(default_factory=dict)
     _index: PlaceIndex | None = None
 
     @property
@@ -201,7 +202,25 @@ def load_pack(path: Path) -> RegionPack:
                 raise RegionPackError(f"{file.name} feature {fid}: duplicate id")
             target[entity.id] = entity
     _attribute_sensors(pack)
+    _assign_gauges(pack)
     return pack
+
+
+def _assign_gauges(pack: RegionPack) -> None:
+    """Each coast segment is driven by its nearest water-level sensor (one sensor, so its state is co-partitioned)."""
+    gauges = [s for s in pack.sensors.values() if s.sensor_kind == "water_level"]
+    if not gauges:
+        return
+    tree = STRtree([to_metric(Point(g.lon, g.lat)) for g in gauges])
+    for cid, seg in list(pack.coast.items()):
+        if seg.gauge is None:
+            nearest = int(tree.query_nearest(to_metric(LineString(seg.line)))[0])
+            pack.coast[cid] = seg.model_copy(update={"gauge": gauges[nearest].id})
+
+    def segments_of(gauge: str) -> list[CoastSegment]:
+        return [c for c in pack.coast.values() if c.gauge == gauge]
+
+    pack.coast_by_gauge = {g.id: segments_of(g.id) for g in gauges}
 
 
 def _attribute_sensors(pack: RegionPack) -> None:
