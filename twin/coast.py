@@ -87,7 +87,7 @@ def assess(segment: CoastSegment, prev: CoastState | None, reading: WaterLevelMe
     over = freeboard < 0 or (prev is not None and prev.overtopped and freeboard < HYSTERESIS_M)
     state = CoastState(segment.id, segment.crest_m, level, freeboard, cls, low, over, reading.occurred_at,
                        str(reading.entity_id), 0 if prev is None else prev.revision + 1)
-    env = {"entity_id": segment.id, "region": segment.id.region, "occurred_at": reading.occurred_at,
+    env: dict[str, Any] = {"entity_id": segment.id, "region": segment.id.region, "occurred_at": reading.occurred_at,
            "source": "twin-coast"}
     alerts: list[Event] = []
     prev_cls = prev.surge_class if prev else None
