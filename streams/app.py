@@ -19,13 +19,14 @@ import faust
 from confluent_kafka import Producer
 
 from schemas.codec import CodecError
-from streams.catalogue import ALERTS, DEAD_LETTERS, SENSOR_TOPICS, TWIN_UPDATES
+from streams.catalogue import AGGREGATES, ALERTS, DEAD_LETTERS, SENSOR_TOPICS, TWIN_UPDATES
 from streams.ingest import RecordDecoder
 from streams.publisher import producer_config
 from streams.serde import Codec, encode_event, make_codec
 from streams.settings import StreamSettings
+from twin import aggregates
 from twin.coast import CoastState, assess
-from twin.events import DeadLettered, Event, Reading, TwinEntityUpdated, WaterLevelMeasured
+from twin.events import AggregateUpdated, DeadLettered, Event, Reading, TwinEntityUpdated, WaterLevelMeasured
 from twin.region import RegionPack, load_pack
 from twin.sensors import SensorState, apply
 
@@ -35,6 +36,7 @@ SENSOR_AGENT = "twin-sensor-state"
 SENSOR_TABLE = "twin-sensor-state"
 COAST_AGENT = "twin-coast-state"
 COAST_TABLE = "twin-coast-state"
+AGGREGATE_TABLE = "twin-aggregates"
 
 
 @dataclass
@@ -59,6 +61,12 @@ class Emitter:
             self._produce(TWIN_UPDATES.name, upd.entity_id.encode(), encode_event(self.codec, upd))
             n += 1
         self.counts["updates"] += n
+        self.producer.poll(0)
+
+    def aggregates(self, items: Iterable[AggregateUpdated]) -> None:
+        for a in items:
+            key = f"{a.metric}|{a.entity_id}|{a.window_start or 'current'}|{a.shard}"
+            self._produce(AGGREGATES.name, key.encode(), encode_event(self.codec, a))
         self.producer.poll(0)
 
     def alerts(self, items: Iterable[Event]) -> None:
@@ -164,12 +172,15 @@ class TwinApp:
         table = app.Table(SENSOR_TABLE, default=None, partitions=s.topic_partitions, key_type=bytes,
                           help="latest state per sensor")
         self.table = table
+        agg_table = app.Table(AGGREGATE_TABLE, default=None, partitions=s.topic_partitions, key_type=bytes,
+                              help="partials of windowed aggregates, keyed metric|group|window|shard")
+        self.agg_table = agg_table
         region = self.pack.id
 
         @app.agent(topic, name=SENSOR_AGENT)
         async def sensor_state(stream: Any) -> None:
             async for event in stream.events():
-                self._guarded(SENSOR_AGENT, event.message, lambda m: self.process(m, table, region))
+                self._guarded(SENSOR_AGENT, event.message, lambda m: self.process(m, table, agg_table, region))
 
         self.agent = sensor_state
         coast_topic = app.topic(SENSOR_TOPICS["water_level"].name, key_serializer="raw", value_serializer="raw",
@@ -240,7 +251,7 @@ class TwinApp:
         if alerts:
             self.emitter.alerts(alerts)
 
-    def process(self, msg: Any, table: Any, region: str) -> None:
+    def process(self, msg: Any, table: Any, agg_table: Any, region: str) -> None:
         decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
         now = time.time()
         if not self.stats["first_at"]:
@@ -264,6 +275,23 @@ class TwinApp:
         for sid, st in changed.items():
             table[sid.encode()] = st.to_json()
         self.emitter.updates(sensor_update(st, region, SENSOR_AGENT) for st in changed.values())
+        self.fold_aggregates(decoded.events, msg.partition, agg_table, region)  # type: ignore[arg-type]
+
+    def fold_aggregates(self, readings: list[Reading], shard: int, table: Any, region: str) -> None:
+        def load(key: str) -> aggregates.Partial | None:
+            raw = table.get(key.encode())
+            return None if raw is None else aggregates.Partial.from_json(raw)
+
+        changed = aggregates.fold({}, readings, self.pack.sensors, shard, load)
+        out = []
+        for key, p in changed.items():
+            doc = p.to_json()
+            table[key.encode()] = doc
+            out.append(AggregateUpdated(
+                entity_id=p.group, region=region, occurred_at=max(r.occurred_at for r in readings), source=SENSOR_AGENT,
+                metric=p.metric, window_start=p.window.isoformat() if p.window else "", window_s=p.window_s, shard=shard,
+                partial_json=json.dumps(doc, separators=(",", ":"))))
+        self.emitter.aggregates(out)
 
 
 def create_app(settings: StreamSettings | None = None) -> faust.App:

@@ -145,6 +145,16 @@ class TwinEntityUpdated(Event):
     cause_event_id: str = Field(description="event_id of the event that caused the change")
 
 
+class AggregateUpdated(Event):
+    """One shard's partial of a windowed aggregate changed; readers combine the partials of a key."""
+
+    metric: str = Field(description="e.g. 'traffic_vehicles', 'parking_occupancy', 'air_no2_ugm3'")
+    window_start: str = Field(description="RFC 3339 start of the window, empty for a current value")
+    window_s: int = Field(ge=0, description="window length in seconds, 0 for a current value")
+    shard: int = Field(ge=0, description="the partition whose readings this partial holds")
+    partial_json: str = Field(description="the partial (sum, count, min, max, members) as JSON")
+
+
 class AlertRaised(Event):
     alert_id: str = Field(description="stable id of the alert, the same for its clearing")
     severity: Literal["info", "warning", "severe", "extreme"] = Field(description="how serious")
@@ -188,7 +198,7 @@ READING_TYPES: tuple[type[Reading], ...] = (
     BikeStationStatusReported,
 )
 MUNICIPAL_TYPES: tuple[type[Event], ...] = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
-TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AlertRaised, AlertCleared)
+TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AggregateUpdated, AlertRaised, AlertCleared)
 ALL_TYPES: tuple[type[BaseModel], ...] = (*READING_TYPES, *MUNICIPAL_TYPES, *TWIN_TYPES, DeadLettered)
 BY_NAME: dict[str, type[BaseModel]] = {t.__name__: t for t in ALL_TYPES}
 READING_BY_SENSOR_KIND: dict[str, type[Reading]] = {t.sensor_kind: t for t in READING_TYPES}
