@@ -144,6 +144,59 @@ def simulate(
     console.print(f"sent {n} events")
 
 
+@app.command()
+def archive(flush_every_s: Annotated[float, typer.Option(help="seconds between archive flushes")] = 2.0) -> None:
+    """Run the archive sink: input topics into Avro container files under PLIETSCH_DATA_DIR/archive."""
+    from streams.archive import run_sink
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+
+    settings = StreamSettings()
+    _bootstrap()
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    console.print(f"archiving to {settings.archive_dir}")
+    try:
+        n = run_sink(settings.bootstrap_servers, make_codec(settings.schema_registry_url), settings.archive_dir,
+                     flush_every_s=flush_every_s, should_stop=lambda: stop["now"])
+    except KeyboardInterrupt:
+        return
+    console.print(f"archived {n} events")
+
+
+@app.command("at")
+def twin_at(
+    time_: Annotated[str, typer.Option("--time", help="ISO 8601 with offset; default: the end of the archive")] = "",
+    sensor: Annotated[list[str] | None, typer.Option(help="only these sensor ids")] = None,
+) -> None:
+    """Rebuild the twin from the archive as it stood at a time, and print it as JSON."""
+    import json
+
+    from streams.archive import rebuild
+    from streams.settings import StreamSettings
+    from twin.region import load_pack
+
+    settings = StreamSettings()
+    at = None
+    if time_:
+        try:
+            at = datetime.fromisoformat(time_)
+        except ValueError:
+            raise _fail(f"--time {time_!r} is not ISO 8601, e.g. 2023-10-20T21:33:00+02:00") from None
+        if at.tzinfo is None:
+            raise _fail(f"--time {time_!r} has no UTC offset; add one, e.g. +01:00")
+    if not settings.archive_dir.is_dir():
+        raise _fail(f"no archive at {settings.archive_dir}; run the stack ('make run') or set PLIETSCH_DATA_DIR")
+    state = rebuild(settings.archive_dir, load_pack(settings.region_pack), at)
+    wanted = set(sensor or state.sensors)
+    print(json.dumps({
+        "as_of": state.as_of.isoformat() if state.as_of else None, "events_applied": state.events_applied,
+        "sensors": {k: v.to_json() for k, v in state.sensors.items() if k in wanted},
+        "coast": {k: v.to_json() for k, v in state.coast.items()},
+        "active_alerts": {k: v.model_dump(mode="json") for k, v in state.alerts.items()},
+    }, indent=2, default=str))
+
+
 @schemas_app.command("generate")
 def schemas_generate() -> None:
     """Write schemas/avro/*.avsc from the event models."""
@@ -210,6 +263,23 @@ def region_info(path: Annotated[Path, typer.Argument(help="region pack folder")]
         print(f"  {layer}: {'SYNTHETIC' if info.synthetic else 'real'}; {info.source}; licence {info.licence}")
 
 
+def _replay_archive(bootstrap: str) -> None:
+    """Embedded mode keeps topics in memory: put the archived history back before the worker starts."""
+    from streams.archive import REPLAY_HEADERS, archive_files, replay
+    from streams.publisher import EventPublisher
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+
+    settings = StreamSettings()
+    if not archive_files(settings.archive_dir):
+        console.print(f"no archive at {settings.archive_dir} yet: starting empty")
+        return
+    pub = EventPublisher(bootstrap, make_codec(settings.schema_registry_url), extra_headers=REPLAY_HEADERS)
+    console.print(f"replaying the archive {settings.archive_dir} into the embedded broker ...")
+    n = replay(settings.archive_dir, pub, on_progress=lambda k: console.print(f"  {k} events replayed"))
+    console.print(f"replayed {n} events")
+
+
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, start_new_session=True)
 
@@ -218,6 +288,7 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 def run_all(
     rate: Annotated[float, typer.Option(help="simulator events per second")] = 200.0,
     api_port: Annotated[int, typer.Option(help="API and viewer port")] = 8000,
+    broker_port: Annotated[int, typer.Option(help="embedded broker port, 0 for a free one")] = 0,
     simulate_: Annotated[bool, typer.Option("--simulate/--no-simulate", help="run the simulator")] = True,
 ) -> None:
     """Run the whole embedded stack: broker, Faust worker, simulator and API. Ctrl-C stops everything."""
@@ -227,7 +298,7 @@ def run_all(
     broker_proc: EmbeddedBroker | None = None
     if not env.get(ENV_BOOTSTRAP):
         try:
-            broker_proc = EmbeddedBroker().start()
+            broker_proc = EmbeddedBroker(port=broker_port).start()
         except BrokerError as exc:
             raise _fail(str(exc)) from exc
         env[ENV_BOOTSTRAP] = broker_proc.bootstrap_servers
@@ -235,8 +306,11 @@ def run_all(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         ensure_topics(bootstrap)
+        if broker_proc is not None:
+            _replay_archive(bootstrap)
         exe = [sys.executable, "-m", "streams.cli"]
         procs["worker"] = _spawn([*exe, "worker"], env)
+        procs["archive"] = _spawn([*exe, "archive"], env)
         if simulate_:
             procs["simulator"] = _spawn([*exe, "simulate", "--rate", str(rate)], env)
         procs["api"] = _spawn([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",

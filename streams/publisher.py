@@ -43,8 +43,9 @@ def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
 
 class EventPublisher:
     def __init__(self, bootstrap_servers: str, codec: Codec, *, linger_ms: int = 20, max_datums: int = 2000,
-                 producer: Producer | None = None) -> None:
+                 producer: Producer | None = None, extra_headers: list[tuple[str, bytes]] | None = None) -> None:
         self.codec = codec
+        self.extra_headers = list(extra_headers or [])
         self.producer = producer or Producer(producer_config(bootstrap_servers))
         self.linger_s = linger_ms / 1000.0
         self.max_datums = max_datums
@@ -98,6 +99,8 @@ class EventPublisher:
         self._produce(topic=topic, key=key, value=value, headers=headers or [])
 
     def _produce(self, **kwargs: Any) -> None:
+        if self.extra_headers:
+            kwargs["headers"] = [*(kwargs.get("headers") or []), *self.extra_headers]
         while True:
             try:
                 self.producer.produce(on_delivery=self._on_delivery, **kwargs)
