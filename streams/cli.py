@@ -248,6 +248,29 @@ def region_synth(
     console.print(f"wrote {out}")
 
 
+@region_app.command("import")
+def region_import(
+    pack: Annotated[Path, typer.Option(help="region pack folder to update")] = Path("twin/regions/kiel"),
+    osm: Annotated[Path | None, typer.Option(help="OpenStreetMap XML extract (buildings, roads)")] = None,
+    cityjson: Annotated[Path | None, typer.Option(help="CityJSON file with LoD1/LoD2 buildings")] = None,
+    dgm: Annotated[Path | None, typer.Option(help="GeoTIFF elevation model (DGM1)")] = None,
+    source_crs: Annotated[str, typer.Option(help="CRS of files that do not name one")] = "EPSG:25832",
+    licence: Annotated[str | None, typer.Option(help="licence of the imported data, e.g. ODbL-1.0 or DL-DE/BY-2.0")] = None,
+) -> None:
+    """Import real open data into a region pack, replacing its synthetic layers."""
+    from twin.importers import ImportError_, import_into_pack
+    from twin.region import RegionPackError
+
+    if osm is None and cityjson is None and dgm is None:
+        raise _fail("nothing to import: give --osm, --cityjson and/or --dgm")
+    try:
+        report = import_into_pack(pack, osm=osm, cityjson=cityjson, dgm=dgm, source_crs=source_crs, licence=licence)
+    except (ImportError_, RegionPackError) as exc:
+        raise _fail(str(exc)) from exc
+    for line in report:
+        console.print(f"  {line}")
+
+
 @region_app.command("info")
 def region_info(path: Annotated[Path, typer.Argument(help="region pack folder")] = Path("twin/regions/kiel")) -> None:
     """Summarise a region pack and its provenance."""

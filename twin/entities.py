@@ -40,6 +40,7 @@ class Building(Entity):
     height_m: float = Field(gt=0, le=400)
     ground_m: float = 0.0
     use: str = "residential"
+    height_source: str = Field(default="", description="where the height comes from (tag, LoD model, synthetic)")
 
 
 class RoadSegment(Entity):

@@ -40,3 +40,21 @@ def test_cli_errors_are_actionable() -> None:
     res = subprocess.run([sys.executable, "-m", "streams.cli", "simulate", "--rate", "0"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert "--rate must be positive" in res.stderr
+
+
+def test_region_import_cli(tmp_path) -> None:
+    import shutil
+
+    pack_dir = tmp_path / "kiel"
+    shutil.copytree(ROOT / "twin" / "regions" / "kiel", pack_dir)
+    fix = ROOT / "tests" / "fixtures"
+    ok = subprocess.run([sys.executable, "-m", "streams.cli", "region", "import", "--pack", str(pack_dir),
+                         "--osm", str(fix / "gaarden_small.osm"), "--licence", "ODbL-1.0"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "buildings: 2 from gaarden_small.osm" in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "streams.cli", "region", "import", "--pack", str(pack_dir),
+                          "--osm", str(fix / "gaarden_broken.osm")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "gaarden_broken.osm: way 100" in bad.stderr
+    info = subprocess.run([sys.executable, "-m", "streams.cli", "region", "info", str(pack_dir)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert "buildings: real; imported (gaarden_small.osm); licence ODbL-1.0" in info.stdout
