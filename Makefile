@@ -36,6 +36,7 @@ test: install
 bench: install
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.apply
+	$(BIN)/python -m bench.rebuild
 
 clean:
 	rm -rf $(VENV) node_modules .plietsch

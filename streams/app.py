@@ -283,12 +283,15 @@ class TwinApp:
             return None if raw is None else aggregates.Partial.from_json(raw)
 
         changed = aggregates.fold({}, readings, self.pack.sensors, shard, load)
+        if not changed:
+            return
+        latest = max(r.occurred_at for r in readings)
         out = []
         for key, p in changed.items():
             doc = p.to_json()
             table[key.encode()] = doc
             out.append(AggregateUpdated(
-                entity_id=p.group, region=region, occurred_at=max(r.occurred_at for r in readings), source=SENSOR_AGENT,
+                entity_id=p.group, region=region, occurred_at=latest, source=SENSOR_AGENT,
                 metric=p.metric, window_start=p.window.isoformat() if p.window else "", window_s=p.window_s, shard=shard,
                 partial_json=json.dumps(doc, separators=(",", ":"))))
         self.emitter.aggregates(out)

@@ -83,27 +83,39 @@ def contributions(reading: Reading, sensor: Sensor) -> list[tuple[str, str, date
 def fold(partials: dict[str, Partial], readings: Iterable[Reading], sensors: dict[str, Sensor], shard: int,
          load: Any = None) -> dict[str, Partial]:
     """Add readings to the partials (mutated; *load(key)* fetches one not yet in it); returns the changed partials."""
-    changed: dict[str, Partial] = {}
+    acc: dict[tuple[str, str, datetime | None, int], list[Any]] = {}  # key -> [total, count, min, max, members]
     for r in readings:
         sensor = sensors.get(r.entity_id)
         if sensor is None:
             continue
         for metric, group, window, window_s, value, capacity in contributions(r, sensor):
-            p = Partial(metric, group, window, window_s, shard)
-            key = p.key
-            current = partials.get(key)
-            if current is None and load is not None:
-                current = load(key)
-            current = current or p
+            k = (metric, group, window, window_s)
+            a = acc.get(k)
+            if a is None:
+                a = acc[k] = [0.0, 0, None, None, {}]
             if capacity is None:
-                current = current.add(value)
+                a[0] += value
+                a[1] += 1
+                a[2] = value if a[2] is None else min(a[2], value)
+                a[3] = value if a[3] is None else max(a[3], value)
             else:
-                prev = current.members.get(r.entity_id)
-                members = dict(current.members)
-                members[r.entity_id] = (value, capacity)
-                current = replace(current, members=members, count=len(members),
-                                  total=current.total - (prev[0] if prev else 0.0) + value)
-            partials[key] = changed[key] = current
+                a[4][r.entity_id] = (value, capacity)
+    changed: dict[str, Partial] = {}
+    for (metric, group, window, window_s), (total, count, lo, hi, members) in acc.items():
+        blank = Partial(metric, group, window, window_s, shard)
+        key = blank.key
+        current = partials.get(key)
+        if current is None and load is not None:
+            current = load(key)
+        current = current or blank
+        if members:
+            merged = {**current.members, **members}
+            new = replace(current, members=merged, count=len(merged), total=sum(v for v, _ in merged.values()))
+        else:
+            new = replace(current, total=current.total + total, count=current.count + count,
+                          minimum=lo if current.minimum is None else min(current.minimum, lo),
+                          maximum=hi if current.maximum is None else max(current.maximum, hi))
+        partials[key] = changed[key] = new
     return changed
 
 
