@@ -28,7 +28,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/plietsch run
 
-test: install
+test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
+from api.places import places
 from api.readmodel import ReadModel
-from api.routes import entities
+from api.routes import coast, entities, history, live
 from api.settings import ApiSettings
 from streams.serde import make_codec
 from twin.region import load_pack
+
+log = logging.getLogger("plietsch.api")
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "viewer" / "static"
+
+
+def cesium_dir() -> Path:
+    return Path(os.environ.get("PLIETSCH_CESIUM_DIR", ROOT / "node_modules" / "cesium" / "Build" / "Cesium"))
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -29,22 +43,42 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan,
                   description="The live digital twin of the KielRegion. Layers marked synthetic are made up.")
     app.state.settings = settings
-    app.state.pack = load_pack(settings.region_pack)
+    app.state.pack = pack = load_pack(settings.region_pack)
+    app.state.places = places(pack)
     app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url))
-    app.include_router(entities.router)
+    for router in (entities.router, coast.router, live.router, history.router):
+        app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"])
     def health() -> dict[str, Any]:
         rm: ReadModel = app.state.read_model
         return {"status": "degraded" if rm.error else ("ok" if rm.ready.is_set() else "starting"),
-                "read_model": {"entities": len(rm.state), "applied": rm.applied, "error": rm.error}}
+                "read_model": {"entities": len(rm.state), "alerts": len(rm.alerts), "seq": rm.seq, "error": rm.error},
+                "viewer": "ok" if (cesium_dir() / "Cesium.js").is_file() else f"CesiumJS missing at {cesium_dir()}: run 'make run'"}
 
     @app.get("/regions", operation_id="list_regions", tags=["regions"])
     def regions() -> list[dict[str, Any]]:
-        pack = app.state.pack
         return [{"id": pack.id, "name": pack.manifest.name, "bbox": pack.manifest.bbox,
                  "neighbourhoods": [{"id": n.id, "name": n.name} for n in pack.neighbourhoods.values()],
                  "layers": {k: v.model_dump() for k, v in pack.manifest.layers.items()},
                  "synthetic_layers": pack.synthetic_layers()}]
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if (cesium_dir() / "Cesium.js").is_file():
+        app.mount("/cesium", StaticFiles(directory=cesium_dir()), name="cesium")
+    else:
+        log.warning("CesiumJS not found at %s: the viewer cannot load; 'make run' installs it (npm)", cesium_dir())
+
+        @app.get("/cesium/{path:path}", include_in_schema=False)
+        def no_cesium(path: str) -> None:
+            raise HTTPException(503, f"CesiumJS is not installed at {cesium_dir()}; run 'make run' (it runs npm install)")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/kiosk", include_in_schema=False)
+    def kiosk() -> FileResponse:
+        return FileResponse(STATIC / "kiosk.html")
 
     return app

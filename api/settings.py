@@ -14,4 +14,9 @@ class ApiSettings(BaseSettings):
     bootstrap_servers: str = Field(default="", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     schema_registry_url: str = Field(default="", validation_alias="SCHEMA_REGISTRY_URL")
     region_pack: Path = BUNDLED_DIR / "kiel"
+    data_dir: Path = Path(".plietsch")
     max_page_size: int = 1000
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"

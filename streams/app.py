@@ -164,6 +164,7 @@ class TwinApp:
             consumer_auto_offset_reset="earliest",
             web_port=s.web_port,
             web_host="127.0.0.1",
+            web_bind="127.0.0.1",
             stream_wait_empty=False,
             consumer_max_fetch_size=8 * 1024 * 1024,
         )

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from infra.broker import ENV_BOOTSTRAP, BrokerError, EmbeddedBroker
+from infra.broker import ENV_BOOTSTRAP, BrokerError, EmbeddedBroker, free_port
 
 app = typer.Typer(help="Plietsch Twin: an event-driven digital twin of the KielRegion.", no_args_is_help=True)
 topics_app = typer.Typer(help="The topic catalogue.", no_args_is_help=True)
@@ -318,6 +318,7 @@ def run_all(
     from streams.catalogue import ensure_topics
 
     env = dict(os.environ)
+    env.setdefault("PLIETSCH_WEB_PORT", str(free_port()))  # the worker's own web page; any free port will do
     broker_proc: EmbeddedBroker | None = None
     if not env.get(ENV_BOOTSTRAP):
         try:

@@ -42,8 +42,9 @@ class SimulatorConfig:
 class ReadingFactory:
     """Makes one reading for a sensor at a simulated time; deterministic for a seed."""
 
-    def __init__(self, pack: RegionPack, seed: int, surge: Surge | None = None) -> None:
+    def __init__(self, pack: RegionPack, seed: int, surge: Surge | None = None, interval_s: int = 300) -> None:
         self.rng = np.random.default_rng(seed)
+        self.interval_s = interval_s  # simulated seconds between two readings of one sensor
         self.region = pack.id
         self.water = WaterLevelModel(seed=seed, surge=surge)
         self.capacity = {sid: int(self.rng.integers(60, 600)) for sid, s in pack.sensors.items() if s.sensor_kind == "parking"}
@@ -61,8 +62,8 @@ class ReadingFactory:
         return WaterLevelMeasured(**self._env(s, t), level_m=round(self.water.level(t) + self.rng.normal(0, 0.01), 3))
 
     def _traffic(self, s: Sensor, t: datetime) -> Reading:
-        lam = 110 * traffic_profile(t)
-        return TrafficCounted(**self._env(s, t), vehicles=int(self.rng.poisson(lam)), interval_s=300,
+        lam = 110 * traffic_profile(t) * self.interval_s / 300  # up to about 1,300 vehicles an hour on a main street
+        return TrafficCounted(**self._env(s, t), vehicles=int(self.rng.poisson(lam)), interval_s=self.interval_s,
                               mean_speed_kmh=round(float(max(5.0, 48 - 20 * traffic_profile(t) + self.rng.normal(0, 3))), 1))
 
     def _parking(self, s: Sensor, t: datetime) -> Reading:
@@ -105,10 +106,11 @@ def readings(pack: RegionPack, count: int, seed: int = 42, start: datetime | Non
 def run(pack: RegionPack, publisher: EventPublisher, cfg: SimulatorConfig, limit: int | None = None,
         on_progress: Callable[[int, float], None] | None = None, should_stop: Callable[[], bool] = lambda: False) -> int:
     """Produce readings at *cfg.rate* per wall second until *limit* or until *should_stop*; returns the count."""
-    factory = ReadingFactory(pack, cfg.seed, cfg.surge)
     sensors = sorted(pack.sensors.values(), key=lambda s: s.id)
     if not sensors:
         raise ValueError(f"region pack {pack.id!r} has no sensors to simulate")
+    # each sensor reports once per round over all sensors: that is its counting interval in simulated time
+    factory = ReadingFactory(pack, cfg.seed, cfg.surge, interval_s=max(1, round(len(sensors) / cfg.rate * cfg.time_scale)))
     sim_start = cfg.start or datetime.now(UTC)
     wall_start = time.monotonic()
     sent = 0

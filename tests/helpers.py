@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 API_SENSOR = "kiel:gaarden:sensor:parking-003"
 DLQ_SENSOR = "kiel:_:sensor:gauge-holtenau"
 COAST_SENSOR = "kiel:friedrichsort:sensor:water-level-001"
-RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR})
+VIEWER_SENSOR = "kiel:gaarden:sensor:water-level-001"
+RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR})
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -48,6 +48,8 @@ class Manifest(BaseModel):
     name: str
     bbox: tuple[float, float, float, float]
     mean_water_level_note: str = ""
+    sea_point: tuple[float, float] | None = None  # a point known to be water, to tell water from land
+    shoreline: str | None = None  # GMT multi-segment shoreline file in the pack
     layers: dict[str, LayerInfo]
     terrain: LayerInfo | None = None
 
@@ -124,6 +126,14 @@ class RegionPack:
         if self.manifest.terrain is not None and self.manifest.terrain.synthetic:
             names.append("terrain")
         return names
+
+    def water_polygon(self) -> BaseGeometry | None:
+        """The sea within the region's box, from the pack's shoreline (None if the pack has none)."""
+        if self.manifest.shoreline is None or self.manifest.sea_point is None:
+            return None
+        from twin.geo import read_gmt_segments, water_polygon
+
+        return water_polygon(read_gmt_segments(self.path / self.manifest.shoreline), self.manifest.bbox, self.manifest.sea_point)
 
     @property
     def terrain_path(self) -> Path | None:

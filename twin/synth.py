@@ -167,7 +167,8 @@ def _write(out: Path, shoreline: Path, hoods: list, roads: list, buildings: list
     gshhg = {"source": "GSHHG 2.3.7 full resolution (Wessel & Smith), via GMT 6; shoreline real, crest heights synthetic",
              "licence": "LGPL-3.0-or-later"}
     manifest = {
-        "id": "kiel", "name": "Kiel (KielRegion)", "bbox": list(KIEL_BBOX),
+        "id": "kiel", "name": "Kiel (KielRegion)", "bbox": list(KIEL_BBOX), "sea_point": list(KIEL_SEA_POINT),
+        "shoreline": "shoreline_gshhg.txt",
         "mean_water_level_note": "Heights are metres above mean water level (Kiel-Holtenau MW about 504 cm above gauge zero).",
         "layers": {
             "neighbourhoods": {"file": "neighbourhoods.geojson", "source": SYNTH, "licence": SYNTH_LICENCE, "synthetic": True,

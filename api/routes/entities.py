@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Query
 from shapely.geometry import box, shape
 
 from api.deps import PackDep, ReadModelDep, SettingsDep
+from api.filters import parse_bbox
 from twin.entities import Building, CoastSegment, Entity, Neighbourhood, RoadSegment, Sensor
 from twin.ids import EntityId, EntityKind, InvalidEntityId
 
@@ -34,19 +35,6 @@ def feature(e: Entity, live: dict[str, Any] | None) -> dict[str, Any]:
     return {"type": "Feature", "id": e.id, "geometry": _geometry(e), "properties": props}
 
 
-def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
-    try:
-        parts = tuple(float(x) for x in raw.split(","))
-    except ValueError:
-        raise HTTPException(422, f"bbox {raw!r} must be four numbers 'min_lon,min_lat,max_lon,max_lat'") from None
-    if len(parts) != 4:
-        raise HTTPException(422, f"bbox {raw!r} has {len(parts)} numbers, 4 are needed: 'min_lon,min_lat,max_lon,max_lat'")
-    x0, y0, x1, y1 = parts
-    if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-        raise HTTPException(422, f"bbox {raw!r} is not a WGS84 box with min < max (lon in -180..180, lat in -90..90)")
-    return x0, y0, x1, y1
-
-
 @router.get("/entities", operation_id="list_entities", summary="Entities as GeoJSON, filtered and paged")
 def list_entities(
     pack: PackDep, rm: ReadModelDep, settings: SettingsDep,
@@ -61,7 +49,7 @@ def list_entities(
     if neighbourhood is not None and neighbourhood not in {n.id.scope for n in pack.neighbourhoods.values()}:
         known = sorted(n.id.scope for n in pack.neighbourhoods.values())
         raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(known)}")
-    area = box(*_parse_bbox(bbox)) if bbox else None
+    area = box(*parse_bbox(bbox)) if bbox else None
     items = []
     for e in pack.entities().values():
         if type is not None and e.id.kind is not type:

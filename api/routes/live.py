@@ -1,0 +1,103 @@
+"""Server-sent events: a snapshot, then deltas in order; a reconnect with ``Last-Event-ID`` resumes without gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api.deps import PackDep, ReadModelDep
+from api.filters import parse_bbox
+from api.readmodel import Delta, Subscriber
+from twin.ids import EntityKind
+
+router = APIRouter(tags=["live"])
+HEARTBEAT_S = 10.0
+
+
+def _frame(d: Delta, event: str | None = None) -> bytes:
+    return f"id: {d.seq}\nevent: {event or d.kind}\ndata: {json.dumps(d.to_json(), separators=(',', ':'), default=str)}\n\n".encode()
+
+
+@router.get("/stream", operation_id="stream_deltas", summary="Live deltas (SSE): snapshot first, then changes in order",
+            response_class=StreamingResponse)
+async def stream(
+    request: Request, pack: PackDep, rm: ReadModelDep,
+    region: Annotated[str | None, Query(description="region id")] = None,
+    neighbourhood: Annotated[str | None, Query(description="neighbourhood slug")] = None,
+    type: Annotated[EntityKind | None, Query(description="entity kind, e.g. sensor or coast")] = None,
+    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
+    after: Annotated[int | None, Query(description="resume after this sequence (as Last-Event-ID)")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    if region is not None and region != pack.id:
+        raise HTTPException(404, f"no region {region!r}; this API serves {pack.id!r}")
+    hoods = {n.id.scope for n in pack.neighbourhoods.values()}
+    if neighbourhood is not None and neighbourhood not in hoods:
+        raise HTTPException(404, f"no neighbourhood {neighbourhood!r}; known: {', '.join(sorted(hoods))}")
+    box = parse_bbox(bbox) if bbox else None
+    if last_event_id is not None:
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            raise HTTPException(422, f"Last-Event-ID {last_event_id!r} must be a sequence number") from None
+    places = request.app.state.places
+    accept = _filter(places, neighbourhood, type, box)
+    sub = Subscriber(asyncio.get_running_loop(), accept)
+    backlog = rm.subscribe(sub, after)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            if backlog is None or after is None:
+                if backlog is None:
+                    yield b"event: resync\ndata: {\"reason\": \"the deltas after your last id are no longer buffered\"}\n\n"
+                at, snap = rm.snapshot(accept)
+                for d in snap:
+                    yield _frame(d, "snapshot")
+                yield f"id: {at}\nevent: snapshot_end\ndata: {{\"seq\": {at}}}\n\n".encode()
+                last = at
+            else:
+                last = after
+                for d in backlog:
+                    yield _frame(d)
+                    last = d.seq
+            while True:
+                if await request.is_disconnected():
+                    return
+                try:
+                    d = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if sub.overflowed and d is None:
+                    return
+                if d is None or d.seq <= last:
+                    continue
+                yield _frame(d)
+                last = d.seq
+        finally:
+            rm.unsubscribe(sub)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _filter(places: dict, neighbourhood: str | None, kind: EntityKind | None,
+            box: tuple[float, float, float, float] | None) -> Callable[[Delta], bool]:
+    def accept(d: Delta) -> bool:
+        if kind is not None and d.entity_id.split(":")[2] != kind.value:
+            return False
+        if neighbourhood is None and box is None:
+            return True
+        p = places.get(d.entity_id)
+        if p is None:
+            return False
+        if neighbourhood is not None and p.neighbourhood != neighbourhood:
+            return False
+        return box is None or (box[0] <= p.lon <= box[2] and box[1] <= p.lat <= box[3])
+
+    return accept

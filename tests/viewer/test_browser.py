@@ -1,0 +1,76 @@
+"""The viewer and the kiosk page in real headless Chromium (SwiftShader WebGL), over the real stack."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from schemas.codec import SingleObjectCodec
+from streams.catalogue import SENSOR_TOPICS
+from streams.publisher import EventPublisher
+from tests.helpers import Worker
+from twin.events import WaterLevelMeasured
+
+pytestmark = [pytest.mark.browser, pytest.mark.broker]
+VIEWER_SENSOR = "kiel:gaarden:sensor:water-level-001"
+
+
+async def _open(browser: Any, url: str) -> tuple[Any, list[str]]:
+    page = await browser.new_page(viewport={"width": 1100, "height": 750})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    await page.goto(url)
+    return page, problems
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: Any, api_url: str, worker: Worker) -> None:
+    page, problems = await _open(browser, f"{api_url}/?view=gaarden")
+    await page.wait_for_function("window.plietsch && window.plietsch.ready && window.plietsch.live", timeout=60_000)
+    assert await page.evaluate("window.plietsch.buildings") > 300
+    assert "SYNTHETIC" in await page.inner_text("#synthetic")
+    # the buildings render: the picture with them differs from the picture without them, and in their colour
+    await page.wait_for_timeout(1500)
+    with_b = _pixels(await page.screenshot())
+    await page.evaluate("window.plietsch.showBuildings(false)")
+    await page.wait_for_timeout(800)
+    without_b = _pixels(await page.screenshot())
+    await page.evaluate("window.plietsch.showBuildings(true)")
+    changed = np.abs(with_b - without_b).sum(axis=2) > 40
+    assert changed.mean() > 0.01, f"only {changed.mean():.4f} of the pixels change when the buildings are hidden"
+    # a reading sent to the broker shows within seconds: a storm surge on the Gaarden staff raises an alert
+    pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
+    t = datetime.now(UTC) + timedelta(days=400)  # newer than anything else in the session
+    pub.send(SENSOR_TOPICS["water_level"].name, VIEWER_SENSOR, WaterLevelMeasured(
+        entity_id=VIEWER_SENSOR, region="kiel", occurred_at=t, source="viewer-test", level_m=1.62))
+    pub.flush()
+    await page.wait_for_function(
+        f"(window.plietsch.sensors['{VIEWER_SENSOR}'] || {{values: {{}}}}).values.level_m === 1.62", timeout=20_000)
+    await page.wait_for_function("document.querySelector('#alert-list').innerText.includes('severe storm surge')",
+                                 timeout=20_000)
+    assert problems == [], problems
+
+
+async def test_kiosk_cycles_and_reconnects(browser: Any, api_url: str) -> None:
+    page, problems = await _open(browser, f"{api_url}/kiosk?interval=700&refresh=500")
+    await page.wait_for_function("window.kiosk.online && new Set(window.kiosk.shown).size >= 3", timeout=30_000)
+    assert set(await page.evaluate("window.kiosk.shown")) >= {"kiel:gaarden:neighbourhood:gaarden", "coast"}
+    assert "SYNTHETIC" in await page.inner_text("footer")
+    assert float(await page.evaluate("getComputedStyle(document.querySelector('h1')).fontSize.replace('px', '')")) >= 40
+    assert problems == [], problems
+    await page.route("**/public/summary", lambda route: route.abort())  # the connection drops
+    await page.wait_for_function("!window.kiosk.online", timeout=10_000)
+    assert "reconnecting" in await page.inner_text("#conn")
+    await page.unroute("**/public/summary")
+    await page.wait_for_function("window.kiosk.online", timeout=10_000)
+    assert await page.inner_text("#conn") == "live"
+    assert all("Failed to load resource" in p for p in problems), problems  # only the dropped requests

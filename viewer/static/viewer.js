@@ -1,0 +1,189 @@
+// Plietsch Twin viewer: CesiumJS, offline (no ion, no remote imagery), live via server-sent events.
+"use strict";
+const state = window.plietsch = { ready: false, viewerRef: null, buildings: 0, sensors: {}, coast: {}, alerts: {}, lastSeq: 0, errors: [] };
+Cesium.Ion.defaultAccessToken = "";
+const viewer = new Cesium.Viewer("cesium", {
+  baseLayer: false, baseLayerPicker: false, geocoder: false, homeButton: false, sceneModePicker: false,
+  navigationHelpButton: false, animation: false, timeline: false, fullscreenButton: false, infoBox: true,
+  selectionIndicator: true, terrainProvider: new Cesium.EllipsoidTerrainProvider(),
+  contextOptions: { webgl: { preserveDrawingBuffer: true } },
+});
+state.viewerRef = viewer;
+// No imagery or terrain tiles: the globe is hidden and land and sea are drawn from the real shoreline, so that the
+// water surface can stand at the live level without fighting the globe for depth.
+viewer.scene.globe.show = false;
+viewer.scene.skyBox.show = false;
+viewer.scene.sun.show = false;
+viewer.scene.moon.show = false;
+viewer.scene.backgroundColor = Cesium.Color.fromCssColorString("#dfe8ee");
+viewer.scene.skyAtmosphere.show = false;
+viewer.scene.fog.enabled = false;
+const FREEBOARD = (s) => !s ? "#95a5a6" : s.overtopped ? "#e74c3c" : s.freeboard_m < 0.5 ? "#e67e22" : s.freeboard_m < 1.0 ? "#f1c40f" : "#2ecc71";
+const SENSOR_COLOURS = { water_level: "#3498db", traffic_count: "#9b59b6", parking: "#1abc9c", air_quality: "#e84393",
+                         weather: "#fdcb6e", bike_share: "#00cec9" };
+const buildingEntities = [];
+const coastEntities = {};
+const sensorEntities = {};
+let waters = [];
+let waterLevel = 0;
+let live = true;
+
+async function getJSON(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${await r.text()}`);
+  return r.json();
+}
+async function all(url) {
+  let out = [], offset = 0;
+  for (;;) {
+    const page = await getJSON(`${url}&limit=1000&offset=${offset}`);
+    out = out.concat(page.features);
+    offset += page.features.length;
+    if (offset >= page.total || page.features.length === 0) return out;
+  }
+}
+function ring(coords) { return Cesium.Cartesian3.fromDegreesArray(coords.flat()); }
+
+function colourBuildings() {
+  const threatened = Object.values(coastEntities).map((c) => ({ pos: c.mid, s: state.coast[c.id] }))
+    .filter((c) => c.s && (c.s.overtopped || c.s.low_freeboard || c.s.surge_class));
+  for (const b of buildingEntities) {
+    let colour = "#f4f1ea";
+    for (const c of threatened) {
+      const d = Math.hypot((b.lon - c.pos[0]) * 65000, (b.lat - c.pos[1]) * 111000);
+      if (d < 250) { colour = c.s.overtopped ? "#e74c3c" : c.s.low_freeboard ? "#e67e22" : "#f9e79f"; break; }
+    }
+    b.entity.polygon.material = Cesium.Color.fromCssColorString(colour).withAlpha(0.95);
+  }
+}
+state.showBuildings = (show) => { for (const b of buildingEntities) b.entity.show = show; viewer.scene.requestRender(); };
+function setWater(level) {
+  waterLevel = level;
+  for (const w of waters) w.polygon.height = level;
+}
+function applyCoast(id, s) {
+  state.coast[id] = s;
+  const e = coastEntities[id];
+  if (e) e.entity.polyline.material = Cesium.Color.fromCssColorString(FREEBOARD(s));
+}
+function applySensor(id, s) {
+  state.sensors[id] = s;
+  const e = sensorEntities[id];
+  if (!e) return;
+  e.label.text = `${e.name}\n${Object.entries(s.values).map(([k, v]) => `${k}: ${v}`).join("\n")}`;
+  e.point.pixelSize = 11;
+  if (s.sensor_kind === "water_level" && id.includes(":gauge-holtenau")) setWater(s.values.level_m);
+}
+function renderAlerts() {
+  const list = document.getElementById("alert-list");
+  const items = Object.values(state.alerts);
+  list.innerHTML = items.length ? "" : "<li>none</li>";
+  for (const a of items) {
+    const li = document.createElement("li");
+    li.className = `sev-${a.severity}`;
+    li.textContent = `${a.severity.toUpperCase()}: ${a.message}`;
+    list.appendChild(li);
+  }
+}
+function applyDelta(d) {
+  state.lastSeq = Math.max(state.lastSeq, d.seq);
+  if (!live) return;
+  if (d.kind === "entity" && d.entity_type === "sensor") applySensor(d.entity_id, d.data.state);
+  else if (d.kind === "entity" && d.entity_type === "coast") { applyCoast(d.entity_id, d.data.state); colourBuildings(); }
+  else if (d.kind === "alert") { state.alerts[d.data.alert_id] = d.data; renderAlerts(); }
+  else if (d.kind === "alert_cleared") { delete state.alerts[d.data.alert_id]; renderAlerts(); }
+}
+
+function connect() {
+  const status = document.getElementById("status");
+  const es = new EventSource("/stream");
+  const onDelta = (ev) => applyDelta(JSON.parse(ev.data));
+  ["snapshot", "entity", "alert", "alert_cleared"].forEach((k) => es.addEventListener(k, onDelta));
+  es.addEventListener("snapshot_end", () => { colourBuildings(); status.textContent = "live"; state.live = true; });
+  es.addEventListener("resync", () => { state.alerts = {}; });
+  es.onerror = () => { status.textContent = "connection lost, reconnecting ..."; state.live = false; };
+}
+
+async function timeTravel(fraction) {
+  const label = document.getElementById("time-label");
+  const range = state.history;
+  if (!range || !range.start) { label.textContent = "no history archived yet"; return; }
+  const t0 = Date.parse(range.start), t1 = Date.parse(range.end);
+  const at = new Date(t0 + (t1 - t0) * fraction).toISOString();
+  live = false;
+  document.getElementById("live").disabled = false;
+  label.textContent = `as it stood at ${at}`;
+  const snap = await getJSON(`/history/state?time=${encodeURIComponent(at)}`);
+  for (const [id, s] of Object.entries(snap.sensors)) applySensor(id, s);
+  for (const [id, s] of Object.entries(snap.coast)) applyCoast(id, s);
+  state.alerts = {};
+  for (const a of snap.active_alerts) state.alerts[a.alert_id] = a;
+  renderAlerts();
+  colourBuildings();
+  state.timeTravelAt = at;
+}
+
+async function main() {
+  try {
+    const [region] = await getJSON("/regions");
+    const layers = region.synthetic_layers;
+    document.getElementById("synthetic").textContent =
+      `${region.name}. SYNTHETIC layers (made up, not real data): ${layers.join(", ")}. The shoreline is real (GSHHG).`;
+    const [minLon, minLat, maxLon, maxLat] = region.bbox;
+    for (const f of (await getJSON(`/regions/${region.id}/surface`)).features) {
+      const isWater = f.properties.kind === "water";
+      const e = viewer.entities.add({ name: isWater ? "Water surface (live level)" : "Land", polygon: {
+        hierarchy: new Cesium.PolygonHierarchy(ring(f.geometry.coordinates[0]), (f.geometry.coordinates.slice(1)).map((h) => new Cesium.PolygonHierarchy(ring(h)))),
+        height: isWater ? waterLevel : -0.5,
+        material: Cesium.Color.fromCssColorString(isWater ? "#2f7fc1" : "#c9c7b8") } });
+      if (isWater) waters.push(e);
+    }
+    for (const f of await all("/entities?type=building")) {
+      const p = f.properties;
+      const entity = viewer.entities.add({ id: f.id, name: `${p.name}${p.synthetic ? " (synthetic)" : ""}`, polygon: {
+        hierarchy: new Cesium.PolygonHierarchy(ring(f.geometry.coordinates[0])), height: p.ground_m,
+        extrudedHeight: p.ground_m + p.height_m, material: Cesium.Color.fromCssColorString("#f4f1ea") } });
+      const c = f.geometry.coordinates[0][0];
+      buildingEntities.push({ entity, lon: c[0], lat: c[1] });
+    }
+    state.buildings = buildingEntities.length;
+    for (const f of await all("/entities?type=road")) {
+      viewer.entities.add({ id: f.id, name: f.properties.name, polyline: { positions: ring(f.geometry.coordinates),
+        width: f.properties.lanes > 1 ? 4 : 2, material: Cesium.Color.fromCssColorString("#7f8c8d"), clampToGround: false } });
+    }
+    for (const f of (await getJSON("/coast")).features) {
+      const co = f.geometry.coordinates;
+      const entity = viewer.entities.add({ id: f.id, name: `${f.properties.name} (${f.properties.coast_type}, crest ${f.properties.crest_m} m)`,
+        polyline: { positions: Cesium.Cartesian3.fromDegreesArrayHeights(co.flatMap((c) => [c[0], c[1], f.properties.crest_m])),
+                    width: 6, material: Cesium.Color.fromCssColorString(FREEBOARD(null)) } });
+      coastEntities[f.id] = { id: f.id, entity, mid: co[Math.floor(co.length / 2)] };
+      if (f.properties.reported) applyCoast(f.id, f.properties.reported);
+    }
+    for (const f of await all("/entities?type=sensor")) {
+      const p = f.properties;
+      const entity = viewer.entities.add({ id: f.id, name: p.name, position: Cesium.Cartesian3.fromDegrees(...f.geometry.coordinates, 25),
+        point: { pixelSize: 8, color: Cesium.Color.fromCssColorString(SENSOR_COLOURS[p.sensor_kind] || "#fff"),
+                 outlineColor: Cesium.Color.BLACK, outlineWidth: 1 },
+        label: { text: p.name, font: "12px sans-serif", show: false, pixelOffset: new Cesium.Cartesian2(0, -20) } });
+      sensorEntities[f.id] = { entity, name: p.name, label: entity.label, point: entity.point };
+    }
+    const view = new URLSearchParams(location.search).get("view") || "gaarden";
+    const spots = { gaarden: [10.1445, 54.2985, 1400], friedrichsort: [10.1800, 54.3800, 1500], fjord: [10.16, 54.27, 9000] };
+    const [lon, lat, height] = spots[view] || spots.gaarden;
+    viewer.camera.setView({ destination: Cesium.Cartesian3.fromDegrees(lon, lat, height),
+                            orientation: { heading: 0, pitch: Cesium.Math.toRadians(view === "fjord" ? -50 : -40), roll: 0 } });
+    state.history = await getJSON("/history/range");
+    document.getElementById("slider").addEventListener("change", (ev) => timeTravel(ev.target.value / 100));
+    document.getElementById("live").addEventListener("click", () => {
+      live = true; document.getElementById("live").disabled = true; document.getElementById("slider").value = 100;
+      document.getElementById("time-label").textContent = "live"; location.reload();
+    });
+    connect();
+    state.ready = true;
+  } catch (err) {
+    state.errors.push(String(err));
+    document.getElementById("status").textContent = `error: ${err}`;
+    throw err;
+  }
+}
+main();
