@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.apply
 	$(BIN)/python -m bench.rebuild
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) node_modules .plietsch

@@ -45,6 +45,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.pack = pack = load_pack(settings.region_pack)
     app.state.places = places(pack)
+    app.state.entity_index = entities.EntityIndex(pack.entities())
     app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url))
     for router in (entities.router, coast.router, live.router, history.router):
         app.include_router(router)

@@ -175,7 +175,8 @@ class ReadModel:
 
     def _run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": f"plietsch-api-{uuid.uuid4().hex[:8]}",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                             "fetch.wait.max.ms": 50})  # deltas reach live clients quickly
         topics = (TWIN_UPDATES.name, ALERTS.name, AGGREGATES.name)
         try:
             md = consumer.list_topics(timeout=15)

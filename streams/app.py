@@ -101,6 +101,23 @@ def sensor_update(state: SensorState, region: str, source: str) -> TwinEntityUpd
     )
 
 
+def tune_faust_fetch_wait(ms: int) -> None:
+    """Faust 0.15 hard-codes aiokafka's fetch_max_wait_ms=1500; on a quiet partition a fetch then waits that long, which
+    adds up to 1.5 s to every hop. Wrap the consumer class Faust's driver builds so the wait comes from our settings."""
+    from faust.transport.drivers import aiokafka as driver
+
+    original = getattr(driver.aiokafka.AIOKafkaConsumer, "__plietsch_original__", driver.aiokafka.AIOKafkaConsumer)
+
+    class TunedConsumer(original):  # type: ignore[misc, valid-type]
+        __plietsch_original__ = original
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = ms
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka.AIOKafkaConsumer = TunedConsumer
+
+
 def coast_update(state: CoastState, region: str) -> TwinEntityUpdated:
     return TwinEntityUpdated(
         entity_id=state.segment_id, region=region, occurred_at=state.observed_at, source=COAST_AGENT,
@@ -141,6 +158,7 @@ class TwinApp:
         self._emitter: Emitter | None = None
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "first_at": 0.0, "last_at": 0.0}
         self.last_offsets: dict[tuple[str, int], int] = {}
+        tune_faust_fetch_wait(self.settings.fetch_max_wait_ms)
         self.app = self._build()
 
     @property

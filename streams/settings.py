@@ -28,6 +28,8 @@ class StreamSettings(BaseSettings):
     # How long producers linger to build a batch record, and the most datums in one.
     batch_linger_ms: int = 20
     batch_max_datums: int = 2000
+    # How long a fetch may wait for data on a quiet partition (latency of every hop on a quiet stream).
+    fetch_max_wait_ms: int = 100
 
     @property
     def archive_dir(self) -> Path:

@@ -19,7 +19,9 @@ API_SENSOR = "kiel:gaarden:sensor:parking-003"
 DLQ_SENSOR = "kiel:_:sensor:gauge-holtenau"
 COAST_SENSOR = "kiel:friedrichsort:sensor:water-level-001"
 VIEWER_SENSOR = "kiel:gaarden:sensor:water-level-001"
-RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR})
+SSE_SENSORS = ("kiel:friedrichsort:sensor:bike-share-001", "kiel:friedrichsort:sensor:bike-share-002",
+               "kiel:gaarden:sensor:bike-share-001")
+RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR, *SSE_SENSORS})
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -104,6 +104,7 @@ class RegionPack:
     coast: dict[str, CoastSegment] = field(default_factory=dict)
     coast_by_gauge: dict[str, list[CoastSegment]] = field(default_factory=dict)
     _index: PlaceIndex | None = None
+    _entities: dict[str, Entity] | None = None
 
     @property
     def id(self) -> str:
@@ -116,10 +117,13 @@ class RegionPack:
         return self._index
 
     def entities(self) -> dict[str, Entity]:
-        out: dict[str, Entity] = {self.region.id: self.region}
-        for layer in (self.neighbourhoods, self.buildings, self.roads, self.sensors, self.coast):
-            out.update(layer)
-        return out
+        """Every entity by id (built once; the pack is not changed after loading)."""
+        if self._entities is None:
+            out: dict[str, Entity] = {self.region.id: self.region}
+            for layer in (self.neighbourhoods, self.buildings, self.roads, self.sensors, self.coast):
+                out.update(layer)
+            self._entities = out
+        return self._entities
 
     def synthetic_layers(self) -> list[str]:
         names = [n for n, info in self.manifest.layers.items() if info.synthetic]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from shapely import STRtree
 from shapely.geometry import box, shape
 
 from api.deps import PackDep, ReadModelDep, SettingsDep
@@ -25,6 +26,16 @@ def _geometry(e: Entity) -> dict[str, Any] | None:
     return None
 
 
+class EntityIndex:
+    """STRtree over every entity's geometry, built once per API process."""
+
+    def __init__(self, entities: dict[str, Entity]) -> None:
+        items = [(eid, _geometry(e)) for eid, e in entities.items()]
+        items = [(eid, g) for eid, g in items if g is not None]
+        self.ids = [eid for eid, _ in items]
+        self.tree = STRtree([shape(g) for _, g in items])
+
+
 def feature(e: Entity, live: dict[str, Any] | None) -> dict[str, Any]:
     props = e.model_dump(mode="json", exclude={"footprint", "polygon", "line", "reported"})
     props["kind"] = e.id.kind.value
@@ -37,7 +48,7 @@ def feature(e: Entity, live: dict[str, Any] | None) -> dict[str, Any]:
 
 @router.get("/entities", operation_id="list_entities", summary="Entities as GeoJSON, filtered and paged")
 def list_entities(
-    pack: PackDep, rm: ReadModelDep, settings: SettingsDep,
+    request: Request, pack: PackDep, rm: ReadModelDep, settings: SettingsDep,
     type: Annotated[EntityKind | None, Query(description="entity kind")] = None,
     neighbourhood: Annotated[str | None, Query(description="neighbourhood slug, e.g. 'gaarden'")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
@@ -49,16 +60,18 @@ def list_entities(
     if neighbourhood is not None and neighbourhood not in {n.id.scope for n in pack.neighbourhoods.values()}:
         known = sorted(n.id.scope for n in pack.neighbourhoods.values())
         raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(known)}")
-    area = box(*parse_bbox(bbox)) if bbox else None
+    candidates = pack.entities().values()
+    if bbox:
+        index = request.app.state.entity_index
+        hits = index.tree.query(box(*parse_bbox(bbox)), predicate="intersects")
+        everything = pack.entities()
+        candidates = [everything[index.ids[int(i)]] for i in hits]
     items = []
-    for e in pack.entities().values():
+    for e in candidates:
         if type is not None and e.id.kind is not type:
             continue
         if neighbourhood is not None and e.id.scope != neighbourhood and getattr(e, "neighbourhood", None) != \
                 f"{pack.id}:{neighbourhood}:neighbourhood:{neighbourhood}":
-            continue
-        geom = _geometry(e)
-        if area is not None and (geom is None or not area.intersects(shape(geom))):
             continue
         items.append(e)
     items.sort(key=lambda e: e.id)
