@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.places import places
@@ -77,6 +77,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/scene", include_in_schema=False)
+    def scene() -> HTMLResponse:
+        from viewer.scene import build_scene
+
+        rm: ReadModel = app.state.read_model
+        states = {cid: rec["state"] for cid in pack.coast if (rec := rm.get(cid))}
+        return HTMLResponse(build_scene(pack, states))
 
     @app.get("/kiosk", include_in_schema=False)
     def kiosk() -> FileResponse:

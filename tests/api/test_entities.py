@@ -19,7 +19,7 @@ from twin.events import ParkingOccupancyReported
 pytestmark = pytest.mark.broker
 
 
-def test_entities_with_live_state_and_clear_errors(worker: Worker, big_pack_dir: Path) -> None:
+def test_entities_with_live_state_and_clear_errors(worker: Worker, big_pack_dir: Path, api_url: str) -> None:
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, region_pack=big_pack_dir))
     sid = API_SENSOR
     with TestClient(app) as client:
@@ -41,3 +41,9 @@ def test_entities_with_live_state_and_clear_errors(worker: Worker, big_pack_dir:
         assert "4 are needed" in client.get("/entities", params={"bbox": "1,2,3"}).json()["detail"]
         assert client.get("/entities", params={"neighbourhood": "mars"}).status_code == 404
         assert client.get("/health").json()["status"] == "ok"
+        # a second API process (the session's) over the same topics holds the same state
+        import httpx
+
+        other = wait_for(lambda: (r := httpx.get(f"{api_url}/entities/{sid}", timeout=5).json())["properties"]
+                         .get("reported", {}).get("values", {}).get("occupied") == 77 and r, 30, "the reading in the other API")
+        assert other["properties"]["reported"] == got["properties"]["reported"]

@@ -74,3 +74,13 @@ async def test_kiosk_cycles_and_reconnects(browser: Any, api_url: str) -> None:
     await page.wait_for_function("window.kiosk.online", timeout=10_000)
     assert await page.inner_text("#conn") == "live"
     assert all("Failed to load resource" in p for p in problems), problems  # only the dropped requests
+
+
+async def test_cesiumpy_scene_works_offline(browser: Any, api_url: str) -> None:
+    page, problems = await _open(browser, f"{api_url}/scene")
+    await page.wait_for_function("window.sceneReady === true", timeout=30_000)
+    await page.wait_for_timeout(4000)
+    shot = _pixels(await page.screenshot())
+    assert shot.reshape(-1, 3).std(axis=0).mean() > 10, "the scene is blank"
+    assert "SYNTHETIC" in await page.inner_text("#notice")
+    assert problems == [], problems
