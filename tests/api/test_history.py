@@ -1,0 +1,48 @@
+"""History and time travel through the API, over archive files written by the archive writer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.settings import ApiSettings
+from streams.archive import ArchiveWriter
+from streams.catalogue import SENSOR_TOPICS
+from streams.serde import to_record
+from twin.events import TrafficCounted, WaterLevelMeasured
+from twin.region import BUNDLED_DIR
+
+pytestmark = pytest.mark.broker
+T = datetime(2026, 5, 5, 10, 0, tzinfo=UTC)
+SID = "kiel:gaarden:sensor:traffic-count-001"
+STAFF = "kiel:gaarden:sensor:water-level-001"
+
+
+def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
+    w = ArchiveWriter(tmp_path / "archive")
+    events = [TrafficCounted(entity_id=SID, region="kiel", occurred_at=T + timedelta(minutes=i), source="t", vehicles=i,
+                             interval_s=60) for i in range(10)]
+    events.append(WaterLevelMeasured(entity_id=STAFF, region="kiel", occurred_at=T + timedelta(minutes=3), source="t",
+                                     level_m=1.7))
+    for i, e in enumerate(events):
+        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, type(e).__name__, to_record(e))
+    w.flush()
+    app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=topics, region_pack=BUNDLED_DIR / "kiel", data_dir=tmp_path))
+    with TestClient(app) as c:
+        hist = c.get(f"/history/entities/{SID}", params={"start": (T + timedelta(minutes=2)).isoformat(),
+                                                        "end": (T + timedelta(minutes=5)).isoformat()}).json()
+        assert hist["total"] == 4 and [e["vehicles"] for e in hist["events"]] == [2, 3, 4, 5]
+        area = c.get("/history/area", params={"bbox": "10.10,54.29,10.20,54.33", "start": T.isoformat(),
+                                              "end": (T + timedelta(hours=1)).isoformat(), "limit": 3}).json()
+        assert area["total"] == 11 and len(area["events"]) == 3
+        assert c.get("/history/range").json() == {"start": T.isoformat(), "end": (T + timedelta(minutes=9)).isoformat(),
+                                                  "events": 11}
+        at = c.get("/history/state", params={"time": (T + timedelta(minutes=4, seconds=30)).isoformat()}).json()
+        assert at["sensors"][SID]["values"]["vehicles"] == 4
+        assert any(a["category"] == "storm_surge" and a["severity"] == "severe" for a in at["active_alerts"])
+        assert set(at["coast"]) and all(s["level_m"] == 1.7 for s in at["coast"].values())
+        assert c.get("/history/state", params={"time": "yesterday"}).status_code == 422
