@@ -14,17 +14,24 @@ from twin.ids import EntityId, InvalidEntityId
 router = APIRouter(tags=["history"])
 
 
-def _events(settings: Any, start: str, end: str, keep: Any, limit: int, offset: int) -> dict[str, Any]:
+def _events(request: Request, start: str, end: str, keep: Any, limit: int, offset: int) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of archived events (each at its entity's place), oldest first, paged."""
+    settings = request.app.state.settings
+    places = request.app.state.places
     t0, t1 = parse_range(start, end)
-    if not settings.archive_dir.is_dir():
-        return {"total": 0, "offset": offset, "limit": limit, "events": []}
-    matched = [{"topic": topic, "type": type(e).__name__, **e.model_dump(mode="json")}
-               for topic, e in read_events(settings.archive_dir, until=t1) if t0 <= e.occurred_at <= t1 and keep(e)]
-    return {"total": len(matched), "offset": offset, "limit": limit, "events": matched[offset: offset + limit]}
+    matched = [] if not settings.archive_dir.is_dir() else [
+        (topic, e) for topic, e in read_events(settings.archive_dir, until=t1) if t0 <= e.occurred_at <= t1 and keep(e)]
+    features = []
+    for topic, e in matched[offset: offset + limit]:
+        p = places.get(e.entity_id)
+        features.append({"type": "Feature", "id": e.event_id,
+                         "geometry": None if p is None else {"type": "Point", "coordinates": [p.lon, p.lat]},
+                         "properties": {"topic": topic, "type": type(e).__name__, **e.model_dump(mode="json")}})
+    return {"type": "FeatureCollection", "total": len(matched), "offset": offset, "limit": limit, "features": features}
 
 
 @router.get("/history/entities/{entity_id}", operation_id="entity_history", summary="Events of one entity between two times")
-def entity_history(entity_id: str, pack: PackDep, settings: SettingsDep, start: str, end: str,
+def entity_history(request: Request, entity_id: str, pack: PackDep, start: str, end: str,
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     try:
         eid = EntityId.parse(entity_id)
@@ -32,11 +39,11 @@ def entity_history(entity_id: str, pack: PackDep, settings: SettingsDep, start: 
         raise HTTPException(422, str(exc)) from None
     if eid not in pack.entities():
         raise HTTPException(404, f"no entity {entity_id!r} in region {pack.id!r}")
-    return _events(settings, start, end, lambda e: e.entity_id == eid, limit, offset)
+    return _events(request, start, end, lambda e: e.entity_id == eid, limit, offset)
 
 
 @router.get("/history/area", operation_id="area_history", summary="Events in a bounding box between two times")
-def area_history(request: Request, settings: SettingsDep, bbox: str, start: str, end: str,
+def area_history(request: Request, bbox: str, start: str, end: str,
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     x0, y0, x1, y1 = parse_bbox(bbox)
     places = request.app.state.places
@@ -45,7 +52,7 @@ def area_history(request: Request, settings: SettingsDep, bbox: str, start: str,
         p = places.get(e.entity_id)
         return p is not None and x0 <= p.lon <= x1 and y0 <= p.lat <= y1
 
-    return _events(settings, start, end, inside, limit, offset)
+    return _events(request, start, end, inside, limit, offset)
 
 
 @router.get("/history/range", operation_id="history_range", summary="First and last occurrence time in the archive")

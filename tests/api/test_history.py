@@ -35,10 +35,12 @@ def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
     with TestClient(app) as c:
         hist = c.get(f"/history/entities/{SID}", params={"start": (T + timedelta(minutes=2)).isoformat(),
                                                         "end": (T + timedelta(minutes=5)).isoformat()}).json()
-        assert hist["total"] == 4 and [e["vehicles"] for e in hist["events"]] == [2, 3, 4, 5]
+        assert hist["type"] == "FeatureCollection" and hist["total"] == 4
+        assert [f["properties"]["vehicles"] for f in hist["features"]] == [2, 3, 4, 5]
+        assert hist["features"][0]["geometry"]["type"] == "Point"
         area = c.get("/history/area", params={"bbox": "10.10,54.29,10.20,54.33", "start": T.isoformat(),
                                               "end": (T + timedelta(hours=1)).isoformat(), "limit": 3}).json()
-        assert area["total"] == 11 and len(area["events"]) == 3
+        assert area["total"] == 11 and len(area["features"]) == 3
         assert c.get("/history/range").json() == {"start": T.isoformat(), "end": (T + timedelta(minutes=9)).isoformat(),
                                                   "events": 11}
         at = c.get("/history/state", params={"time": (T + timedelta(minutes=4, seconds=30)).isoformat()}).json()
