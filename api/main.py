@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.places import places
 from api.readmodel import ReadModel
-from api.routes import coast, entities, history, live
+from api.routes import coast, entities, history, live, scenarios
 from api.settings import ApiSettings
 from streams.serde import make_codec
 from twin.region import load_pack
@@ -46,8 +46,27 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.pack = pack = load_pack(settings.region_pack)
     app.state.places = places(pack)
     app.state.entity_index = entities.EntityIndex(pack.entities())
+    producer: list[Any] = []
+
+    def get_producer() -> Any:
+        """The API writes only by producing events (scenario requests and cancellations)."""
+        if not producer:
+            from confluent_kafka import Producer
+
+            producer.append(Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0}))
+        return producer[0]
+
+    def terrain_cells() -> int:
+        if pack.terrain_path is None or not pack.terrain_path.is_file():
+            return 0
+        from twin.importers import read_geotiff
+
+        return int(read_geotiff(pack.terrain_path).heights.size)
+
+    app.state.producer = get_producer
+    app.state.terrain_cells = terrain_cells
     app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url))
-    for router in (entities.router, coast.router, live.router, history.router):
+    for router in (entities.router, coast.router, live.router, history.router, scenarios.router):
         app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"])

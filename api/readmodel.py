@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from schemas.codec import CodecError
-from streams.catalogue import AGGREGATES, ALERTS, TWIN_UPDATES
+from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES
 from streams.serde import Codec
 from twin.aggregates import Partial, combine
 
@@ -70,6 +70,7 @@ class ReadModel:
         self.state: dict[str, dict[str, Any]] = {}
         self.alerts: dict[str, dict[str, Any]] = {}
         self.partials: dict[str, Partial] = {}
+        self.scenarios: dict[str, dict[str, Any]] = {}
         self.seq = 0
         self.recent: deque[Delta] = deque(maxlen=history)
         self.applied = 0
@@ -173,11 +174,19 @@ class ReadModel:
             self._emit(Delta(self.seq, "aggregate", rec["entity_id"], "aggregate",
                              {"metric": partial.metric, "group": partial.group, "window": rec["window_start"]}))
 
+    def apply_scenario(self, rec: dict[str, Any]) -> None:
+        with self._lock:
+            self.seq += 1
+            rec = {**rec, "_seq": self.seq}
+            self.scenarios[rec["entity_id"]] = rec
+            self._emit(Delta(self.seq, "scenario", rec["entity_id"], "scenario",
+                             {k: rec[k] for k in ("status", "step", "steps", "message")}))
+
     def _run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": f"plietsch-api-{uuid.uuid4().hex[:8]}",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "fetch.wait.max.ms": 50})  # deltas reach live clients quickly
-        topics = (TWIN_UPDATES.name, ALERTS.name, AGGREGATES.name)
+        topics = (TWIN_UPDATES.name, ALERTS.name, AGGREGATES.name, SCENARIO_RESULTS.name)
         try:
             md = consumer.list_topics(timeout=15)
             missing = [t for t in topics if t not in md.topics]
@@ -210,6 +219,8 @@ class ReadModel:
                         self.apply_alert(name, rec)
                     elif name == "AggregateUpdated":
                         self.apply_aggregate(msg.key().decode(), rec)
+                    elif name == "ScenarioProgressed":
+                        self.apply_scenario(rec)
         except Exception as exc:  # reported by /health
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("read model stopped")

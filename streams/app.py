@@ -19,14 +19,23 @@ import faust
 from confluent_kafka import Producer
 
 from schemas.codec import CodecError
-from streams.catalogue import AGGREGATES, ALERTS, DEAD_LETTERS, SENSOR_TOPICS, TWIN_UPDATES
+from streams.catalogue import AGGREGATES, ALERTS, DEAD_LETTERS, SCENARIO_REQUESTS, SCENARIO_RESULTS, SENSOR_TOPICS, TWIN_UPDATES
 from streams.ingest import RecordDecoder
 from streams.publisher import producer_config
 from streams.serde import Codec, encode_event, make_codec
 from streams.settings import StreamSettings
 from twin import aggregates
 from twin.coast import CoastState, assess
-from twin.events import AggregateUpdated, DeadLettered, Event, Reading, TwinEntityUpdated, WaterLevelMeasured
+from twin.events import (
+    AggregateUpdated,
+    DeadLettered,
+    Event,
+    Reading,
+    ScenarioCancelRequested,
+    ScenarioRequested,
+    TwinEntityUpdated,
+    WaterLevelMeasured,
+)
 from twin.region import RegionPack, load_pack
 from twin.sensors import SensorState, apply
 
@@ -68,6 +77,10 @@ class Emitter:
             key = f"{a.metric}|{a.entity_id}|{a.window_start or 'current'}|{a.shard}"
             self._produce(AGGREGATES.name, key.encode(), encode_event(self.codec, a))
         self.producer.poll(0)
+
+    def scenario(self, item: Event) -> None:
+        self._produce(SCENARIO_RESULTS.name, item.entity_id.encode(), encode_event(self.codec, item))
+        self.producer.flush(10)
 
     def alerts(self, items: Iterable[Event]) -> None:
         for a in items:
@@ -212,6 +225,39 @@ class TwinApp:
         async def coast_state(stream: Any) -> None:
             async for event in stream.events():
                 self._guarded(COAST_AGENT, event.message, lambda m: self.process_coast(m, coast_table, region))
+
+        from streams.scenarios import ScenarioRunner
+
+        runner = ScenarioRunner(self.pack, s.data_dir, lambda e: self.emitter.scenario(e))
+        self.scenarios = runner
+        scenario_decoder = RecordDecoder(self.codec, "twin-scenarios",
+                                         expected={SCENARIO_REQUESTS.name: SCENARIO_REQUESTS.value_schemas})
+        requests = app.topic(SCENARIO_REQUESTS.name, key_serializer="raw", value_serializer="raw", partitions=1)
+
+        @app.agent(requests, name="twin-scenarios", concurrency=1)
+        async def scenarios(stream: Any) -> None:
+            """Runs each requested scenario in a thread, one after another; bad requests become dead letters."""
+            import asyncio
+
+            async for event in stream.events():
+                msg = event.message
+                decoded = scenario_decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+                if decoded.dead:
+                    self.emitter.dead(decoded.dead)
+                for e in decoded.events:
+                    if isinstance(e, ScenarioRequested):
+                        await asyncio.get_running_loop().run_in_executor(None, runner.execute, e)
+
+        cancels = app.topic(SCENARIO_REQUESTS.name, key_serializer="raw", value_serializer="raw", partitions=1)
+
+        @app.agent(cancels, name="twin-scenario-cancel")
+        async def scenario_cancel(stream: Any) -> None:
+            """Sees cancellations while a scenario runs (the other agent is busy with it)."""
+            async for event in stream.events():
+                msg = event.message
+                for e in scenario_decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers).events:
+                    if isinstance(e, ScenarioCancelRequested):
+                        runner.cancel(e.entity_id)
 
         @app.timer(interval=1.0, name="twin-flush-outputs")
         async def flush_outputs() -> None:

@@ -69,13 +69,17 @@ TWIN_UPDATES = TopicSpec("twin.updates", (TwinEntityUpdated.__name__,), key="ent
                          doc="latest state per entity, compacted: the read side's snapshot and deltas")
 AGGREGATES = TopicSpec("twin.aggregates", ("AggregateUpdated",), key="metric|group|window|shard", compacted=True,
                        retention_ms=None, doc="partials of windowed aggregates, compacted; readers combine the shards")
+SCENARIO_REQUESTS = TopicSpec("scenario.requests", ("ScenarioRequested", "ScenarioCancelRequested"), key="scenario id",
+                              partitions=1, retention_ms=365 * DAY_MS, doc="what-if runs asked for, and cancellations")
+SCENARIO_RESULTS = TopicSpec("scenario.results", ("ScenarioProgressed",), key="scenario id", partitions=1, compacted=True,
+                             retention_ms=None, doc="progress and outcome of each scenario, latest per scenario")
 ALERTS = TopicSpec("twin.alerts", (AlertRaised.__name__, AlertCleared.__name__), key="alert id", partitions=2,
                    retention_ms=90 * DAY_MS, doc="alerts raised and cleared")
 DEAD_LETTERS = TopicSpec("dead-letters", (DeadLettered.__name__,), key="original topic", partitions=1,
                          retention_ms=90 * DAY_MS, doc="records that failed, with the original bytes and the reason")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), TWIN_UPDATES, AGGREGATES, ALERTS,
-                                     DEAD_LETTERS)
+                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS)
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 
 

@@ -66,9 +66,15 @@ def t0() -> datetime:
 
 
 @pytest.fixture(scope="session")
-def worker(topics: str, big_pack_dir: Path) -> Iterator[Worker]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data folder (archive, scenario results) that the session's worker and API share."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def worker(topics: str, big_pack_dir: Path, data_dir: Path) -> Iterator[Worker]:
     """One Faust worker process for the session, on the big pack, with its own app id (consumer group, changelog)."""
-    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}")
+    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}", data_dir)
     w.start()
     try:
         yield w
@@ -77,7 +83,7 @@ def worker(topics: str, big_pack_dir: Path) -> Iterator[Worker]:
 
 
 @pytest.fixture(scope="session")
-def api_url(worker: Worker, big_pack_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api_url(worker: Worker, big_pack_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API (with the viewer) as its own process over the session's broker and worker."""
     import subprocess
     import sys
@@ -90,7 +96,7 @@ def api_url(worker: Worker, big_pack_dir: Path, tmp_path_factory: pytest.TempPat
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, PLIETSCH_REGION_PACK=str(big_pack_dir),
-               PLIETSCH_DATA_DIR=str(tmp_path_factory.mktemp("data")))
+               PLIETSCH_DATA_DIR=str(data_dir))
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
                              "--log-level", "warning"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -61,14 +61,17 @@ def table_state(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
 
 
 class Worker:
-    def __init__(self, bootstrap: str, pack_dir: Path, app_id: str) -> None:
+    def __init__(self, bootstrap: str, pack_dir: Path, app_id: str, data_dir: Path | None = None) -> None:
         self.bootstrap, self.pack_dir, self.app_id = bootstrap, pack_dir, app_id
+        self.data_dir = data_dir
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{app_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, PLIETSCH_REGION_PACK=str(self.pack_dir),
                    PLIETSCH_APP_ID=self.app_id, PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+        if self.data_dir is not None:
+            env["PLIETSCH_DATA_DIR"] = str(self.data_dir)
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=ROOT,
                                      env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
 

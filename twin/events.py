@@ -155,6 +155,27 @@ class AggregateUpdated(Event):
     partial_json: str = Field(description="the partial (sum, count, min, max, members) as JSON")
 
 
+class ScenarioRequested(Event):
+    """A planner asked for a what-if run; ``request_json`` is a ``twin.scenario.ScenarioRequest``."""
+
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
+    request_json: str = Field(description="the scenario request as JSON")
+
+
+class ScenarioCancelRequested(Event):
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
+    reason: str = Field(default="", max_length=500, description="why")
+
+
+class ScenarioProgressed(Event):
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
+    status: Literal["running", "completed", "failed", "cancelled"] = Field(description="where the run stands")
+    step: int = Field(ge=0, description="steps done")
+    steps: int = Field(ge=0, description="steps in all")
+    message: str = Field(default="", description="progress note, or the error a person can act on")
+    summary_json: str = Field(default="", description="the summary when completed, as JSON")
+
+
 class AlertRaised(Event):
     alert_id: str = Field(description="stable id of the alert, the same for its clearing")
     severity: Literal["info", "warning", "severe", "extreme"] = Field(description="how serious")
@@ -198,7 +219,8 @@ READING_TYPES: tuple[type[Reading], ...] = (
     BikeStationStatusReported,
 )
 MUNICIPAL_TYPES: tuple[type[Event], ...] = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
-TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AggregateUpdated, AlertRaised, AlertCleared)
+TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AggregateUpdated, AlertRaised, AlertCleared, ScenarioRequested,
+                                      ScenarioCancelRequested, ScenarioProgressed)
 ALL_TYPES: tuple[type[BaseModel], ...] = (*READING_TYPES, *MUNICIPAL_TYPES, *TWIN_TYPES, DeadLettered)
 BY_NAME: dict[str, type[BaseModel]] = {t.__name__: t for t in ALL_TYPES}
 READING_BY_SENSOR_KIND: dict[str, type[Reading]] = {t.sensor_kind: t for t in READING_TYPES}

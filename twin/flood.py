@@ -182,3 +182,18 @@ def rasterise_sea(grid: Grid, water: Polygon) -> np.ndarray:
     """Sea cells: cell centres inside the water polygon (grid CRS)."""
     xx, yy = grid.centres()
     return np.asarray(contains_xy(water, xx, yy))
+
+
+def extent_polygons(mask: np.ndarray, grid: Grid) -> BaseGeometry:
+    """The cells of *mask* as (multi)polygons in the grid's CRS: row runs merged, then simplified to half a cell."""
+    from shapely.geometry import box as shp_box
+    from shapely.ops import unary_union
+
+    boxes = []
+    for r in np.nonzero(mask.any(axis=1))[0]:
+        row = np.concatenate(([False], mask[r], [False]))
+        edges = np.flatnonzero(row[1:] != row[:-1])
+        y1 = grid.origin_y - r * grid.cell
+        for c0, c1 in zip(edges[::2], edges[1::2], strict=True):
+            boxes.append(shp_box(grid.origin_x + c0 * grid.cell, y1 - grid.cell, grid.origin_x + c1 * grid.cell, y1))
+    return unary_union(boxes).simplify(grid.cell / 2) if boxes else Polygon()

@@ -240,7 +240,7 @@ def write_geotiff(path: Path, terrain: Terrain) -> None:
         (34735, "H", len(geokeys), geokeys, False),
         (42113, "s", 0, "-9999", False),
     ]
-    tifffile.imwrite(path, heights, extratags=tags)
+    tifffile.imwrite(path, heights, extratags=tags, compression="zlib")
 
 
 def _write_layer(pack_dir: Path, manifest: dict[str, Any], layer: str, features: list[dict[str, Any]], source: str,

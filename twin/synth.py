@@ -155,7 +155,43 @@ def build_kiel_pack(out: Path, shoreline: Path, seed: int = 7, sensors_per_kind:
     for b in buildings:
         b.pop("_m", None)
     _write(out, shoreline, hoods, roads, buildings, sensors, coast)
+    write_terrain(out, segments, rng)
     return out
+
+
+TERRAIN_BOX_WGS84 = (10.11, 54.29, 10.23, 54.41)  # the inner fjord from Gaarden to Friedrichsort
+TERRAIN_CELL_M = 20.0
+
+
+def write_terrain(out: Path, segments: list[LineString], rng: np.random.Generator) -> None:
+    """A SYNTHETIC elevation model on the real shoreline: land rises with distance from the shore (low-lying strips
+    at the water's edge, about 1.0-1.6 m), the fjord deepens away from it. Replace with DGM1 via 'plietsch region import'."""
+    from scipy import ndimage
+
+    from twin.flood import Grid, rasterise_sea
+    from twin.importers import Terrain, write_geotiff
+
+    area_m = to_metric(box(*TERRAIN_BOX_WGS84))
+    x0, y0, x1, y1 = area_m.bounds
+    cols, rows = int((x1 - x0) // TERRAIN_CELL_M), int((y1 - y0) // TERRAIN_CELL_M)
+    grid = Grid(np.zeros((rows, cols)), x0, y0 + rows * TERRAIN_CELL_M, TERRAIN_CELL_M)
+    water = to_metric(land_polygon(segments, KIEL_BBOX, KIEL_SEA_POINT).symmetric_difference(box(*KIEL_BBOX)))
+    sea = rasterise_sea(grid, water)  # type: ignore[arg-type]
+    d_land = ndimage.distance_transform_edt(~sea) * TERRAIN_CELL_M
+    d_sea = ndimage.distance_transform_edt(sea) * TERRAIN_CELL_M
+    noise = ndimage.gaussian_filter(rng.normal(0, 1, sea.shape), 6)
+    noise = noise / (np.abs(noise).max() or 1)
+    land_h = 1.0 + 0.6 * np.clip(d_land / 150.0, 0, 1) + 0.018 * np.maximum(d_land - 150.0, 0) ** 0.85 + 0.8 * noise
+    land_h = np.maximum(land_h, 0.8)
+    sea_h = -1.5 - 0.02 * d_sea
+    heights = np.where(sea, sea_h, land_h).round(2)
+    write_geotiff(out / "terrain.tif", Terrain(heights, grid.origin_x, grid.origin_y, TERRAIN_CELL_M, TERRAIN_CELL_M, "EPSG:25832"))
+    manifest_path = out / "region.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["terrain"] = {"file": "terrain.tif", "source": SYNTH + " on the GSHHG shoreline", "licence": SYNTH_LICENCE,
+                           "synthetic": True, "note": f"{cols}x{rows} cells of {TERRAIN_CELL_M:g} m, EPSG:25832, "
+                                                      "metres above mean water level; replace with DGM1"}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def _recent(buildings: list[dict[str, Any]], n: int) -> list[BaseGeometry]:

@@ -84,3 +84,32 @@ async def test_cesiumpy_scene_works_offline(browser: Any, api_url: str) -> None:
     assert shot.reshape(-1, 3).std(axis=0).mean() > 10, "the scene is blank"
     assert "SYNTHETIC" in await page.inner_text("#notice")
     assert problems == [], problems
+
+
+async def test_viewer_shows_a_scenario_rising(browser: Any, api_url: str) -> None:
+    import httpx
+
+    from tests.helpers import wait_for
+
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        sid = c.post("/scenarios", json={"name": "viewer", "preset": "kiel-2023-10-20", "duration_h": 24}).json()["id"]
+        wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200 and c.get(f"/scenarios/{sid}").json()["status"] == "completed",
+                 120, "the scenario")
+        peak = c.get(f"/scenarios/{sid}/summary").json()["levels_m"].index(1.95)
+    page, problems = await _open(browser, f"{api_url}/?view=friedrichsort&scenario={sid}")
+    try:
+        await page.wait_for_function("window.plietsch.ready && window.plietsch.scenarioStep === 0", timeout=60_000)
+    except Exception as exc:
+        raise AssertionError(f"{problems} {await page.evaluate('window.plietsch.errors')}") from exc
+    assert await page.evaluate("window.plietsch.scenarioAssets") > 0
+    assert await page.locator("#scenario-assets li").count() > 0
+    await page.wait_for_timeout(1000)
+    low = _pixels(await page.screenshot())
+    await page.eval_on_selector("#slider", f"(el) => {{ el.value = {peak}; el.dispatchEvent(new Event('change')); }}")
+    await page.wait_for_function(f"window.plietsch.scenarioStep === {peak}", timeout=20_000)
+    await page.wait_for_timeout(1500)
+    high = _pixels(await page.screenshot())
+    assert await page.evaluate("window.plietsch.scenarioCells") > 0
+    assert "1.95 m" in await page.inner_text("#scenario-step")
+    assert (np.abs(high - low).sum(axis=2) > 40).mean() > 0.005, "the water rising does not show"
+    assert problems == [], problems

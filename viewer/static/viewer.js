@@ -123,6 +123,50 @@ async function timeTravel(fraction) {
   state.timeTravelAt = at;
 }
 
+// Scenario mode (?scenario=<id>): the slider steps through the surge; the water rises and affected assets are listed.
+const scenarioWater = [];
+async function showScenarioStep(sid, summary, step) {
+  const fc = await getJSON(`/scenarios/${encodeURIComponent(sid)}/flooded?step=${step}`);
+  for (const e of scenarioWater) viewer.entities.remove(e);
+  scenarioWater.length = 0;
+  const f = fc.features[0];
+  const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.type === "MultiPolygon" ? f.geometry.coordinates : [];
+  for (const p of polys.filter((q) => q.length > 0)) {
+    scenarioWater.push(viewer.entities.add({ name: `Flooded at ${f.properties.level_m} m`, polygon: {
+      hierarchy: new Cesium.PolygonHierarchy(ring(p[0]), p.slice(1).map((h) => new Cesium.PolygonHierarchy(ring(h)))),
+      height: f.properties.level_m, material: Cesium.Color.fromCssColorString("#1b6ec2").withAlpha(0.8) } }));
+  }
+  setWater(f.properties.level_m);
+  state.scenarioStep = step;
+  state.scenarioCells = f.properties.cells;
+  document.getElementById("scenario-step").textContent =
+    `step ${step + 1}/${summary.steps}: ${f.properties.time}, water ${f.properties.level_m.toFixed(2)} m above mean, ${(f.properties.cells * f.properties.cell_m ** 2 / 1e6).toFixed(2)} km² flooded`;
+  document.getElementById("time-label").textContent = `scenario step ${step + 1}`;
+}
+async function scenarioMode(sid) {
+  live = false;
+  const summary = await getJSON(`/scenarios/${encodeURIComponent(sid)}/summary`);
+  const assets = await getJSON(`/scenarios/${encodeURIComponent(sid)}/assets`);
+  const panel = document.getElementById("scenario");
+  panel.hidden = false;
+  document.getElementById("scenario-title").textContent =
+    `Scenario ${summary.name || sid}: peak ${summary.peak_level_m} m, ${summary.affected.building} buildings, ${summary.roads_cut.length} roads cut` +
+    (summary.synthetic_inputs.length ? ` (SYNTHETIC inputs: ${summary.synthetic_inputs.join(", ")})` : "");
+  const list = document.getElementById("scenario-assets");
+  for (const a of assets.features.slice(0, 25)) {
+    const li = document.createElement("li");
+    li.textContent = `${a.properties.kind} ${a.id.split(":").pop()}: ${a.properties.max_depth_m} m from ${a.properties.first_wet.slice(11, 16)}`;
+    list.appendChild(li);
+  }
+  state.scenarioAssets = assets.features.length;
+  const slider = document.getElementById("slider");
+  slider.max = summary.steps - 1;
+  slider.value = 0;
+  slider.addEventListener("change", (ev) => showScenarioStep(sid, summary, Number(ev.target.value)));
+  document.getElementById("live").disabled = false;
+  await showScenarioStep(sid, summary, 0);
+}
+
 async function main() {
   try {
     const [region] = await getJSON("/regions");
@@ -172,6 +216,15 @@ async function main() {
     const [lon, lat, height] = spots[view] || spots.gaarden;
     viewer.camera.setView({ destination: Cesium.Cartesian3.fromDegrees(lon, lat, height),
                             orientation: { heading: 0, pitch: Cesium.Math.toRadians(view === "fjord" ? -50 : -40), roll: 0 } });
+    const scenarioId = new URLSearchParams(location.search).get("scenario");
+    if (scenarioId) {
+      await scenarioMode(scenarioId);
+      state.ready = true;
+      state.live = true;
+      document.getElementById("status").textContent = "scenario (a fork: the live twin is untouched)";
+      document.getElementById("live").addEventListener("click", () => { location.href = "/"; });
+      return;
+    }
     state.history = await getJSON("/history/range");
     document.getElementById("slider").addEventListener("change", (ev) => timeTravel(ev.target.value / 100));
     document.getElementById("live").addEventListener("click", () => {

@@ -1,0 +1,146 @@
+"""Storm-surge scenarios: asked for by producing an event; status, results and files read back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse
+from shapely.geometry import mapping
+
+from api.deps import PackDep, ReadModelDep, SettingsDep
+from streams.catalogue import SCENARIO_REQUESTS
+from streams.scenarios import scenario_dir
+from streams.serde import encode_event
+from twin.events import ScenarioCancelRequested, ScenarioRequested
+from twin.flood import FloodInputError, Grid, extent_polygons
+from twin.geo import to_wgs84
+from twin.importers import read_geotiff
+from twin.scenario import ScenarioRequest, compare
+
+router = APIRouter(tags=["scenarios"])
+MAX_CELL_STEPS = 50_000_000  # terrain cells x time steps one run may take (its step rasters, about 200 MB)
+
+
+def _produce(request: Request, topic: str, key: str, event: Any) -> None:
+    producer = request.app.state.producer()
+    producer.produce(topic, key=key.encode(), value=encode_event(request.app.state.read_model.codec, event))
+    if producer.flush(10):
+        raise HTTPException(503, "Kafka did not take the request within 10 s; is the broker up? Try again.")
+
+
+@router.post("/scenarios", operation_id="request_scenario", status_code=202, summary="Ask for a storm-surge scenario")
+def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> dict[str, Any]:
+    try:
+        body.check_against(pack)
+    except FloodInputError as exc:
+        raise HTTPException(422, str(exc)) from None
+    cells = request.app.state.terrain_cells()
+    if cells * body.steps > MAX_CELL_STEPS:
+        raise HTTPException(413, f"{cells:,} terrain cells x {body.steps} steps is above the limit of {MAX_CELL_STEPS:,}; "
+                                 "use fewer steps (longer step_minutes) or a coarser terrain")
+    sid = f"{pack.id}:_:scenario:s-{uuid.uuid4().hex[:10]}"
+    event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
+                              request_json=body.model_dump_json())
+    _produce(request, SCENARIO_REQUESTS.name, sid, event)
+    return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
+
+
+def _status(rm: Any, sid: str) -> dict[str, Any]:
+    rec = rm.scenarios.get(sid)
+    if rec is None:
+        raise HTTPException(404, f"no scenario {sid!r} (yet); a new one shows once the worker picks it up: list them with GET /scenarios")
+    return rec
+
+
+@router.get("/scenarios", operation_id="list_scenarios")
+def list_scenarios(rm: ReadModelDep) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "summary_json"} for r in sorted(rm.scenarios.values(), key=lambda r: r["_seq"])]
+
+
+@router.get("/scenarios/{sid}", operation_id="get_scenario")
+def get_scenario(sid: str, rm: ReadModelDep) -> dict[str, Any]:
+    rec = _status(rm, sid)
+    return {k: v for k, v in rec.items() if k != "summary_json"}
+
+
+@router.delete("/scenarios/{sid}", operation_id="cancel_scenario", status_code=202)
+def cancel_scenario(sid: str, request: Request, rm: ReadModelDep, pack: PackDep) -> dict[str, Any]:
+    rec = _status(rm, sid)
+    if rec["status"] in ("completed", "failed", "cancelled"):
+        raise HTTPException(409, f"scenario {sid} is already {rec['status']}; nothing to cancel")
+    _produce(request, SCENARIO_REQUESTS.name, sid, ScenarioCancelRequested(
+        entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason="cancelled by a planner"))
+    return {"id": sid, "status": "cancel requested"}
+
+
+def _completed(rm: Any, settings: Any, sid: str) -> Path:
+    rec = _status(rm, sid)
+    if rec["status"] != "completed":
+        raise HTTPException(409, f"scenario {sid} is {rec['status']} ({rec['step']}/{rec['steps']} steps); results come when it completes")
+    out = scenario_dir(settings.data_dir, sid)
+    if not (out / "summary.json").is_file():
+        raise HTTPException(404, f"the results of {sid} are not on this API's disk ({out}); share the worker's data dir")
+    return out
+
+
+@router.get("/scenarios/{sid}/summary", operation_id="scenario_summary")
+def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep) -> dict[str, Any]:
+    return json.loads((_completed(rm, settings, sid) / "summary.json").read_text())  # type: ignore[no-any-return]
+
+
+@router.get("/scenarios/{sid}/assets", operation_id="scenario_assets", summary="Affected assets as GeoJSON")
+def scenario_assets(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    assets = json.loads((_completed(rm, settings, sid) / "assets.json").read_text())
+    places = request.app.state.places
+    feats = []
+    for a in sorted(assets, key=lambda a: (-a["max_depth_m"], a["entity_id"])):
+        p = places.get(a["entity_id"])
+        feats.append({"type": "Feature", "id": a["entity_id"], "properties": a,
+                      "geometry": None if p is None else {"type": "Point", "coordinates": [p.lon, p.lat]}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _raster(out: Path, name: str) -> tuple[Grid, np.ndarray]:
+    path = out / name
+    if not path.is_file():
+        raise HTTPException(404, f"no raster {name} for this scenario")
+    t = read_geotiff(path)
+    return Grid(t.heights, t.origin_x, t.origin_y, t.pixel_x, t.crs), t.heights
+
+
+@router.get("/scenarios/{sid}/flooded", operation_id="scenario_flooded", summary="Flooded area as GeoJSON (a step, or the maximum)")
+def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, step: int | None = None) -> dict[str, Any]:
+    out = _completed(rm, settings, sid)
+    summary = json.loads((out / "summary.json").read_text())
+    if step is not None and not 0 <= step < summary["steps"]:
+        raise HTTPException(422, f"step {step} is outside 0..{summary['steps'] - 1}")
+    grid, depth = _raster(out, "max_depth.tif" if step is None else f"steps/depth_{step:03d}.tif")
+    geom = to_wgs84(extent_polygons(np.nan_to_num(depth) > 0, grid), grid.crs)
+    minutes = summary["request"]["step_minutes"]
+    when = None if step is None else (datetime.fromisoformat(summary["start"]) + timedelta(minutes=minutes * step)).isoformat()
+    props = {"step": step, "level_m": None if step is None else summary["levels_m"][step], "time": when,
+             "cells": int((np.nan_to_num(depth) > 0).sum()), "cell_m": grid.cell}
+    return {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": mapping(geom), "properties": props}]}
+
+
+@router.get("/scenarios/{sid}/depth/{step}.tif", operation_id="scenario_depth_raster", summary="Depth raster of a step (GeoTIFF)")
+def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep) -> FileResponse:
+    path = _completed(rm, settings, sid) / "steps" / f"depth_{step:03d}.tif"
+    if not path.is_file():
+        raise HTTPException(404, f"no step {step} for scenario {sid}")
+    return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_depth_{step:03d}.tif")
+
+
+@router.get("/scenarios/{sid}/compare/{other}", operation_id="compare_scenarios")
+def compare_scenarios(sid: str, other: str, rm: ReadModelDep, settings: SettingsDep) -> dict[str, Any]:
+    def load(s: str) -> dict[str, Any]:
+        out = _completed(rm, settings, s)
+        return {"summary": json.loads((out / "summary.json").read_text()), "assets": json.loads((out / "assets.json").read_text())}
+
+    return {"first": sid, "second": other, **compare(load(sid), load(other))}

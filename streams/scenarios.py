@@ -1,0 +1,107 @@
+"""The scenario agent's work: run a requested storm-surge scenario on a fork of the twin, write its results as files
+(summary, affected assets, a depth GeoTIFF per step) and report progress as events. Runs in a worker thread so that the
+Faust worker keeps serving; one scenario at a time, cancellable between steps."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from twin.events import ScenarioProgressed, ScenarioRequested
+from twin.flood import FloodInputError
+from twin.importers import Terrain, write_geotiff
+from twin.region import RegionPack
+from twin.scenario import ScenarioRequest, run
+
+log = logging.getLogger("plietsch.scenarios")
+AGENT = "twin-scenarios"
+
+
+def scenario_dir(data_dir: Path, scenario_id: str) -> Path:
+    return data_dir / "scenarios" / scenario_id.split(":")[-1]
+
+
+class ScenarioRunner:
+    def __init__(self, pack: RegionPack, data_dir: Path, emit: Callable[[ScenarioProgressed], None]) -> None:
+        self.pack = pack
+        self.data_dir = data_dir
+        self.emit = emit
+        self.cancelled: set[str] = set()
+        self.lock = threading.Lock()
+
+    def cancel(self, scenario_id: str) -> None:
+        with self.lock:
+            self.cancelled.add(scenario_id)
+
+    def _progress(self, req_event: ScenarioRequested, status: str, step: int, steps: int, message: str = "",
+                  summary: dict[str, Any] | None = None) -> None:
+        self.emit(ScenarioProgressed(
+            entity_id=req_event.entity_id, region=req_event.region, occurred_at=datetime.now(UTC), source=AGENT,
+            status=status, step=step, steps=steps, message=message,  # type: ignore[arg-type]
+            summary_json=json.dumps(summary, separators=(",", ":")) if summary else ""))
+
+    def execute(self, event: ScenarioRequested) -> str:
+        """Run one scenario to its end; returns the final status. Never raises: failures become events."""
+        sid = event.entity_id
+        try:
+            req = ScenarioRequest.model_validate_json(event.request_json)
+        except ValidationError as exc:
+            self._progress(event, "failed", 0, 0, f"invalid request: {exc}")
+            return "failed"
+        out = scenario_dir(self.data_dir, sid)
+        steps_dir = out / "steps"
+        steps_dir.mkdir(parents=True, exist_ok=True)
+        n = req.steps
+        self._progress(event, "running", 0, n, f"{n} steps of {req.step_minutes:g} min")
+        grid_ref: dict[str, Any] = {}
+
+        def on_step(i: int, total: int, depth: np.ndarray) -> bool:
+            g = grid_ref.get("grid")
+            if g is not None:
+                write_geotiff(steps_dir / f"depth_{i:03d}.tif", Terrain(depth, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
+            if i % max(1, total // 10) == 0 or i == total - 1:
+                self._progress(event, "running", i + 1, total)
+            with self.lock:
+                return sid not in self.cancelled
+
+        try:
+            from twin.scenario import load_grid
+
+            grid_ref["grid"] = load_grid(self.pack) if self.pack.terrain_path else None
+            result = run(self.pack, req, on_step)
+        except FloodInputError as exc:
+            cancelled = str(exc) == "cancelled"
+            shutil.rmtree(out, ignore_errors=True) if cancelled else None
+            self._progress(event, "cancelled" if cancelled else "failed", 0, n, "cancelled on request" if cancelled else str(exc))
+            return "cancelled" if cancelled else "failed"
+        except Exception as exc:  # a bug must not take the worker down; the planner sees the reason
+            log.exception("scenario %s failed", sid)
+            self._progress(event, "failed", 0, n, f"{type(exc).__name__}: {exc}")
+            return "failed"
+        finally:
+            with self.lock:
+                self.cancelled.discard(sid)
+        summary = result.summary()
+        summary["scenario_id"] = sid
+        summary["request"] = json.loads(req.model_dump_json())
+        (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        (out / "assets.json").write_text(json.dumps([asdict(a) for a in result.assets]), encoding="utf-8")
+        g = result.grid
+        write_geotiff(out / "max_depth.tif", Terrain(result.result.max_depth, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
+        first = np.where(result.result.first_wet_step >= 0, result.result.first_wet_step, -9999).astype("float32")
+        write_geotiff(out / "first_wet_step.tif", Terrain(first, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
+        self._progress(event, "completed", n, n, f"{summary['affected']['building']} buildings affected", summary)
+        del result
+        gc.collect()
+        return "completed"

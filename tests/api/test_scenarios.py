@@ -1,0 +1,75 @@
+"""Storm-surge scenarios end to end: API -> event -> scenario agent -> files and events -> API."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import pytest
+import tifffile
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.broker
+
+
+def _run(c: httpx.Client, body: dict[str, Any]) -> str:
+    r = c.post("/scenarios", json=body)
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200 and c.get(f"/scenarios/{sid}").json()["status"]
+             in ("completed", "failed", "cancelled"), 120, f"scenario {sid}")
+    return sid
+
+
+def test_preset_surge_results_and_comparison(api_url: str) -> None:
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        sid = _run(c, {"name": "20 Oct 2023", "preset": "kiel-2023-10-20", "duration_h": 24})
+        status = c.get(f"/scenarios/{sid}").json()
+        assert status["status"] == "completed", status
+        s = c.get(f"/scenarios/{sid}/summary").json()
+        assert s["steps"] == 25 and s["peak_level_m"] == 1.95 and s["max_flooded_area_km2"] > 0
+        assert s["affected"]["building"] > 0 and s["compared_with_baseline"]["baseline_affected"] == 0
+        assert "terrain" in s["synthetic_inputs"]
+        assets = c.get(f"/scenarios/{sid}/assets").json()
+        assert assets["features"] and all(f["properties"]["max_depth_m"] > 0 for f in assets["features"])
+        peak_step = s["levels_m"].index(max(s["levels_m"]))
+        flooded = c.get(f"/scenarios/{sid}/flooded", params={"step": peak_step}).json()
+        assert flooded["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+        assert flooded["features"][0]["properties"]["level_m"] == 1.95
+        first = c.get(f"/scenarios/{sid}/flooded", params={"step": 0}).json()["features"][0]["properties"]["cells"]
+        assert first < flooded["features"][0]["properties"]["cells"]  # the water rises over time
+        tif = c.get(f"/scenarios/{sid}/depth/{peak_step}.tif")
+        assert tif.status_code == 200 and tifffile.imread(io.BytesIO(tif.content)).max() > 0
+        higher = _run(c, {"preset": "kiel-2023-10-20", "duration_h": 24, "sea_level_rise_m": 0.5})
+        cmp = c.get(f"/scenarios/{sid}/compare/{higher}").json()
+        assert cmp["only_in_second"] and not cmp["only_in_first"] and cmp["area_km2"][1] > cmp["area_km2"][0]
+        assert c.get(f"/scenarios/{sid}/flooded", params={"step": 99}).status_code == 422
+
+
+def test_bad_requests_get_clear_4xx(api_url: str) -> None:
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "breaches": [{"segment": "kiel:_:coast:nowhere"}]})
+        assert r.status_code == 422 and "unknown coast segment(s): kiel:_:coast:nowhere" in r.json()["detail"]
+        r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "duration_h": -5})
+        assert r.status_code == 422 and "duration_h" in r.text
+        r = c.post("/scenarios", json={"curve": [{"hour": 0, "level_m": 0.2}, {"hour": 3, "level_m": 50}]})
+        assert r.status_code == 422 and "level_m" in r.text
+        r = c.post("/scenarios", json={"preset": "kiel-2099"})
+        assert r.status_code == 422 and "unknown preset" in r.text
+        r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "duration_h": 240, "step_minutes": 30})
+        assert r.status_code == 413 and "terrain cells" in r.json()["detail"]
+        assert c.get("/scenarios/kiel:_:scenario:none").status_code == 404
+
+
+def test_a_running_scenario_can_be_cancelled(api_url: str) -> None:
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        r = c.post("/scenarios", json={"curve": [{"hour": 0, "level_m": 0.5}, {"hour": 150, "level_m": 2.5}], "duration_h": 150})
+        sid = r.json()["id"]
+        wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200, 60, "the scenario to start")
+        assert c.delete(f"/scenarios/{sid}").status_code == 202
+        wait_for(lambda: c.get(f"/scenarios/{sid}").json()["status"] in ("cancelled", "completed"), 60, "the cancellation")
+        assert c.get(f"/scenarios/{sid}").json()["status"] == "cancelled"
+        assert c.get(f"/scenarios/{sid}/summary").status_code == 409
+        assert c.delete(f"/scenarios/{sid}").status_code == 409
