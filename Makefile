@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python -m bench.apply
 	$(BIN)/python -m bench.rebuild
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.flood
 
 clean:
 	rm -rf $(VENV) node_modules .plietsch

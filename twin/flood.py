@@ -98,14 +98,33 @@ def effective_heights(grid: Grid, barriers: Sequence[Barrier], at_hour: float) -
     return eff
 
 
-def spill_levels(eff: np.ndarray, sea: np.ndarray) -> np.ndarray:
-    """The lowest sea level at which each cell is reached from the sea (priority flood by reconstruction)."""
+def spill_levels(eff: np.ndarray, sea: np.ndarray, max_level: float | None = None) -> np.ndarray:
+    """The lowest sea level at which each cell is reached from the sea (priority flood by reconstruction).
+
+    With *max_level*, only the cells that some level up to it can reach are worked out (the others get +inf): one
+    ``ndimage.label`` finds them, and the reconstruction runs on their bounding box alone. A path that reaches a cell
+    below *max_level* only crosses cells lower than that, all of which are in that set, so their values are exact."""
     if eff.size > MAX_CELLS:
         raise FloodInputError(f"raster of {eff.size:,} cells is above the limit of {MAX_CELLS:,}; use a coarser cell size")
+    if max_level is None:
+        return _reconstruct(eff, sea)
+    reach = connected_flood(eff, sea, max_level)
+    out = np.full(eff.shape, np.inf)
+    if not reach.any():
+        return out
+    rows, cols = np.flatnonzero(reach.any(axis=1)), np.flatnonzero(reach.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    window = reach[r0:r1, c0:c1]
+    sub = np.where(window, eff[r0:r1, c0:c1], np.inf)
+    out[r0:r1, c0:c1] = np.where(window, _reconstruct(sub, sea[r0:r1, c0:c1] & window), np.inf)
+    return out
+
+
+def _reconstruct(eff: np.ndarray, sea: np.ndarray) -> np.ndarray:
     finite = np.where(np.isinf(eff), np.nanmax(eff[np.isfinite(eff)], initial=0.0) + 1e6, eff)
     top = finite.max() + 1.0
     seed = np.where(sea, finite, top)
-    return reconstruction(seed, finite, method="erosion", footprint=FOUR)
+    return reconstruction(seed, finite, method="erosion", footprint=FOUR)  # type: ignore[no-any-return]
 
 
 def connected_flood(eff: np.ndarray, sea: np.ndarray, level: float) -> np.ndarray:
@@ -152,7 +171,7 @@ def simulate(grid: Grid, sea: np.ndarray, barriers: Sequence[Barrier], start: da
     def spill_for(hour: float) -> np.ndarray:
         key = max([h for h in breach_hours if h <= hour], default=-1.0)
         if key not in cache:
-            cache[key] = spill_levels(effective_heights(grid, barriers, hour), sea)
+            cache[key] = spill_levels(effective_heights(grid, barriers, hour), sea, max(levels))
         return cache[key]
 
     ground = np.where(np.isnan(grid.heights), np.inf, grid.heights)

@@ -84,6 +84,9 @@ def test_spill_levels_agree_with_the_label_baseline() -> None:
     spill = spill_levels(eff, sea)
     for level in (0.2, 0.9, 1.5, 2.3, 2.8):
         assert ((spill < level) == connected_flood(eff, sea, level)).all(), level
+        bounded = spill_levels(eff, sea, max_level=level)  # worked out only where a level up to this one reaches
+        assert ((bounded < level) == (spill < level)).all(), level
+        assert np.allclose(bounded[bounded < level], spill[bounded < level])
 
 
 def ndimage_smooth(a: np.ndarray) -> np.ndarray:
