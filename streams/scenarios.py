@@ -99,6 +99,8 @@ class ScenarioRunner:
         (out / "assets.json").write_text(json.dumps([asdict(a) for a in result.assets]), encoding="utf-8")
         g = result.grid
         write_geotiff(out / "max_depth.tif", Terrain(result.result.max_depth, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
+        duration = result.result.duration_h.astype("float32")
+        write_geotiff(out / "duration_h.tif", Terrain(duration, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
         first = np.where(result.result.first_wet_step >= 0, result.result.first_wet_step, -9999).astype("float32")
         write_geotiff(out / "first_wet_step.tif", Terrain(first, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
         self._progress(event, "completed", n, n, f"{summary['affected']['building']} buildings affected", summary)

@@ -137,6 +137,14 @@ def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep)
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_depth_{step:03d}.tif")
 
 
+@router.get("/scenarios/{sid}/rasters/{name}.tif", operation_id="scenario_raster", summary="max_depth, duration_h or first_wet_step")
+def scenario_raster(sid: str, name: str, rm: ReadModelDep, settings: SettingsDep) -> FileResponse:
+    if name not in ("max_depth", "duration_h", "first_wet_step"):
+        raise HTTPException(404, f"no raster {name!r}; there are max_depth, duration_h and first_wet_step")
+    path = _completed(rm, settings, sid) / f"{name}.tif"
+    return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_{name}.tif")
+
+
 @router.get("/scenarios/{sid}/compare/{other}", operation_id="compare_scenarios")
 def compare_scenarios(sid: str, other: str, rm: ReadModelDep, settings: SettingsDep) -> dict[str, Any]:
     def load(s: str) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def test_preset_surge_results_and_comparison(api_url: str) -> None:
         assert first < flooded["features"][0]["properties"]["cells"]  # the water rises over time
         tif = c.get(f"/scenarios/{sid}/depth/{peak_step}.tif")
         assert tif.status_code == 200 and tifffile.imread(io.BytesIO(tif.content)).max() > 0
+        duration = tifffile.imread(io.BytesIO(c.get(f"/scenarios/{sid}/rasters/duration_h.tif").content))
+        assert duration.max() >= 1.0 and c.get(f"/scenarios/{sid}/rasters/nope.tif").status_code == 404
         higher = _run(c, {"preset": "kiel-2023-10-20", "duration_h": 24, "sea_level_rise_m": 0.5})
         cmp = c.get(f"/scenarios/{sid}/compare/{higher}").json()
         assert cmp["only_in_second"] and not cmp["only_in_first"] and cmp["area_km2"][1] > cmp["area_km2"][0]
