@@ -44,6 +44,18 @@ async function all(url) {
 }
 function ring(coords) { return Cesium.Cartesian3.fromDegreesArray(coords.flat()); }
 
+// Changing an entity's material makes Cesium rebuild its batch: set colours only when they change, at most every 2 s.
+let colourPending = false;
+function scheduleColour() {
+  if (colourPending) return;
+  colourPending = true;
+  setTimeout(() => { colourPending = false; colourBuildings(); }, 2000);
+}
+function setMaterial(holder, graphics, css) {
+  if (holder.css === css) return;
+  holder.css = css;
+  graphics.material = Cesium.Color.fromCssColorString(css).withAlpha(0.95);
+}
 function colourBuildings() {
   const threatened = Object.values(coastEntities).map((c) => ({ pos: c.mid, s: state.coast[c.id] }))
     .filter((c) => c.s && (c.s.overtopped || c.s.low_freeboard || c.s.surge_class));
@@ -53,18 +65,20 @@ function colourBuildings() {
       const d = Math.hypot((b.lon - c.pos[0]) * 65000, (b.lat - c.pos[1]) * 111000);
       if (d < 250) { colour = c.s.overtopped ? "#e74c3c" : c.s.low_freeboard ? "#e67e22" : "#f9e79f"; break; }
     }
-    b.entity.polygon.material = Cesium.Color.fromCssColorString(colour).withAlpha(0.95);
+    setMaterial(b, b.entity.polygon, colour);
   }
 }
 state.showBuildings = (show) => { for (const b of buildingEntities) b.entity.show = show; viewer.scene.requestRender(); };
 function setWater(level) {
   waterLevel = level;
+  if (Math.abs(level - (state.shownLevel ?? -99)) < 0.05) return;  // a new height rebuilds the sea polygon too
+  state.shownLevel = level;
   for (const w of waters) w.polygon.height = level;
 }
 function applyCoast(id, s) {
   state.coast[id] = s;
   const e = coastEntities[id];
-  if (e) e.entity.polyline.material = Cesium.Color.fromCssColorString(FREEBOARD(s));
+  if (e) setMaterial(e, e.entity.polyline, FREEBOARD(s));
 }
 function applySensor(id, s) {
   state.sensors[id] = s;
@@ -89,7 +103,7 @@ function applyDelta(d) {
   state.lastSeq = Math.max(state.lastSeq, d.seq);
   if (!live) return;
   if (d.kind === "entity" && d.entity_type === "sensor") applySensor(d.entity_id, d.data.state);
-  else if (d.kind === "entity" && d.entity_type === "coast") { applyCoast(d.entity_id, d.data.state); colourBuildings(); }
+  else if (d.kind === "entity" && d.entity_type === "coast") { applyCoast(d.entity_id, d.data.state); scheduleColour(); }
   else if (d.kind === "alert") { state.alerts[d.data.alert_id] = d.data; renderAlerts(); }
   else if (d.kind === "alert_cleared") { delete state.alerts[d.data.alert_id]; renderAlerts(); }
 }
