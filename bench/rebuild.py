@@ -9,7 +9,7 @@ import argparse
 import platform
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastavro import reader
@@ -17,7 +17,7 @@ from fastavro import reader
 from streams.archive import ArchiveWriter, archive_files, read_events, rebuild
 from streams.catalogue import SENSOR_TOPICS
 from streams.serde import to_record
-from streams.simulator import ReadingFactory
+from streams.simulator import readings
 from twin.region import bundled_pack
 
 
@@ -26,15 +26,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     n = ap.parse_args().events
     pack = bundled_pack()
-    sensors = sorted(pack.sensors.values(), key=lambda s: s.id)
-    factory = ReadingFactory(pack, seed=1)
     root = Path(tempfile.mkdtemp()) / "archive"
     w = ArchiveWriter(root)
-    t0 = datetime(2026, 11, 1, tzinfo=UTC)
-    for i in range(n):
-        s = sensors[i % len(sensors)]
-        e = factory.reading(s, t0 + timedelta(seconds=3 * i))
-        w.add(SENSOR_TOPICS[s.sensor_kind].name, 0, i, type(e).__name__, to_record(e))
+    for i, e in enumerate(readings(pack, n, seed=1, start=datetime(2026, 11, 1, tzinfo=UTC), spacing_s=3)):
+        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, type(e).__name__, to_record(e))
         if w.pending >= 10_000:
             w.flush()
     w.flush()

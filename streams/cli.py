@@ -317,6 +317,11 @@ def run_all(
     """Run the whole embedded stack: broker, Faust worker, simulator and API. Ctrl-C stops everything."""
     from streams.catalogue import ensure_topics
 
+    def stop_on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM and SIGHUP stop the stack like Ctrl-C: every child and the broker
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGHUP, stop_on_signal)
     env = dict(os.environ)
     env.setdefault("PLIETSCH_WEB_PORT", str(free_port()))  # the worker's own web page; any free port will do
     broker_proc: EmbeddedBroker | None = None

@@ -33,8 +33,11 @@ def _start(data_dir: Path, api_port: int, broker_port: int, log: Path) -> subpro
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGINT)
+def _stop(proc: subprocess.Popen[bytes], how: str = "ctrl-c") -> None:
+    if how == "sigterm":  # to the 'run' process alone: it must stop its children and the broker itself
+        proc.send_signal(signal.SIGTERM)
+    else:  # Ctrl-C in a terminal signals the whole foreground group
+        os.killpg(proc.pid, signal.SIGINT)
     proc.wait(60)
 
 
@@ -70,8 +73,10 @@ def test_restart_replays_the_archive_and_keeps_the_state(tmp_path: Path) -> None
                          90, "the readings in the first stack")
         wait_for(lambda: sum(1 for _ in read_events(tmp_path / "data" / "archive")) >= 5 * len(ids), 30, "the archive")
     finally:
-        _stop(proc)
+        _stop(proc, "sigterm")
     assert proc.returncode == 0, log.read_text()[-3000:]
+    leftovers = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{broker_port}|--api-port {api_port}"], capture_output=True, text=True)
+    assert leftovers.stdout == "", f"processes left running after SIGTERM: {leftovers.stdout}"
     proc = _start(tmp_path / "data", api_port, broker_port, log)
     try:
         wait_for(lambda: _healthy(api), 90, "the second stack's API")
