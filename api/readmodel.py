@@ -205,10 +205,11 @@ class ReadModel:
                     continue
                 idle_since = time.monotonic()
                 for msg in msgs:
-                    if msg.error() or msg.value() is None:
+                    value = msg.value()
+                    if msg.error() or value is None:
                         continue
                     try:
-                        name, rec = self.codec.decode(msg.value())
+                        name, rec = self.codec.decode(value)
                     except CodecError as exc:
                         self.skipped += 1
                         log.warning("skipping undecodable record at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
@@ -218,7 +219,7 @@ class ReadModel:
                     elif name in ("AlertRaised", "AlertCleared"):
                         self.apply_alert(name, rec)
                     elif name == "AggregateUpdated":
-                        self.apply_aggregate(msg.key().decode(), rec)
+                        self.apply_aggregate((msg.key() or b"").decode(), rec)
                     elif name == "ScenarioProgressed":
                         self.apply_scenario(rec)
         except Exception as exc:  # reported by /health

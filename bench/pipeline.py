@@ -72,7 +72,8 @@ def raw_ceiling(bootstrap: str, n: int) -> float:
         for m in msgs:
             if m.error():
                 continue
-            datums = iter_batch(m.value()) if is_batch(m.headers()) else (m.value(),)
+            value = m.value() or b""
+            datums = iter_batch(value) if is_batch(m.headers()) else (value,)
             for d in datums:
                 _, rec = codec.decode(d)
                 latest[rec["entity_id"]] = rec

@@ -169,9 +169,11 @@ def iter_batch(data: bytes) -> Iterator[bytes]:
         pos += n
 
 
-def is_batch(headers: Iterable[tuple[str, bytes | None]] | None) -> bool:
+def is_batch(headers: Any) -> bool:
+    """True when Kafka record headers (a list of pairs or a dict) mark a batch record."""
     if not headers:
         return False
-    return any(k == CONTENT_TYPE_HEADER and v == BATCH_CONTENT_TYPE for k, v in headers)
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return any(k == CONTENT_TYPE_HEADER and v == BATCH_CONTENT_TYPE for k, v in pairs)
 
 

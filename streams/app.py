@@ -56,7 +56,7 @@ class Emitter:
     producer: Producer
     counts: dict[str, int] = field(default_factory=lambda: {"updates": 0, "dead": 0, "alerts": 0})
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         while True:
             try:
                 self.producer.produce(topic, key=key, value=value, headers=headers or [])

@@ -87,9 +87,11 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
                 if msg.error():
                     continue
                 headers = msg.headers() or []
-                if any(k == REPLAY_HEADER for k, _ in headers) or msg.value() is None:
+                value = msg.value()
+                names = headers.keys() if isinstance(headers, dict) else [k for k, _ in headers]
+                if value is None or REPLAY_HEADER in names:
                     continue
-                datums = iter_batch(msg.value()) if is_batch(headers) else (msg.value(),)
+                datums = iter_batch(value) if is_batch(headers) else (value,)
                 try:
                     for d in datums:
                         try:
@@ -97,7 +99,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
                         except CodecError:
                             continue  # kept in the dead-letter topic by the worker
                         if name in BY_NAME:
-                            writer.add(msg.topic(), msg.partition(), msg.offset(), name, rec)
+                            writer.add(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), name, rec)
                 except CodecError:
                     continue  # broken batch frame: the worker dead-letters it
             if writer.pending and time.monotonic() - last_flush >= flush_every_s:

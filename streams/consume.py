@@ -59,7 +59,7 @@ def drain(bootstrap_servers: str, topic: str, timeout: float = 30.0, batch: int 
                     continue
                 yield msg
                 p = msg.partition()
-                if p in ends and msg.offset() + 1 >= ends[p]:
+                if p in ends and int(msg.offset() or 0) + 1 >= ends[p]:
                     del ends[p]
         raise TimeoutError(f"{topic}: not read to its end within {timeout:.0f} s (partitions behind: {sorted(ends)})")
     finally:

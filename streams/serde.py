@@ -64,7 +64,7 @@ class RegistryCodec:
                 schema = self._client.get_schema(sid)
             except Exception as exc:
                 raise CodecError("schema", f"schema id {sid} not found in the registry: {exc}") from exc
-            raw = json.loads(schema.schema_str)
+            raw = json.loads(schema.schema_str or "{}")
             name = raw["name"]
             current = self.store.current.get(name)
             entry = (name, parse_schema(raw), current.parsed if current else None)

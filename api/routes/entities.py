@@ -60,7 +60,7 @@ def list_entities(
     if neighbourhood is not None and neighbourhood not in {n.id.scope for n in pack.neighbourhoods.values()}:
         known = sorted(n.id.scope for n in pack.neighbourhoods.values())
         raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(known)}")
-    candidates = pack.entities().values()
+    candidates: list[Entity] = list(pack.entities().values())
     if bbox:
         index = request.app.state.entity_index
         hits = index.tree.query(box(*parse_bbox(bbox)), predicate="intersects")

@@ -69,16 +69,16 @@ async def stream(
                 if await request.is_disconnected():
                     return
                 try:
-                    d = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+                    item = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)  # type: ignore[arg-type]
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if sub.overflowed and d is None:
+                if sub.overflowed and item is None:
                     return
-                if d is None or d.seq <= last:
+                if item is None or item.seq <= last:
                     continue
-                yield _frame(d)
-                last = d.seq
+                yield _frame(item)
+                last = item.seq
         finally:
             rm.unsubscribe(sub)
 

@@ -29,3 +29,11 @@ def test_importing_twin_loads_no_infrastructure() -> None:
             f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}]\nprint(bad)\nsys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_api_does_not_load_the_faust_runtime() -> None:
+    """The API reads the twin from Kafka topics; it never imports Faust (nor reads a Faust table)."""
+    code = ("import sys\nimport api.main\nbad = [m for m in sys.modules if m.split('.')[0] in ('faust', 'mode')]\n"
+            "print(bad)\nsys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
