@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +59,34 @@ async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: An
         f"(window.plietsch.sensors['{VIEWER_SENSOR}'] || {{values: {{}}}}).values.level_m === 1.62", timeout=20_000)
     await page.wait_for_function("document.querySelector('#alert-list').innerText.includes('severe storm surge')",
                                  timeout=20_000)
+    # under a steady stream of live deltas the scene still draws (colours must not rebuild every batch each time)
+    stop = threading.Event()
+
+    def stream() -> None:
+        k = 0
+        while not stop.is_set():
+            k += 1
+            pub.add(SENSOR_TOPICS["water_level"].name, VIEWER_SENSOR, WaterLevelMeasured(
+                entity_id=VIEWER_SENSOR, region="kiel", occurred_at=t + timedelta(seconds=k), source="viewer-test",
+                level_m=round(0.2 + 0.4 * (k % 7) / 7, 3)))
+            pub.tick()
+            time.sleep(0.02)
+        pub.flush()
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    try:
+        await page.wait_for_timeout(3000)
+        busy_with = _pixels(await page.screenshot())
+        await page.evaluate("window.plietsch.showBuildings(false)")
+        await page.wait_for_timeout(800)
+        busy_without = _pixels(await page.screenshot())
+        await page.evaluate("window.plietsch.showBuildings(true)")
+    finally:
+        stop.set()
+        feeder.join(10)
+    changed = np.abs(busy_with - busy_without).sum(axis=2) > 40
+    assert changed.mean() > 0.01, f"under live load only {changed.mean():.4f} of the pixels show buildings"
     assert problems == [], problems
 
 
