@@ -20,9 +20,11 @@ app = typer.Typer(help="Plietsch Twin: an event-driven digital twin of the KielR
 topics_app = typer.Typer(help="The topic catalogue.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Avro schemas: generate, check, publish.", no_args_is_help=True)
 region_app = typer.Typer(help="Region packs.", no_args_is_help=True)
+source_app = typer.Typer(help="Adapters for real open-data sources.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(region_app, name="region")
+app.add_typer(source_app, name="source")
 console = Console(stderr=True)
 
 
@@ -230,6 +232,46 @@ def schemas_publish() -> None:
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     console.print(f"published {len(written)} schema version(s)")
+
+
+@source_app.command("pegelonline")
+def source_pegelonline(
+    station: Annotated[str, typer.Option(help="WSV station number")] = "9610066",
+    measurements: Annotated[Path | None, typer.Option(help="a saved measurements.json; without it, fetch the last day")] = None,
+    stations: Annotated[Path | None, typer.Option(help="a saved stations.json, to find the station's uuid offline")] = None,
+    sensor: Annotated[str | None, typer.Option(help="sensor id to report as; default from the station table")] = None,
+    mean_cm: Annotated[float | None, typer.Option(help="mean water level, cm above gauge zero")] = None,
+) -> None:
+    """Publish PEGELONLINE water levels (cm above gauge zero) as readings in metres above mean water level."""
+    from streams.catalogue import SENSOR_TOPICS
+    from streams.publisher import EventPublisher
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources import pegelonline as pg
+
+    known = pg.STATIONS.get(station)
+    sensor_id = sensor or (known[0] if known else None)
+    mean = mean_cm if mean_cm is not None else (known[1] if known else None)
+    if sensor_id is None or mean is None:
+        raise _fail(f"station {station} is not in the station table; give --sensor and --mean-cm")
+    try:
+        if measurements is not None:
+            raw = measurements.read_bytes()
+        else:
+            listing = stations.read_bytes() if stations else pg.fetch(f"{pg.BASE_URL}/stations.json")
+            raw = pg.fetch(pg.measurements_url(pg.find_station(listing, station).uuid))
+        events, problems = pg.parse_measurements(raw, sensor_id, mean)
+    except (pg.PegelonlineError, OSError) as exc:
+        raise _fail(f"PEGELONLINE: {exc}") from exc
+    for p in problems:
+        console.print(f"[yellow]skipped[/] {p}")
+    settings = StreamSettings()
+    _bootstrap()
+    pub = EventPublisher(settings.bootstrap_servers, make_codec(settings.schema_registry_url))
+    for e in events:
+        pub.add(SENSOR_TOPICS["water_level"].name, sensor_id, e)
+    pub.flush()
+    console.print(f"published {len(events)} water level(s) for {sensor_id}, skipped {len(problems)}")
 
 
 @region_app.command("synth")

@@ -1,0 +1,1 @@
+"""Adapters from real open-data sources to the platform's events."""
