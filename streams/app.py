@@ -215,6 +215,7 @@ class TwinApp:
                 self._guarded(SENSOR_AGENT, event.message, lambda m: self.process(m, table, agg_table, region))
 
         self.agent = sensor_state
+        self._add_processors(app)
         coast_topic = app.topic(SENSOR_TOPICS["water_level"].name, key_serializer="raw", value_serializer="raw",
                                 partitions=s.topic_partitions)
         coast_table = app.Table(COAST_TABLE, default=None, partitions=s.topic_partitions, key_type=bytes,
@@ -282,6 +283,32 @@ class TwinApp:
             return web.json(value)
 
         return app
+
+    def _add_processors(self, app: faust.App) -> None:
+        """One agent per processor named in PLIETSCH_PROCESSORS (see streams.processors)."""
+        from streams.catalogue import BY_NAME
+        from streams.processors import load_processors
+
+        sensor_topics = {t.name for t in SENSOR_TOPICS.values()}
+        for proc in load_processors(self.settings.processors):
+            decoder = RecordDecoder(self.codec, proc.name, expected={t: BY_NAME[t].value_schemas for t in proc.topics},
+                                    known_entities=set(self.pack.entities()))
+            topic = app.topic(*proc.topics, key_serializer="raw", value_serializer="raw")
+
+            def step(msg: Any, proc: Any = proc, decoder: RecordDecoder = decoder) -> None:
+                decoded = decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+                if decoded.dead and msg.topic not in sensor_topics:  # sensor topics' bad records are the core agent's
+                    self.emitter.dead(decoded.dead)
+                outputs = proc.handle(decoded.events) if decoded.events else []
+                for e in outputs:
+                    self.emitter._produce(proc.output, e.entity_id.encode(), encode_event(self.codec, e))
+                self.emitter.producer.poll(0)
+
+            async def run(stream: Any, name: str = proc.name, step: Any = step) -> None:
+                async for event in stream.events():
+                    self._guarded(name, event.message, step)
+
+            app.agent(topic, name=proc.name)(run)
 
     def _guarded(self, processor: str, msg: Any, step: Any) -> None:
         try:

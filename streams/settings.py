@@ -30,6 +30,8 @@ class StreamSettings(BaseSettings):
     batch_max_datums: int = 2000
     # How long a fetch may wait for data on a quiet partition (latency of every hop on a quiet stream).
     fetch_max_wait_ms: int = 100
+    # Extra stream processors, comma-separated 'module:attribute' (see streams/processors.py).
+    processors: str = ""
 
     @property
     def archive_dir(self) -> Path:

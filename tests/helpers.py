@@ -21,7 +21,8 @@ COAST_SENSOR = "kiel:friedrichsort:sensor:water-level-001"
 VIEWER_SENSOR = "kiel:gaarden:sensor:water-level-001"
 SSE_SENSORS = ("kiel:friedrichsort:sensor:bike-share-001", "kiel:friedrichsort:sensor:bike-share-002",
                "kiel:gaarden:sensor:bike-share-001")
-RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR, *SSE_SENSORS})
+PROCESSOR_SENSOR = "kiel:friedrichsort:sensor:parking-001"
+RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR, PROCESSOR_SENSOR, *SSE_SENSORS})
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
@@ -72,6 +73,7 @@ class Worker:
                    PLIETSCH_APP_ID=self.app_id, PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1")
         if self.data_dir is not None:
             env["PLIETSCH_DATA_DIR"] = str(self.data_dir)
+        env["PLIETSCH_PROCESSORS"] = "streams.examples.parking_full:ParkingFull"
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=ROOT,
                                      env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
 

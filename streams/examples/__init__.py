@@ -1,0 +1,1 @@
+"""Example stream processors for authors to copy (see streams/processors.py)."""

@@ -1,0 +1,55 @@
+"""Processors written outside the core: plain Python, tested alone, then run by the worker as agents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.codec import SingleObjectCodec
+from streams.catalogue import ALERTS, SENSOR_TOPICS
+from streams.consume import drain
+from streams.examples.parking_full import ParkingFull
+from streams.processors import ProcessorLoadError, load_processors
+from streams.publisher import EventPublisher
+from tests.helpers import PROCESSOR_SENSOR, Worker, wait_for
+from twin.events import AlertCleared, AlertRaised, ParkingOccupancyReported
+
+T = datetime(2032, 3, 3, 9, tzinfo=UTC)
+
+
+def reading(occupied: int, minutes: int) -> ParkingOccupancyReported:
+    return ParkingOccupancyReported(entity_id=PROCESSOR_SENSOR, region="kiel", occurred_at=T + timedelta(minutes=minutes),
+                                    source="processor-test", occupied=occupied, capacity=100)
+
+
+def test_parking_full_alone() -> None:
+    p = ParkingFull()
+    out = p.handle([reading(80, 0), reading(96, 1), reading(97, 2), reading(92, 3), reading(85, 4)])
+    assert [(type(e), e.alert_id) for e in out] == [(AlertRaised, f"{PROCESSOR_SENSOR}:parking_full"),
+                                                    (AlertCleared, f"{PROCESSOR_SENSOR}:parking_full")]
+    assert isinstance(out[0], AlertRaised) and out[0].value == 0.96 and out[0].public
+
+
+def test_loading_errors_are_clear() -> None:
+    with pytest.raises(ProcessorLoadError, match="must be 'module:attribute'"):
+        load_processors("streams.examples.parking_full")
+    with pytest.raises(ProcessorLoadError, match="cannot load processor 'nowhere:X'"):
+        load_processors("nowhere:X")
+    assert [p.name for p in load_processors("streams.examples.parking_full:ParkingFull")] == ["parking-full"]
+
+
+@pytest.mark.broker
+def test_the_worker_runs_a_processor_as_an_agent(worker: Worker) -> None:
+    pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
+    for i, occ in enumerate((50, 97)):
+        pub.add(SENSOR_TOPICS["parking"].name, PROCESSOR_SENSOR, reading(occ, i))
+    pub.flush()
+    codec = SingleObjectCodec()
+
+    def raised() -> list:
+        return [r for m in drain(worker.bootstrap, ALERTS.name, missing_ok=True)
+                for name, r in [codec.decode(m.value())] if r["alert_id"] == f"{PROCESSOR_SENSOR}:parking_full"]
+
+    got = wait_for(raised, 60, "the processor's alert")
+    assert got[0]["category"] == "parking_full" and got[0]["source"] == "parking-full" and got[0]["value"] == 0.97
