@@ -19,18 +19,28 @@ import faust
 from confluent_kafka import Producer
 
 from schemas.codec import CodecError
-from streams.catalogue import AGGREGATES, ALERTS, DEAD_LETTERS, SCENARIO_REQUESTS, SCENARIO_RESULTS, SENSOR_TOPICS, TWIN_UPDATES
+from streams.catalogue import (
+    AGGREGATES,
+    ALERTS,
+    DEAD_LETTERS,
+    MUNICIPAL_TOPICS,
+    SCENARIO_REQUESTS,
+    SCENARIO_RESULTS,
+    SENSOR_TOPICS,
+    TWIN_UPDATES,
+)
 from streams.ingest import RecordDecoder
 from streams.publisher import producer_config
 from streams.serde import Codec, encode_event, make_codec
 from streams.settings import StreamSettings
-from twin import aggregates
+from twin import aggregates, municipal
 from twin.coast import CoastState, assess
 from twin.events import (
     AggregateUpdated,
     DeadLettered,
     Event,
     Reading,
+    RoadWorksAnnounced,
     ScenarioCancelRequested,
     ScenarioRequested,
     TwinEntityUpdated,
@@ -46,6 +56,8 @@ SENSOR_TABLE = "twin-sensor-state"
 COAST_AGENT = "twin-coast-state"
 COAST_TABLE = "twin-coast-state"
 AGGREGATE_TABLE = "twin-aggregates"
+MUNICIPAL_AGENT = "twin-municipal-state"
+MUNICIPAL_TABLE = "twin-municipal-state"
 
 
 @dataclass
@@ -172,6 +184,8 @@ class TwinApp:
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "first_at": 0.0, "last_at": 0.0}
         self.last_offsets: dict[tuple[str, int], int] = {}
         tune_faust_fetch_wait(self.settings.fetch_max_wait_ms)
+        self.municipal_decoder = RecordDecoder(self.codec, MUNICIPAL_AGENT,
+                                               expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()})
         self.app = self._build()
 
     @property
@@ -216,6 +230,18 @@ class TwinApp:
 
         self.agent = sensor_state
         self._add_processors(app)
+        municipal_topic = app.topic(*[t.name for t in MUNICIPAL_TOPICS.values()], key_serializer="raw", value_serializer="raw")
+        municipal_parts = {t.partitions for t in MUNICIPAL_TOPICS.values()}
+        if len(municipal_parts) != 1:
+            raise ValueError(f"municipal topics must share one partition count for the table, got {sorted(municipal_parts)}")
+        municipal_table = app.Table(MUNICIPAL_TABLE, default=None, key_type=bytes, partitions=municipal_parts.pop(),
+                                    help="road works per road segment, defect reports and public events")
+
+        @app.agent(municipal_topic, name=MUNICIPAL_AGENT)
+        async def municipal_state(stream: Any) -> None:
+            async for event in stream.events():
+                self._guarded(MUNICIPAL_AGENT, event.message, lambda m: self.process_municipal(m, municipal_table, region))
+
         coast_topic = app.topic(SENSOR_TOPICS["water_level"].name, key_serializer="raw", value_serializer="raw",
                                 partitions=s.topic_partitions)
         coast_table = app.Table(COAST_TABLE, default=None, partitions=s.topic_partitions, key_type=bytes,
@@ -319,6 +345,32 @@ class TwinApp:
                 original_topic=msg.topic, original_partition=msg.partition, original_offset=msg.offset,
                 original_key=msg.key, original_value=msg.value or b"", error_type="processing",
                 reason=f"{type(exc).__name__}: {exc}", processor=processor)])
+
+    def process_municipal(self, msg: Any, table: Any, region: str) -> None:
+        """Road works (on known road segments), defect reports and public events into entity state and updates."""
+        decoded = self.municipal_decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+        good = []
+        for e in decoded.events:
+            if isinstance(e, RoadWorksAnnounced) and e.entity_id not in self.pack.roads:
+                decoded.dead.append(self.municipal_decoder.dead_letter(
+                    msg.topic, msg.partition, msg.offset, msg.key, encode_event(self.codec, e), -1, "unknown_entity",
+                    f"road works on {e.entity_id}, which is not a road segment of the pack; list them with GET /entities?type=road"))
+            else:
+                good.append(e)
+        if decoded.dead:
+            self.emitter.dead(decoded.dead)
+        updates = []
+        for e in good:
+            key = e.entity_id.encode()
+            new = municipal.apply(table.get(key), e)
+            if new is None:
+                continue
+            table[key] = new
+            updates.append(TwinEntityUpdated(
+                entity_id=e.entity_id, region=region, occurred_at=e.occurred_at, source=MUNICIPAL_AGENT,
+                entity_type=e.entity_id.kind.value, revision=new["revision"], cause_event_id=e.event_id,
+                state_json=json.dumps({k: v for k, v in new.items() if k != "event_ids"}, separators=(",", ":"))))
+        self.emitter.updates(updates)
 
     def process_coast(self, msg: Any, table: Any, region: str) -> None:
         """Water-level readings into coast-segment state and alerts. Bad records are the sensor agent's to report."""

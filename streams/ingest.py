@@ -41,13 +41,13 @@ class RecordDecoder:
                headers: Iterable[tuple[str, bytes | None]] | None) -> Decoded:
         out = Decoded()
         if value is None:
-            out.dead.append(self._dead(topic, partition, offset, key, b"", -1, "decode", "record has no value (tombstone)"))
+            out.dead.append(self.dead_letter(topic, partition, offset, key, b"", -1, "decode", "record has no value (tombstone)"))
             return out
         if is_batch(headers):
             try:
                 datums = list(iter_batch(value))
             except CodecError as exc:
-                out.dead.append(self._dead(topic, partition, offset, key, value, -1, exc.kind, f"batch frame broken: {exc}"))
+                out.dead.append(self.dead_letter(topic, partition, offset, key, value, -1, exc.kind, f"batch frame broken: {exc}"))
                 return out
             for i, datum in enumerate(datums):
                 self._one(out, topic, partition, offset, key, datum, i)
@@ -59,41 +59,41 @@ class RecordDecoder:
         try:
             name, record = self.codec.decode(datum)
         except CodecError as exc:
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, exc.kind, str(exc)))
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, exc.kind, str(exc)))
             return
         allowed = self.expected.get(topic)
         if allowed is not None and name not in allowed:
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, "schema",
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "schema",
                                        f"topic {topic} carries {', '.join(sorted(allowed))}, not {name}"))
             return
         model = BY_NAME.get(name)
         if model is None:
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, "schema", f"no event type {name}"))
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "schema", f"no event type {name}"))
             return
         try:
             event = model.model_validate(record)
         except ValidationError as exc:
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, "validation", _validation_reason(name, exc)))
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "validation", _validation_reason(name, exc)))
             return
         except ValueError as exc:
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, "validation", f"{name}: {exc}"))
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "validation", f"{name}: {exc}"))
             return
         if not isinstance(event, Event):
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, "schema", f"{name} is not an entity event"))
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "schema", f"{name} is not an entity event"))
             return
         if self.known_entities is not None and event.entity_id not in self.known_entities:
-            out.dead.append(self._dead(topic, partition, offset, key, datum, index, "unknown_entity",
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "unknown_entity",
                                        f"{event.entity_id} is not in the loaded region pack; add it to the pack's sensors"))
             return
         if isinstance(event, Reading):
             kind = self.entity_kinds.get(event.entity_id)
             if kind is not None and kind != event.sensor_kind:
-                out.dead.append(self._dead(topic, partition, offset, key, datum, index, "unknown_entity",
+                out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "unknown_entity",
                                            f"{event.entity_id} is a {kind} sensor, not {event.sensor_kind}"))
                 return
         out.events.append(event)
 
-    def _dead(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, index: int,
+    def dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, index: int,
               kind: str, reason: str) -> DeadLettered:
         return DeadLettered(original_topic=topic, original_partition=partition, original_offset=offset,
                             original_key=key, original_value=value, batch_index=index, error_type=kind,

@@ -36,6 +36,18 @@ class EntityIndex:
         self.tree = STRtree([shape(g) for _, g in items])
 
 
+def live_only_feature(rec: dict[str, Any]) -> dict[str, Any]:
+    """An entity that events created (a defect report, a public event): not in the region pack, only in the twin."""
+    st = rec["state"]
+    geom = {"type": "Point", "coordinates": [st["lon"], st["lat"]]} if "lon" in st else None
+    return {"type": "Feature", "id": rec["entity_id"], "geometry": geom,
+            "properties": {"id": rec["entity_id"], "kind": rec["entity_type"], "synthetic": False, "reported": st,
+                           "revision": rec["revision"], "updated_at": rec["occurred_at"]}}
+
+
+LIVE_ONLY_KINDS = (EntityKind.REPORT, EntityKind.EVENT)
+
+
 def feature(e: Entity, live: dict[str, Any] | None) -> dict[str, Any]:
     props = e.model_dump(mode="json", exclude={"footprint", "polygon", "line", "reported"})
     props["kind"] = e.id.kind.value
@@ -75,6 +87,17 @@ def list_entities(
             continue
         items.append(e)
     items.sort(key=lambda e: e.id)
+    if type in LIVE_ONLY_KINDS:
+        live = sorted((r for r in rm.state.copy().values() if r["entity_type"] == type.value), key=lambda r: r["entity_id"])
+        feats = [live_only_feature(r) for r in live]
+        if neighbourhood is not None:
+            feats = [f for f in feats if f["id"].split(":")[1] == neighbourhood]
+        if bbox:
+            x0, y0, x1, y1 = parse_bbox(bbox)
+            feats = [f for f in feats if f["geometry"] and x0 <= f["geometry"]["coordinates"][0] <= x1
+                     and y0 <= f["geometry"]["coordinates"][1] <= y1]
+        return {"type": "FeatureCollection", "total": len(feats), "offset": offset, "limit": limit,
+                "synthetic_layers": pack.synthetic_layers(), "features": feats[offset: offset + limit]}
     page = items[offset: offset + limit]
     return {"type": "FeatureCollection", "total": len(items), "offset": offset, "limit": limit,
             "synthetic_layers": pack.synthetic_layers(),
@@ -88,6 +111,8 @@ def get_entity(entity_id: str, pack: PackDep, rm: ReadModelDep) -> dict[str, Any
     except InvalidEntityId as exc:
         raise HTTPException(422, str(exc)) from None
     e = pack.entities().get(eid)
+    if e is None and eid.kind in LIVE_ONLY_KINDS and (rec := rm.get(eid)) is not None:
+        return live_only_feature(rec)
     if e is None:
         raise HTTPException(404, f"no entity {entity_id!r} in region {pack.id!r}; list them with GET /entities?type={eid.kind.value}")
     return feature(e, rm.get(eid))
