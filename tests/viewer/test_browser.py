@@ -35,20 +35,25 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
 
+async def _building_pixels(page: Any, settle_ms: int) -> float:
+    """Share of the screen that changes when the viewer hides its buildings (0 when they do not render)."""
+    await page.wait_for_timeout(settle_ms)
+    shown = _pixels(await page.screenshot())
+    await page.evaluate("window.plietsch.showBuildings(false)")
+    await page.wait_for_timeout(800)
+    hidden = _pixels(await page.screenshot())
+    await page.evaluate("window.plietsch.showBuildings(true)")
+    return float((np.abs(shown - hidden).sum(axis=2) > 40).mean())
+
+
 async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: Any, api_url: str, worker: Worker) -> None:
     page, problems = await _open(browser, f"{api_url}/?view=gaarden")
     await page.wait_for_function("window.plietsch && window.plietsch.ready && window.plietsch.live", timeout=60_000)
     assert await page.evaluate("window.plietsch.buildings") > 300
     assert "SYNTHETIC" in await page.inner_text("#synthetic")
-    # the buildings render: the picture with them differs from the picture without them, and in their colour
-    await page.wait_for_timeout(1500)
-    with_b = _pixels(await page.screenshot())
-    await page.evaluate("window.plietsch.showBuildings(false)")
-    await page.wait_for_timeout(800)
-    without_b = _pixels(await page.screenshot())
-    await page.evaluate("window.plietsch.showBuildings(true)")
-    changed = np.abs(with_b - without_b).sum(axis=2) > 40
-    assert changed.mean() > 0.01, f"only {changed.mean():.4f} of the pixels change when the buildings are hidden"
+    # the buildings render: the picture with them differs from the picture without them
+    share = await _building_pixels(page, settle_ms=1500)
+    assert share > 0.01, f"only {share:.4f} of the pixels change when the buildings are hidden"
     # a reading sent to the broker shows within seconds: a storm surge on the Gaarden staff raises an alert
     pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
     t = datetime.now(UTC) + timedelta(days=400)  # newer than anything else in the session
@@ -76,17 +81,11 @@ async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: An
     feeder = threading.Thread(target=stream)
     feeder.start()
     try:
-        await page.wait_for_timeout(3000)
-        busy_with = _pixels(await page.screenshot())
-        await page.evaluate("window.plietsch.showBuildings(false)")
-        await page.wait_for_timeout(800)
-        busy_without = _pixels(await page.screenshot())
-        await page.evaluate("window.plietsch.showBuildings(true)")
+        share = await _building_pixels(page, settle_ms=3000)
     finally:
         stop.set()
         feeder.join(10)
-    changed = np.abs(busy_with - busy_without).sum(axis=2) > 40
-    assert changed.mean() > 0.01, f"under live load only {changed.mean():.4f} of the pixels show buildings"
+    assert share > 0.01, f"under live load only {share:.4f} of the pixels show buildings"
     assert problems == [], problems
 
 
