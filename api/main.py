@@ -56,12 +56,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             producer.append(Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0}))
         return producer[0]
 
-    def terrain_cells() -> int:
-        if pack.terrain_path is None or not pack.terrain_path.is_file():
-            return 0
-        from twin.importers import read_geotiff
+    cells: list[int] = []
 
-        return int(read_geotiff(pack.terrain_path).heights.size)
+    def terrain_cells() -> int:
+        """Cells of the pack's terrain, read once (the pack does not change while the API runs)."""
+        if not cells:
+            from twin.importers import read_geotiff
+
+            has = pack.terrain_path is not None and pack.terrain_path.is_file()
+            cells.append(int(read_geotiff(pack.terrain_path).heights.size) if has else 0)  # type: ignore[arg-type]
+        return cells[0]
 
     app.state.producer = get_producer
     app.state.terrain_cells = terrain_cells

@@ -49,7 +49,7 @@ class Subscriber:
     def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Delta], bool], maxsize: int = 10_000) -> None:
         self.loop = loop
         self.accept = accept
-        self.queue: asyncio.Queue[Delta | None] = asyncio.Queue(maxsize=maxsize)
+        self.queue: asyncio.Queue[Delta] = asyncio.Queue(maxsize=maxsize)
         self.overflowed = False
 
     def offer(self, d: Delta) -> None:

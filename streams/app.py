@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -118,12 +119,16 @@ class Emitter:
         return int(self.producer.flush(timeout))
 
 
+def entity_update(entity_id: str, entity_type: str, revision: int, state: dict[str, Any], at: datetime, cause: str,
+                  region: str, source: str) -> TwinEntityUpdated:
+    """The event that tells the read side an entity's state changed."""
+    return TwinEntityUpdated(entity_id=entity_id, region=region, occurred_at=at, source=source, entity_type=entity_type,
+                             revision=revision, state_json=json.dumps(state, separators=(",", ":")), cause_event_id=cause)
+
+
 def sensor_update(state: SensorState, region: str, source: str) -> TwinEntityUpdated:
-    return TwinEntityUpdated(
-        entity_id=state.entity_id, region=region, occurred_at=state.observed_at, source=source,
-        entity_type="sensor", revision=state.revision, state_json=json.dumps(state.to_json(), separators=(",", ":")),
-        cause_event_id=state.last_event_id,
-    )
+    return entity_update(state.entity_id, "sensor", state.revision, state.to_json(), state.observed_at, state.last_event_id,
+                         region, source)
 
 
 def tune_faust_fetch_wait(ms: int) -> None:
@@ -144,11 +149,8 @@ def tune_faust_fetch_wait(ms: int) -> None:
 
 
 def coast_update(state: CoastState, region: str) -> TwinEntityUpdated:
-    return TwinEntityUpdated(
-        entity_id=state.segment_id, region=region, occurred_at=state.observed_at, source=COAST_AGENT,
-        entity_type="coast", revision=state.revision, state_json=json.dumps(state.to_json(), separators=(",", ":")),
-        cause_event_id=state.gauge,
-    )
+    return entity_update(state.segment_id, "coast", state.revision, state.to_json(), state.observed_at, state.gauge,
+                         region, COAST_AGENT)
 
 
 def fold_readings(states: dict[str, SensorState | None], readings: Iterable[Reading]) -> dict[str, SensorState]:
@@ -366,10 +368,9 @@ class TwinApp:
             if new is None:
                 continue
             table[key] = new
-            updates.append(TwinEntityUpdated(
-                entity_id=e.entity_id, region=region, occurred_at=e.occurred_at, source=MUNICIPAL_AGENT,
-                entity_type=e.entity_id.kind.value, revision=new["revision"], cause_event_id=e.event_id,
-                state_json=json.dumps({k: v for k, v in new.items() if k != "event_ids"}, separators=(",", ":"))))
+            updates.append(entity_update(e.entity_id, e.entity_id.kind.value, new["revision"],
+                                         {k: v for k, v in new.items() if k != "event_ids"}, e.occurred_at, e.event_id,
+                                         region, MUNICIPAL_AGENT))
         self.emitter.updates(updates)
 
     def process_coast(self, msg: Any, table: Any, region: str) -> None:

@@ -19,10 +19,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from twin.events import ScenarioProgressed, ScenarioRequested
-from twin.flood import FloodInputError
+from twin.flood import FloodInputError, Grid
 from twin.importers import Terrain, write_geotiff
 from twin.region import RegionPack
-from twin.scenario import ScenarioRequest, run
+from twin.scenario import ScenarioRequest, load_grid, run
 
 log = logging.getLogger("plietsch.scenarios")
 AGENT = "twin-scenarios"
@@ -64,22 +64,21 @@ class ScenarioRunner:
         steps_dir.mkdir(parents=True, exist_ok=True)
         n = req.steps
         self._progress(event, "running", 0, n, f"{n} steps of {req.step_minutes:g} min")
-        grid_ref: dict[str, Any] = {}
+        grid: Grid | None = None
 
         def on_step(i: int, total: int, depth: np.ndarray) -> bool:
-            g = grid_ref.get("grid")
-            if g is not None:
-                write_geotiff(steps_dir / f"depth_{i:03d}.tif", Terrain(depth, g.origin_x, g.origin_y, g.cell, g.cell, g.crs))
+            if grid is not None:
+                write_geotiff(steps_dir / f"depth_{i:03d}.tif", Terrain(depth, grid.origin_x, grid.origin_y, grid.cell,
+                                                                            grid.cell, grid.crs))
             if i % max(1, total // 10) == 0 or i == total - 1:
                 self._progress(event, "running", i + 1, total)
             with self.lock:
                 return sid not in self.cancelled
 
         try:
-            from twin.scenario import load_grid
-
-            grid_ref["grid"] = load_grid(self.pack) if self.pack.terrain_path else None
-            result = run(self.pack, req, on_step)
+            req.check_against(self.pack)  # before the terrain is read: unknown segments, no terrain
+            grid = load_grid(self.pack)
+            result = run(self.pack, req, on_step, grid)
         except FloodInputError as exc:
             cancelled = str(exc) == "cancelled"
             shutil.rmtree(out, ignore_errors=True) if cancelled else None

@@ -190,10 +190,11 @@ def impacts(pack: RegionPack, grid: Grid, res: FloodResult) -> list[AssetImpact]
 
 
 def run(pack: RegionPack, req: ScenarioRequest,
-        on_step: Callable[[int, int, np.ndarray], bool | None] | None = None) -> ScenarioRun:
-    """Run a scenario and its baseline (no surge: mean water level plus the sea-level rise, same barriers)."""
+        on_step: Callable[[int, int, np.ndarray], bool | None] | None = None, grid: Grid | None = None) -> ScenarioRun:
+    """Run a scenario and its baseline (no surge: mean water level plus the sea-level rise, same barriers).
+    *grid* is the pack's terrain when the caller has it loaded already."""
     req.check_against(pack)
-    grid = load_grid(pack)
+    grid = grid or load_grid(pack)
     water = pack.water_polygon()
     if water is None:
         raise FloodInputError(f"region pack {pack.id!r} has no shoreline to tell the sea from the land")

@@ -72,6 +72,17 @@ def list_entities(
     if neighbourhood is not None and neighbourhood not in {n.id.scope for n in pack.neighbourhoods.values()}:
         known = sorted(n.id.scope for n in pack.neighbourhoods.values())
         raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(known)}")
+    if type in LIVE_ONLY_KINDS:  # created by events, not in the pack: listed from the read model alone
+        live = sorted((r for r in rm.state.copy().values() if r["entity_type"] == type.value), key=lambda r: r["entity_id"])
+        feats = [live_only_feature(r) for r in live]
+        if neighbourhood is not None:
+            feats = [f for f in feats if f["id"].split(":")[1] == neighbourhood]
+        if bbox:
+            x0, y0, x1, y1 = parse_bbox(bbox)
+            feats = [f for f in feats if f["geometry"] and x0 <= f["geometry"]["coordinates"][0] <= x1
+                     and y0 <= f["geometry"]["coordinates"][1] <= y1]
+        return {"type": "FeatureCollection", "total": len(feats), "offset": offset, "limit": limit,
+                "synthetic_layers": pack.synthetic_layers(), "features": feats[offset: offset + limit]}
     candidates: list[Entity] = list(pack.entities().values())
     if bbox:
         index = request.app.state.entity_index
@@ -87,17 +98,6 @@ def list_entities(
             continue
         items.append(e)
     items.sort(key=lambda e: e.id)
-    if type in LIVE_ONLY_KINDS:
-        live = sorted((r for r in rm.state.copy().values() if r["entity_type"] == type.value), key=lambda r: r["entity_id"])
-        feats = [live_only_feature(r) for r in live]
-        if neighbourhood is not None:
-            feats = [f for f in feats if f["id"].split(":")[1] == neighbourhood]
-        if bbox:
-            x0, y0, x1, y1 = parse_bbox(bbox)
-            feats = [f for f in feats if f["geometry"] and x0 <= f["geometry"]["coordinates"][0] <= x1
-                     and y0 <= f["geometry"]["coordinates"][1] <= y1]
-        return {"type": "FeatureCollection", "total": len(feats), "offset": offset, "limit": limit,
-                "synthetic_layers": pack.synthetic_layers(), "features": feats[offset: offset + limit]}
     page = items[offset: offset + limit]
     return {"type": "FeatureCollection", "total": len(items), "offset": offset, "limit": limit,
             "synthetic_layers": pack.synthetic_layers(),

@@ -68,14 +68,14 @@ async def stream(
             while True:
                 if await request.is_disconnected():
                     return
+                if sub.overflowed and sub.queue.empty():
+                    return  # it fell behind and deltas were dropped: end here, the client resumes from its last id
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)  # type: ignore[arg-type]
+                    item = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if sub.overflowed and item is None:
-                    return
-                if item is None or item.seq <= last:
+                if item.seq <= last:
                     continue
                 yield _frame(item)
                 last = item.seq
