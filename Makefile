@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package.json 2>/dev/null | sha1sum | cut -c1-12)
 CHROMIUM := $(shell command -v chromium 2>/dev/null)
 
-.PHONY: run test lint typecheck bench install system-deps clean
+.PHONY: run test drill lint typecheck bench install system-deps clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "Python 3.11+ is needed: install python3.11 (e.g. apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -32,6 +32,10 @@ test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The long fault drills (many kills, long pauses); 'make test' runs the same drills in a bounded form.
+drill: install system-deps
+	PLIETSCH_DRILL=full $(BIN)/python -m pytest -q -p no:cacheprovider -m drill
 
 bench: install
 	$(BIN)/python -m bench.pipeline
