@@ -32,6 +32,13 @@ class StreamSettings(BaseSettings):
     fetch_max_wait_ms: int = 100
     # Extra stream processors, comma-separated 'module:attribute' (see streams/processors.py).
     processors: str = ""
+    # Which broker incarnation the offsets belong to: 'plietsch run' sets a fresh one for each start of the memory-only
+    # embedded broker (offsets restart at 0 there); "kafka" means a durable cluster whose offsets never restart.
+    broker_epoch: str = "kafka"
+    # Aggregate windows older than this (hours of event time behind the newest reading) leave the hot state.
+    aggregate_horizon_h: float = 48.0
+    # Seconds between checkpoints of the twin's state (embedded mode).
+    checkpoint_interval_s: float = 60.0
 
     @property
     def archive_dir(self) -> Path:
