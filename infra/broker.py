@@ -8,7 +8,9 @@ that the broker accepts connections and answers requests.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,8 +21,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
+ENV_EPOCH = "PLIETSCH_BROKER_EPOCH"
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+with contextlib.suppress(OSError, AttributeError):  # not Linux: children are stopped by their parent, unless it is killed
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up in the parent: the child only calls it
+
+
+def new_epoch() -> str:
+    """A fresh broker epoch (contract 1): UTC start time plus randomness, never containing '|'."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: the kernel sends them SIGTERM when the process that started them dies, even by
+    SIGKILL, so a killed ``plietsch run`` never leaves a broker or a worker behind (Linux; a no-op elsewhere)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class BrokerError(RuntimeError):
@@ -113,6 +133,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call, looked up before the fork
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -134,16 +134,13 @@ def simulate(
     pub = EventPublisher(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
                          linger_ms=settings.batch_linger_ms, max_datums=settings.batch_max_datums)
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stop after the current round, then flush every queued reading
+        signal.signal(sig, lambda *_: stop.__setitem__("now", True))
     console.print(f"simulating {len(pack.sensors)} sensors of {pack.id!r} at {rate:g} ev/s (seed {seed}); data is SYNTHETIC")
-    try:
-        n = run(pack, pub, SimulatorConfig(rate=rate, seed=seed, start=t0, time_scale=time_scale, surge=surge),
-                limit=count or None, should_stop=lambda: stop["now"],
-                on_progress=lambda sent, r: console.print(f"  {sent} events, {r:,.0f} ev/s"))
-    except KeyboardInterrupt:
-        pub.flush()
-        return
-    console.print(f"sent {n} events")
+    n = run(pack, pub, SimulatorConfig(rate=rate, seed=seed, start=t0, time_scale=time_scale, surge=surge),
+            limit=count or None, should_stop=lambda: stop["now"],
+            on_progress=lambda sent, r: console.print(f"  {sent} events, {r:,.0f} ev/s"))
+    console.print(f"sent {n} events, every one acknowledged by the broker")
 
 
 @app.command()
@@ -328,8 +325,28 @@ def region_info(path: Annotated[Path, typer.Argument(help="region pack folder")]
         print(f"  {layer}: {'SYNTHETIC' if info.synthetic else 'real'}; {info.source}; licence {info.licence}")
 
 
-def _replay_archive(bootstrap: str) -> None:
-    """Embedded mode keeps topics in memory: put the archived history back before the worker starts."""
+def _restore_twin(bootstrap: str, report: Callable[[str], None], should_stop: Callable[[], bool]) -> None:
+    """Embedded mode keeps topics in memory: put the twin back before the worker starts. The newest checkpoint (its
+    changelogs, outputs and active alerts) and then only the archive's tail after its markers; without a checkpoint,
+    the whole archive (a first start)."""
+    from streams import archive as archive_mod
+    from streams.checkpoint import checkpoint_root, restore_latest
+    from streams.settings import StreamSettings
+    from streams.startup import replay_tail
+
+    settings = StreamSettings()
+    t0 = time.monotonic()
+    _, covered = restore_latest(bootstrap, checkpoint_root(settings.data_dir), report)
+    if not hasattr(archive_mod, "tail"):  # the archive without tail(): the old full replay
+        _replay_whole_archive(bootstrap, report)
+        return
+    what = "the archive's tail after the checkpoint" if covered else "the whole archive (no checkpoint)"
+    report(f"replaying {what} from {settings.archive_dir} into the embedded broker ...")
+    records, datums = replay_tail(bootstrap, settings.archive_dir, covered, report, should_stop)
+    report(f"replayed {datums} events in {records} records; twin restored in {time.monotonic() - t0:.1f} s")
+
+
+def _replay_whole_archive(bootstrap: str, report: Callable[[str], None]) -> None:
     from streams.archive import REPLAY_HEADERS, archive_files, replay
     from streams.publisher import EventPublisher
     from streams.serde import make_codec
@@ -337,16 +354,21 @@ def _replay_archive(bootstrap: str) -> None:
 
     settings = StreamSettings()
     if not archive_files(settings.archive_dir):
-        console.print(f"no archive at {settings.archive_dir} yet: starting empty")
+        report(f"no archive at {settings.archive_dir} yet: starting empty")
         return
     pub = EventPublisher(bootstrap, make_codec(settings.schema_registry_url), extra_headers=REPLAY_HEADERS)
-    console.print(f"replaying the archive {settings.archive_dir} into the embedded broker ...")
-    n = replay(settings.archive_dir, pub, on_progress=lambda k: console.print(f"  {k} events replayed"))
-    console.print(f"replayed {n} events")
+    report(f"replaying the archive {settings.archive_dir} into the embedded broker ...")
+    n = replay(settings.archive_dir, pub, on_progress=lambda k: report(f"  {k} events replayed"))
+    report(f"replayed {n} events")
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, start_new_session=True)
+# How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
+ARCHIVE_GROUP = "plietsch-archive"  # the archive sink's consumer group (streams.archive.run_sink)
+STOP_SIMULATOR_S = 2.0
+STOP_LAG_S = 4.5
+STOP_DRAIN_S = 7.0
+STOP_CHECKPOINT_S = 8.3
+STOP_ALL_S = 9.3
 
 
 @app.command("run")
@@ -356,14 +378,19 @@ def run_all(
     broker_port: Annotated[int, typer.Option(help="embedded broker port, 0 for a free one")] = 0,
     simulate_: Annotated[bool, typer.Option("--simulate/--no-simulate", help="run the simulator")] = True,
 ) -> None:
-    """Run the whole embedded stack: broker, Faust worker, simulator and API. Ctrl-C stops everything."""
-    from streams.catalogue import ensure_topics
+    """Run the whole embedded stack: broker, Faust worker, archive sink, simulator and API. Ctrl-C stops everything
+    cleanly (a second Ctrl-C hurries the stop); a child that dies is restarted."""
+    from infra.broker import ENV_EPOCH, new_epoch
+    from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS, ensure_topics
+    from streams.checkpoint import Checkpointer, checkpoint_root
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.startup import wait_for_lag_zero
+    from streams.supervisor import StopSignals, Supervisor
 
-    def stop_on_signal(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM and SIGHUP stop the stack like Ctrl-C: every child and the broker
-
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    signal.signal(signal.SIGHUP, stop_on_signal)
+    signals = StopSignals()
+    signals.install()
+    signals.on_hurry = lambda: console.print("stopping faster (second signal) ...")
     env = dict(os.environ)
     env.setdefault("PLIETSCH_WEB_PORT", str(free_port()))  # the worker's own web page; any free port will do
     broker_proc: EmbeddedBroker | None = None
@@ -373,43 +400,81 @@ def run_all(
         except BrokerError as exc:
             raise _fail(str(exc)) from exc
         env[ENV_BOOTSTRAP] = broker_proc.bootstrap_servers
+        env[ENV_EPOCH] = new_epoch()  # contract 1: offsets restart at 0 in every start of the memory-only broker
     bootstrap = env[ENV_BOOTSTRAP]
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    settings = StreamSettings()  # app id, data folder, checkpoint interval (the broker is *bootstrap*)
+    sup = Supervisor(lambda m: console.print(f"[yellow]{m}[/]"), env)
+    checkpointer: Checkpointer | None = None
+    code = 0
+    t_start = time.monotonic()
     try:
         ensure_topics(bootstrap)
         if broker_proc is not None:
-            _replay_archive(bootstrap)
-        exe = [sys.executable, "-m", "streams.cli"]
-        procs["worker"] = _spawn([*exe, "worker"], env)
-        procs["archive"] = _spawn([*exe, "archive"], env)
-        if simulate_:
-            procs["simulator"] = _spawn([*exe, "simulate", "--rate", str(rate)], env)
-        procs["api"] = _spawn([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
-                               "--port", str(api_port), "--log-level", "warning"], env)
-        console.print(f"[bold green]Plietsch Twin is running[/] (data is SYNTHETIC where marked)\n"
-                      f"  broker   {bootstrap}{' (embedded Tansu, memory only)' if broker_proc else ''}\n"
-                      f"  viewer   http://127.0.0.1:{api_port}/\n"
-                      f"  kiosk    http://127.0.0.1:{api_port}/kiosk\n"
-                      f"  API docs http://127.0.0.1:{api_port}/docs\n"
-                      f"Ctrl-C stops every process.")
-        while True:
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    raise _fail(f"{name} exited with code {p.returncode}; see its output above", 1)
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        console.print("stopping ...")
+            _restore_twin(bootstrap, console.print, signals.requested.is_set)
+        if not signals.requested.is_set():
+            exe = [sys.executable, "-m", "streams.cli"]
+            sup.add("worker", [*exe, "worker"])
+            sup.add("archive", [*exe, "archive"])
+            if simulate_:
+                sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
+            sup.add("api", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
+                            "--port", str(api_port), "--log-level", "warning"])
+            if broker_proc is not None:
+                checkpointer = Checkpointer(bootstrap, settings.app_id, checkpoint_root(settings.data_dir),
+                                            make_codec(settings.schema_registry_url), settings.checkpoint_interval_s,
+                                            epoch=env[ENV_EPOCH], report=console.print).start()
+            console.print(f"[bold green]Plietsch Twin is running[/] (data is SYNTHETIC where marked; "
+                          f"started in {time.monotonic() - t_start:.1f} s)\n"
+                          f"  broker   {bootstrap}{' (embedded Tansu, memory only)' if broker_proc else ''}"
+                          f"{'; epoch ' + env[ENV_EPOCH] if broker_proc else ''}\n"
+                          f"  viewer   http://127.0.0.1:{api_port}/\n"
+                          f"  kiosk    http://127.0.0.1:{api_port}/kiosk\n"
+                          f"  API docs http://127.0.0.1:{api_port}/docs\n"
+                          f"Ctrl-C stops every process.")
+        while not signals.sleep(0.2):
+            sup.poll()
+    except Exception as exc:
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        code = 1
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-        if broker_proc is not None:
-            broker_proc.stop()
+        t0 = time.monotonic()
+        console.print("stopping ...")
+        hurry = signals.hurry
+        steps: list[str] = []
+
+        def step(name: str, since: list[float] = [t0]) -> None:  # noqa: B006 - the time of the previous step
+            now = time.monotonic()
+            steps.append(f"{name} {now - since[0]:.1f}")
+            since[0] = now
+
+        try:
+            sup.stop(["simulator"], t0 + STOP_SIMULATOR_S, hurry)  # it flushes its producer on SIGTERM
+            step("simulator")
+            # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
+            groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]
+            inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
+            lag = wait_for_lag_zero(bootstrap, groups, inputs, t0 + STOP_LAG_S, hurry.is_set) if groups else 0
+            step("lag")
+            if lag:
+                console.print(f"[yellow]worker/archive still {lag} record(s) behind; the archive drain and the next "
+                              f"start's replay take them[/]")
+            sup.stop(["worker", "archive"], t0 + STOP_DRAIN_S, hurry)  # the archive sink drains on SIGTERM
+            step("worker+archive")
+            if checkpointer is not None:
+                budget = t0 + STOP_CHECKPOINT_S - time.monotonic() - 0.5
+                checkpointer.checkpoint_now(timeout=max(0.5, min(1.0, budget) if hurry.is_set() else budget))
+                checkpointer.stop()
+                step("checkpoint")
+            sup.stop(["api"], t0 + STOP_ALL_S, hurry)
+            step("api")
+        finally:
+            sup.kill_all()
+            if broker_proc is not None:
+                broker_proc.stop(timeout=max(0.5, t0 + 9.8 - time.monotonic()))
+                step("broker")
+            console.print(f"stopped in {time.monotonic() - t0:.1f} s ({', '.join(steps)})")
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:
