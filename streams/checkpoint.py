@@ -415,13 +415,13 @@ class Checkpointer:
 
     def _checkpoint(self, catch_up_s: float, force: bool = False) -> Path | None:
         """Read up to the current ends (at most *catch_up_s*), then write what is consistent."""
-        self._discover()
         deadline = time.monotonic() + catch_up_s
+        self._consume(0.15)  # fetch responses bring fresh high watermarks (the consumer fetches every 100 ms)
         every = {(v.name, p) for v in self.views.values() for p in range(v.partitions)}
-        behind = self._promote_at_boundaries(every, refresh=True)
+        behind = self._promote_at_boundaries(every)
         while behind and time.monotonic() < deadline:
-            self._consume(0.1)
-            behind = self._promote_at_boundaries(behind, refresh=True)
+            self._consume(0.05)
+            behind = self._promote_at_boundaries(behind)
         if behind and force:
             self.report(f"checkpoint: {len(behind)} partition(s) still in an open transaction or behind; their last "
                         f"consistent state is written ({', '.join(f'{t}[{p}]' for t, p in sorted(behind)[:4])})")

@@ -159,6 +159,7 @@ class Supervisor:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(timeout=2)
                 out[n] = child.proc.returncode
+                _kill_group_rest(child.proc)
         return out
 
     def kill_all(self) -> None:
@@ -170,6 +171,16 @@ class Supervisor:
                     os.killpg(child.proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(timeout=2)
+            if child.proc is not None:
+                _kill_group_rest(child.proc)
+
+
+def _kill_group_rest(proc: subprocess.Popen[bytes]) -> None:
+    """A child's own processes (its session's group) that outlived it, e.g. one that ignores SIGTERM: killed."""
+    if proc.returncode is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _describe(code: int) -> str:
