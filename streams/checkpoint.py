@@ -253,6 +253,15 @@ class _TopicView:
     def add(self, partition: int, key: bytes | None, entry: Entry | None) -> None:
         self.pending.setdefault(partition, {})[key] = entry
 
+    def markers(self, partition: int) -> dict[bytes, bytes | None]:
+        """The applied-offset markers of *partition* as they would be after promoting what is pending."""
+        out: dict[bytes, bytes | None] = {k: e.value for (p, k), e in self.stable.items()
+                                          if p == partition and k is not None and k.startswith(MARKER_PREFIX)}
+        for k, e in self.pending.get(partition, {}).items():
+            if k is not None and k.startswith(MARKER_PREFIX):
+                out[k] = None if e is None else e.value
+        return out
+
     def promote(self, partition: int) -> bool:
         changes = self.pending.pop(partition, None)
         if not changes:
@@ -270,8 +279,11 @@ class Checkpointer:
     and when asked (:meth:`checkpoint_now`, at a clean stop)."""
 
     def __init__(self, bootstrap: str, app_id: str, root: Path, codec: Codec, interval_s: float = 60.0, keep: int = 3,
-                 epoch: str = "", report: Callable[[str], None] = log.info) -> None:
+                 epoch: str = "", report: Callable[[str], None] = log.info,
+                 agent_tables: Iterable[Iterable[str]] | None = None) -> None:
         self.bootstrap, self.app_id, self.root, self.codec = bootstrap, app_id, Path(root), codec
+        # the tables each agent commits together (their changelogs are cut together); default: the worker's agents
+        self.agent_tables = [tuple(t) for t in (worker_agent_tables() if agent_tables is None else agent_tables)]
         self.interval_s, self.keep, self.epoch, self.report = interval_s, keep, epoch, report
         self.views: dict[str, _TopicView] = {}
         self.written: list[Path] = []
@@ -386,26 +398,58 @@ class Checkpointer:
         except CodecError:
             return False
 
-    def _promote_at_boundaries(self, parts: set[tuple[str, int]], refresh: bool = False) -> set[tuple[str, int]]:
-        """Promote the pending changes of partitions whose read position has reached the high watermark (no open
-        transaction, nothing unread below it). Returns the partitions that are not there yet."""
+    def _promote_at_boundaries(self, parts: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Promote the pending changes of partitions whose read position has reached the high watermark of the last
+        fetch (no open transaction there, nothing unread below it). The changelog partitions of one agent (same
+        partition number) are promoted together, and only when their markers agree: the agent writes every one of its
+        tables in each transaction, so equal markers mean the same committed prefix (a fetch of one changelog may
+        bring a transaction whose records in another changelog are not fetched yet). Returns what is not promoted."""
         behind: set[tuple[str, int]] = set()
         if not parts:
             return behind
-        positions = self._c.position([TopicPartition(t, p) for t, p in parts])
-        for tp in positions:
-            try:
-                lo, hi = self._c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5,
-                                                              cached=not refresh)
-            except KafkaException:
-                behind.add((tp.topic, tp.partition))
+        wanted = set(parts)
+        for t, p in parts:
+            wanted.update((m, p) for m in self._group(t) if m in self.views)
+        ready = self._at_boundary(wanted)
+        done: set[tuple[str, int]] = set()
+        for t, p in sorted(wanted):
+            if (t, p) in done:
                 continue
-            if hi == 0 or (hi > 0 and tp.offset is not None and tp.offset >= hi):
-                if self.views[tp.topic].promote(tp.partition):
+            members = [(m, p) for m in self._group(t) if m in self.views] if is_changelog(t, self.app_id) else [(t, p)]
+            done.update(members)
+            if not all(tp in ready for tp in members) or not self._markers_agree(members):
+                behind.update(tp for tp in members if self.views[tp[0]].pending.get(tp[1]) or tp not in ready)
+                continue
+            for m, q in members:
+                if self.views[m].promote(q):
                     self._dirty = True
-            else:  # an open transaction, records not read yet, or no watermark known yet
-                behind.add((tp.topic, tp.partition))
         return behind
+
+    def _at_boundary(self, parts: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        ready: set[tuple[str, int]] = set()
+        for tp in self._c.position([TopicPartition(t, p) for t, p in parts]):
+            try:
+                lo, hi = self._c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            except KafkaException:
+                continue
+            # hi < 0: no fetch answered yet; position < hi: an open transaction or records not read yet
+            if hi == 0 or (hi > 0 and tp.offset is not None and tp.offset >= hi):
+                ready.add((tp.topic, tp.partition))
+        return ready
+
+    def _markers_agree(self, members: list[tuple[str, int]]) -> bool:
+        if len(members) < 2:
+            return True
+        first = self.views[members[0][0]].markers(members[0][1])
+        return all(self.views[t].markers(p) == first for t, p in members[1:])
+
+    def _group(self, topic: str) -> tuple[str, ...]:
+        """The changelogs written in the same transactions as *topic* (the tables of one agent)."""
+        for tables in self.agent_tables:
+            names = tuple(f"{self.app_id}-{t}-changelog" for t in tables)
+            if topic in names:
+                return names
+        return (topic,)
 
     def _positions(self, parts: set[tuple[str, int]]) -> list[tuple[str, int, int, int]]:
         out = []
@@ -438,6 +482,18 @@ class Checkpointer:
         n = sum(len(v.stable) for v in self.views.values())
         self.report(f"checkpoint {path.name}: {n} records of {len(topics)} topics in {time.monotonic() - t0:.2f} s")
         return path
+
+
+def worker_agent_tables() -> list[tuple[str, ...]]:
+    """The tables of each of the worker's agents that keep several (they write them in one transaction)."""
+    import importlib
+
+    try:
+        agents = importlib.import_module("streams.agents")
+    except ImportError:  # a worker without transactional agents: every table stands alone
+        return []
+    units = [u for u in vars(agents).values() if isinstance(u, type) and isinstance(getattr(u, "tables", None), tuple)]
+    return [tuple(getattr(u, "tables")) for u in units if len(getattr(u, "tables")) > 1]  # noqa: B009
 
 
 def restore_latest(bootstrap: str, root: Path, report: Callable[[str], None]) -> tuple[Checkpoint | None, dict[Origin, int]]:

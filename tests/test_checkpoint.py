@@ -68,10 +68,12 @@ def test_markers_parse_and_the_smallest_marker_per_origin_is_covered() -> None:
 
 
 def test_checkpoints_cut_changelogs_only_between_transactions(broker: str, tmp_path: Path) -> None:
-    """Each transaction sets every state key of a partition and its marker to the transaction's number: a checkpoint
-    taken while transactions run must show one number per partition, never a mix, and never the open one."""
+    """Each transaction sets every state key of a partition, in two tables of one agent, and their markers to the
+    transaction's number: a checkpoint taken while transactions run must show one number per partition across both
+    tables, never a mix, and never the open transaction."""
     root = tmp_path / "checkpoints"
-    ck = Checkpointer(broker, APP, root, SingleObjectCodec(), interval_s=0.3, keep=50).start()
+    ck = Checkpointer(broker, APP, root, SingleObjectCodec(), interval_s=0.3, keep=50,
+                      agent_tables=[("twin-sensor-state", "twin-coast-state")]).start()
     p = Producer({"bootstrap.servers": broker, "transactional.id": "ckpt-test-tx", "enable.idempotence": True})
     p.init_transactions()
     try:
@@ -80,7 +82,9 @@ def test_checkpoints_cut_changelogs_only_between_transactions(broker: str, tmp_p
             for part in (0, 1):
                 for k in range(20):
                     p.produce(SENSOR_CL, key=f"s{k}".encode(), value=json.dumps({"n": n}).encode(), partition=part)
-                p.produce(SENSOR_CL, key=f"__applied__|e1|sensor.parking|{part}".encode(), value=str(n).encode(), partition=part)
+                p.produce(COAST_CL, key=b"c", value=json.dumps({"n": n}).encode(), partition=part)
+                for cl in (SENSOR_CL, COAST_CL):
+                    p.produce(cl, key=f"__applied__|e1|sensor.parking|{part}".encode(), value=str(n).encode(), partition=part)
             p.commit_transaction()
             time.sleep(0.02)
         p.begin_transaction()  # left open while a checkpoint is taken
@@ -89,7 +93,8 @@ def test_checkpoints_cut_changelogs_only_between_transactions(broker: str, tmp_p
         p.flush()
         during = ck.checkpoint_now(timeout=2)
         for part in (0, 1):
-            p.produce(SENSOR_CL, key=f"__applied__|e1|sensor.parking|{part}".encode(), value=b"999", partition=part)
+            for cl in (SENSOR_CL, COAST_CL):
+                p.produce(cl, key=f"__applied__|e1|sensor.parking|{part}".encode(), value=b"999", partition=part)
         p.commit_transaction()
         final = ck.checkpoint_now(timeout=10)
     finally:
@@ -106,6 +111,9 @@ def test_checkpoints_cut_changelogs_only_between_transactions(broker: str, tmp_p
             others = {json.loads(e.value)["n"] for e in c.topics[SENSOR_CL] if e.partition == part and e.key not in (b"s0", None)
                       and not e.key.startswith(b"__")}
             assert others == {min(m, 40) for m in markers}, f"{path.name} partition {part}: {others} beside marker {markers}"
+            coast = {json.loads(e.value)["n"] for e in c.topics[COAST_CL] if e.partition == part and e.key == b"c"}
+            coast_markers = {int(e.value) for e in c.topics[COAST_CL] if e.partition == part and e.key.startswith(b"__applied__")}  # type: ignore[union-attr]
+            assert coast == others and coast_markers == markers, f"{path.name} partition {part}: the tables disagree"
     assert all(m < 999 for m in load(during).covered().values()), "the open transaction is not in a checkpoint"
     assert load(final).covered() == {("e1", "sensor.parking", 0): 999, ("e1", "sensor.parking", 1): 999}
 
