@@ -470,7 +470,7 @@ def run_all(
         finally:
             sup.kill_all()
             if broker_proc is not None:
-                broker_proc.stop(timeout=max(0.5, t0 + 9.8 - time.monotonic()))
+                broker_proc.stop(timeout=0.5)  # memory only, and every client is gone: nothing left to lose
                 step("broker")
             console.print(f"stopped in {time.monotonic() - t0:.1f} s ({', '.join(steps)})")
     if code:
