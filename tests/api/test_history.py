@@ -12,7 +12,6 @@ from api.main import create_app
 from api.settings import ApiSettings
 from streams.archive import ArchiveWriter
 from streams.catalogue import SENSOR_TOPICS
-from streams.serde import to_record
 from twin.events import TrafficCounted, WaterLevelMeasured
 from twin.region import BUNDLED_DIR
 
@@ -29,7 +28,7 @@ def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
     events.append(WaterLevelMeasured(entity_id=STAFF, region="kiel", occurred_at=T + timedelta(minutes=3), source="t",
                                      level_m=1.7))
     for i, e in enumerate(events):
-        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, type(e).__name__, to_record(e))
+        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, e)
     w.flush()
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=topics, region_pack=BUNDLED_DIR / "kiel", data_dir=tmp_path))
     with TestClient(app) as c:
