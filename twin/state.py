@@ -175,7 +175,7 @@ def to_snapshot(state: TwinState) -> dict[str, Any]:
             "sensors": [v.to_json() for v in state.sensors.values()],
             "coast": [v.to_json() for v in state.coast.values()],
             "alerts": [a.model_dump(mode="json") for a in state.alerts.values()],
-            "municipal": state.municipal,
+            "municipal": dict(state.municipal),  # a copy: a fold in progress changes its own dict
             "aggregates": [p.to_json() for p in state.aggregates.values()]}
 
 
