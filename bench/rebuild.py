@@ -1,4 +1,5 @@
-"""Benchmark: rebuilding the twin from the archive (Avro container files), against reading the same files alone.
+"""Benchmark: rebuilding the twin from the archive (Parquet files through DuckDB), the full fold from the first event
+against the fold from the newest snapshot (what ``plietsch at`` and ``streams.archive.rebuild`` do).
 
 Run: ``.venv/bin/python -m bench.rebuild --events 100000``.
 """
@@ -9,16 +10,14 @@ import argparse
 import platform
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from fastavro import reader
-
-from streams.archive import ArchiveWriter, archive_files, read_events, rebuild
-from streams.catalogue import SENSOR_TOPICS
-from streams.serde import to_record
-from streams.simulator import readings
+from bench.archive_gen import generate
+from streams.archive import archive_files, rebuild
+from streams.history.store import Manifest
+from streams.history.timetravel import full_fold
 from twin.region import bundled_pack
+from twin.state import to_json
 
 
 def main() -> None:
@@ -27,32 +26,24 @@ def main() -> None:
     n = ap.parse_args().events
     pack = bundled_pack()
     root = Path(tempfile.mkdtemp()) / "archive"
-    w = ArchiveWriter(root)
-    for i, e in enumerate(readings(pack, n, seed=1, start=datetime(2026, 11, 1, tzinfo=UTC), spacing_s=3)):
-        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, type(e).__name__, to_record(e))
-        if w.pending >= 10_000:
-            w.flush()
-    w.flush()
+    start = time.perf_counter()
+    generate(root, n, pack, progress=False)
+    gen_s = time.perf_counter() - start
     files = archive_files(root)
     size = sum(f.stat().st_size for f in files)
     start = time.perf_counter()
-    count = 0
-    for f in files:
-        with f.open("rb") as fh:
-            count += sum(1 for _ in reader(fh))
-    read_s = time.perf_counter() - start
-    start = time.perf_counter()
-    parsed = sum(1 for _ in read_events(root))
-    parse_s = time.perf_counter() - start
+    full = full_fold(Manifest.load(root), pack, None)
+    full_s = time.perf_counter() - start
     start = time.perf_counter()
     state = rebuild(root, pack)
     rebuild_s = time.perf_counter() - start
-    assert count == parsed == state.events_applied == n
-    print(f"{platform.machine()} Python {platform.python_version()}: {n} events in {len(files)} files, {size / 1e6:.1f} MB")
-    print(f"baseline, fastavro read of the files:          {read_s:6.2f} s ({n / read_s:,.0f} ev/s)")
-    print(f"read + validate into events, sorted by time:   {parse_s:6.2f} s ({n / parse_s:,.0f} ev/s)")
-    print(f"rebuild (read, validate, sort, fold the twin): {rebuild_s:6.2f} s ({n / rebuild_s:,.0f} ev/s); "
-          f"{len(state.sensors)} sensors, {len(state.coast)} coast segments")
+    if to_json(full) != to_json(state):
+        raise SystemExit("the rebuild from the snapshot differs from the full fold")
+    print(f"{platform.machine()} Python {platform.python_version()}: {n} events in {len(files)} files, {size / 1e6:.1f} MB "
+          f"(written with snapshots in {gen_s:.1f} s)")
+    print(f"baseline, full fold (query, decode, validate, fold every event): {full_s:6.2f} s ({n / full_s:,.0f} ev/s)")
+    print(f"rebuild from the newest snapshot + the events after it:        {rebuild_s:6.2f} s; "
+          f"{len(state.sensors)} sensors, {len(state.coast)} coast segments, {len(state.aggregates)} partials")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,39 @@
-"""The archive: every input event in Avro container files, by topic and day, for history, replay and time travel.
+"""The archive sink: every valid input event into Parquet files by topic and UTC day (``streams.history.store``), for
+history, replay, restart and time travel.
 
-Layout: ``<root>/<topic>/<YYYY-MM-DD>/<EventName>-p<partition>-o<first offset>.avro`` (day of occurrence, UTC).
-Each flush writes new files (written to a temporary name, then renamed), so a crash never leaves a half file; offsets
-are committed only after the files are on disk (at least once; replay is idempotent because the fold ignores repeats).
-Records replayed into the broker carry the header ``plietsch-replay`` and are not archived again.
+Only what the worker would accept is archived: the event type must be one the topic carries and the event must pass
+the same validation as the worker's (``streams.ingest.RecordDecoder`` with the pack's sensors; road works only on road
+segments). Anything else is skipped and counted (the worker dead-letters it). Offsets are committed only after the
+files and the manifest are on disk; a record already in the archive is not archived twice. Records replayed into the
+broker (header ``plietsch-replay``) are not archived again. On stop (SIGTERM in ``plietsch archive``) the sink drains:
+it reads every assigned partition up to its end at that moment, flushes, commits and returns.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
-from fastavro import reader as avro_reader
-from fastavro import writer as avro_writer
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from schemas.codec import CodecError, SchemaStore, is_batch, iter_batch
+from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
 from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.history.store import Manifest
+from streams.history.writer import ArchiveWriter
+from streams.ingest import RecordDecoder
 from streams.publisher import EventPublisher
-from streams.serde import Codec
-from twin.events import BY_NAME, Event
+from streams.serde import Codec, to_record
+from twin.events import Event, RoadWorksAnnounced
 from twin.region import RegionPack
-from twin.state import TwinState, fold
+from twin.state import TwinState
+
+__all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter", "ReplayRecord", "Validator",
+           "archive_files", "read_events", "rebuild", "replay", "run_sink", "tail"]
 
 log = logging.getLogger("plietsch.archive")
 ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values()))
@@ -36,115 +41,231 @@ REPLAY_HEADER = "plietsch-replay"
 REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 
 
-class ArchiveWriter:
-    def __init__(self, root: Path, store: SchemaStore | None = None) -> None:
-        self.root = Path(root)
-        self.store = store or SchemaStore()
-        self._buf: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
-        self._first: dict[tuple[str, str, str, int], int] = {}
-        self.pending = 0
-        self.written = 0
+class Validator:
+    """The worker's acceptance rules for input topics: datum bytes in, a valid event (or None) out."""
 
-    def add(self, topic: str, partition: int, offset: int, name: str, record: dict[str, Any]) -> None:
-        day = str(record["occurred_at"])[:10]
-        key = (topic, day, name, partition)
-        self._first.setdefault(key, offset)
-        self._buf[key].append(record)
-        self.pending += 1
+    def __init__(self, codec: Codec, pack: RegionPack) -> None:
+        sensors = pack.sensors
+        self.pack = pack
+        self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
+                                    known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()})
+        self.municipal = RecordDecoder(codec, "archive", expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()})
+        self.reasons: dict[str, int] = {}
 
-    def flush(self) -> list[Path]:
-        paths = []
-        for (topic, day, name, partition), records in self._buf.items():
-            folder = self.root / topic / day
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{name}-p{partition}-o{self._first[(topic, day, name, partition)]:012d}-{uuid.uuid4().hex[:6]}.avro"
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as fh:
-                avro_writer(fh, self.store.schema(name).parsed, records, codec="deflate",
-                            metadata={"plietsch.topic": topic, "plietsch.partition": str(partition)})
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.rename(path)
-            paths.append(path)
-            self.written += len(records)
-        self._buf.clear()
-        self._first.clear()
-        self.pending = 0
-        return paths
+    def event(self, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes) -> Event | None:
+        decoder = self.municipal if topic in self.municipal.expected else self.sensor
+        decoded = decoder.decode(topic, partition, offset, key, datum, None)
+        for d in decoded.dead:
+            self.reasons[d.error_type] = self.reasons.get(d.error_type, 0) + 1
+        if not decoded.events:
+            return None
+        e = decoded.events[0]
+        if isinstance(e, RoadWorksAnnounced) and e.entity_id not in self.pack.roads:
+            self.reasons["unknown_entity"] = self.reasons.get("unknown_entity", 0) + 1
+            return None
+        return e
+
+
+def _header_names(headers: Any) -> list[str]:
+    if not headers:
+        return []
+    return list(headers.keys()) if isinstance(headers, dict) else [k for k, _ in headers]
+
+
+def archive_message(writer: ArchiveWriter, validator: Validator, msg: Any, single: bool) -> int:
+    """Archive the valid events of one Kafka record; returns how many were invalid (skipped)."""
+    headers = msg.headers() or []
+    value = msg.value()
+    if value is None or REPLAY_HEADER in _header_names(headers):
+        return 0 if value is not None else 1
+    topic, partition, offset, key = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.key()
+    if is_batch(headers):
+        try:
+            datums = list(enumerate(iter_batch(value)))
+        except CodecError:
+            return 1  # broken batch frame: one dead letter at the worker
+    else:
+        datums = [(-1, value)]
+    bad = 0
+    for index, datum in datums:
+        event = validator.event(topic, partition, offset, key, datum)
+        if event is None:
+            bad += 1
+            continue
+        if not single:  # keep the single-object encoding whatever the wire format was
+            datum = SingleObjectCodec().encode(type(event).__name__, to_record(event))
+        writer.add(topic, partition, offset, event, datum, batch_index=index, key=key)
+    return bad
 
 
 def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-archive", flush_every_s: float = 2.0,
-             should_stop: Callable[[], bool] = lambda: False) -> int:
-    """Consume the input topics into the archive until *should_stop*; returns the number of events archived."""
+             should_stop: Callable[[], bool] = lambda: False, pack: RegionPack | None = None, epoch: str | None = None,
+             drain_timeout_s: float = 30.0, snapshot_every: int = 10_000) -> int:
+    """Consume the input topics into the archive until *should_stop*, then drain; returns the events archived."""
+    from streams.settings import StreamSettings
+    from twin.region import load_pack
+
+    if pack is None or epoch is None:
+        settings = StreamSettings()
+        pack = pack or load_pack(settings.region_pack)
+        epoch = settings.broker_epoch if epoch is None else epoch
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
-    writer = ArchiveWriter(root)
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+                         "isolation.level": "read_committed"})
+    writer = ArchiveWriter(root, pack, epoch=epoch, snapshot_every=snapshot_every)
+    validator = Validator(codec, pack)
+    single = isinstance(codec, SingleObjectCodec)
     consumer.subscribe(list(ARCHIVED_TOPICS))
-    last_flush = time.monotonic()
+    state = {"consumed": 0, "last_flush": time.monotonic(), "last_log": time.monotonic()}
+    positions: dict[tuple[str, int], int] = {}
+
+    checked: set[tuple[str, int]] = set()
+
+    def check_epoch(topic: str, partition: int) -> None:
+        """Offsets below what this epoch archived mean the broker restarted under the same epoch (contract 1 says
+        'plietsch run' sets a fresh one): then skipping by offset would drop new records, so it stops for them."""
+        checked.add((topic, partition))
+        done = writer.committed_offset(topic, partition)
+        if done < 0:
+            return
+        _, hi = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        if hi <= done:
+            log.error("archive sink: %s[%d] ends at offset %d but epoch %r archived up to %d: the broker's offsets "
+                      "restarted without a new PLIETSCH_BROKER_EPOCH; archiving it without the duplicate check",
+                      topic, partition, hi, epoch, done)
+            writer.forget(topic, partition)
+
+    def handle(msgs: list[Any]) -> None:
+        for msg in msgs:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("archive sink: consumer error %s", msg.error())
+                continue
+            if (msg.topic(), msg.partition()) not in checked:
+                check_epoch(str(msg.topic()), int(msg.partition() or 0))
+            bad = archive_message(writer, validator, msg, single)
+            if bad:
+                writer.skipped_invalid(bad)
+            positions[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
+            state["consumed"] += 1
+
+    def commit() -> None:
+        writer.flush()
+        if state["consumed"]:
+            try:
+                consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    raise
+            state["consumed"] = 0
+        state["last_flush"] = time.monotonic()
+        if time.monotonic() - state["last_log"] >= 60 and writer.manifest.invalid_skipped:
+            log.warning("archive sink: %d invalid records skipped so far (%s); the worker dead-letters them",
+                        writer.manifest.invalid_skipped, validator.reasons)
+            state["last_log"] = time.monotonic()
+
     try:
         while not should_stop():
-            for msg in consumer.consume(1000, 0.2):
-                if msg.error():
-                    continue
-                headers = msg.headers() or []
-                value = msg.value()
-                names = headers.keys() if isinstance(headers, dict) else [k for k, _ in headers]
-                if value is None or REPLAY_HEADER in names:
-                    continue
-                datums = iter_batch(value) if is_batch(headers) else (value,)
-                try:
-                    for d in datums:
-                        try:
-                            name, rec = codec.decode(d)
-                        except CodecError:
-                            continue  # kept in the dead-letter topic by the worker
-                        if name in BY_NAME:
-                            writer.add(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), name, rec)
-                except CodecError:
-                    continue  # broken batch frame: the worker dead-letters it
-            if writer.pending and time.monotonic() - last_flush >= flush_every_s:
-                writer.flush()
-                consumer.commit(asynchronous=False)
-                last_flush = time.monotonic()
+            handle(consumer.consume(1000, 0.2))
+            if time.monotonic() - state["last_flush"] >= flush_every_s:
+                commit()
+        _drain(consumer, handle, positions, drain_timeout_s)
+        commit()
     except KafkaException as exc:
         log.error("archive sink stopped: %s", exc)
         raise
     finally:
-        if writer.pending:
-            writer.flush()
-            consumer.commit(asynchronous=False)
         consumer.close()
     return writer.written
 
 
+def _drain(consumer: Consumer, handle: Callable[[list[Any]], None], positions: dict[tuple[str, int], int],
+           timeout_s: float) -> None:
+    """Read every assigned partition up to its end as of now (Tansu reports the end as the base offset of the last
+    record batch + 1, so a short idle read follows to take the rest of that batch)."""
+    deadline = time.monotonic() + timeout_s
+    assignment = consumer.assignment()
+    joined_by = min(deadline, time.monotonic() + 15)
+    while not assignment and time.monotonic() < joined_by:
+        handle(consumer.consume(1000, 0.2))
+        assignment = consumer.assignment()
+    ends: dict[tuple[str, int], int] = {}
+    for tp in assignment:
+        lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+        if hi > lo:
+            ends[(tp.topic, tp.partition)] = hi
+    idle_since = time.monotonic()
+    while time.monotonic() < deadline:
+        behind = [k for k, end in ends.items() if positions.get(k, -1) + 1 < end]
+        msgs = consumer.consume(1000, 0.2)
+        handle(msgs)
+        if msgs:
+            idle_since = time.monotonic()
+        elif not behind and time.monotonic() - idle_since >= 0.5:
+            return
+    log.warning("archive sink: drain stopped after %.0f s with partitions behind their end", timeout_s)
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    topic: str
+    partition: int
+    key: bytes | None
+    datums: list[bytes]
+    origin: tuple[str, str, int, int]  # (epoch, topic, partition, offset)
+
+
+def tail(root: Path, covered: Mapping[tuple[str, str, int], int]) -> Iterator[ReplayRecord]:
+    """Every archived origin record after *covered* ((epoch, topic, partition) -> last applied offset), in origin offset
+    order per (epoch, topic, partition), epochs in archive order. Only files whose offset range reaches past *covered*
+    are opened, and of those only the row groups that can hold such offsets."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    manifest = Manifest.load(Path(root))
+    wanted: dict[tuple[str, str, int], list[str]] = {}
+    for f in manifest.files.values():
+        for k, (_, hi) in f.offsets.items():
+            epoch, pnum = k.rsplit("|", 1)
+            origin = (epoch, f.topic, int(pnum))
+            if hi > covered.get(origin, -1):
+                wanted.setdefault(origin, []).append(str(manifest.root / f.path))
+    rank = {e: i for i, e in enumerate(manifest.epochs)}
+    for (epoch, topic, part), paths in sorted(wanted.items(), key=lambda kv: (rank.get(kv[0][0], 0), kv[0][1], kv[0][2])):
+        after = covered.get((epoch, topic, part), -1)
+        flt = (pc.field("epoch") == epoch) & (pc.field("partition") == part) & (pc.field("offset") > after)
+        table = ds.dataset(paths, format="parquet").to_table(columns=["offset", "batch_index", "key", "datum"], filter=flt)
+        table = table.sort_by([("offset", "ascending"), ("batch_index", "ascending")])
+        offsets, keys, datums = (table.column(c).to_pylist() for c in ("offset", "key", "datum"))
+        i = 0
+        while i < len(offsets):
+            j = i
+            while j < len(offsets) and offsets[j] == offsets[i]:
+                j += 1
+            yield ReplayRecord(topic, part, keys[i], datums[i:j], (epoch, topic, part, offsets[i]))
+            i = j
+
+
 def archive_files(root: Path) -> list[Path]:
-    return sorted(Path(root).glob("*/*/*.avro"))
+    """The archive's data files (those the manifest names)."""
+    m = Manifest.load(Path(root))
+    return sorted(m.root / f.path for f in m.files.values())
 
 
 def read_events(root: Path, until: datetime | None = None) -> Iterator[tuple[str, Event]]:
-    """Every archived event (topic, event), in occurrence order; files of days after *until* are not opened."""
-    items: list[tuple[datetime, int, str, Event]] = []
-    seq = 0
-    for path in archive_files(root):
-        day = path.parent.name
-        if until is not None and day > until.date().isoformat():
-            continue
-        topic = path.parent.parent.name
-        with path.open("rb") as fh:
-            for rec in avro_reader(fh):
-                model = BY_NAME[path.name.split("-p")[0]]
-                event = model.model_validate(rec)
-                if isinstance(event, Event):
-                    items.append((event.occurred_at, seq, topic, event))
-                    seq += 1
-    items.sort(key=lambda t: (t[0], t[1]))
-    for _, _, topic, event in items:
-        yield topic, event
+    """Every archived event (topic, event), in occurrence order (ties: archive order), up to *until*."""
+    from streams.history.timetravel import events_after
+
+    items = sorted(events_after(Manifest.load(Path(root)), -1, until), key=lambda a: (a.event.occurred_at, a.seq))
+    for a in items:
+        yield a.topic, a.event
 
 
 def rebuild(root: Path, pack: RegionPack, at: datetime | None = None) -> TwinState:
-    """The twin as it stood at *at* (or now), folded from the archive."""
-    return fold(TwinState.empty(pack), (e for _, e in read_events(root, at)), until=at)
+    """The twin as it stood at *at* (or now): the one fold over the archive, from the nearest snapshot."""
+    from streams.history.timetravel import state_at
+
+    return state_at(Manifest.load(Path(root)), pack, at)
 
 
 def replay(root: Path, publisher: EventPublisher, on_progress: Callable[[int], None] | None = None) -> int:
@@ -160,5 +281,3 @@ def replay(root: Path, publisher: EventPublisher, on_progress: Callable[[int], N
                 on_progress(n)
     publisher.flush()
     return n
-
-

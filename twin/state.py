@@ -1,17 +1,29 @@
-"""The whole twin as a value and the fold over events: ``apply(state, event) -> state``.
+"""The whole twin as a value and the one fold over events: ``apply(state, event) -> state``, ``fold(state, events)``.
 
-The Faust agents run the per-entity folds (``twin.sensors``, ``twin.coast``) live; replay and time travel run this
-same fold over the archive; scenarios run it on a fork. ``apply`` never changes its input: it returns a new state that
-shares what did not change.
+The fold calls the very same per-entity functions the live agents call (contract 7): ``twin.sensors.apply`` for sensor
+state, ``twin.coast.assess`` for coast segments and the alerts they raise or clear, ``twin.municipal.apply`` for road
+works, defect reports and public events, and ``twin.aggregates.fold`` for the partials of windowed aggregates (per
+shard, the Kafka partition the reading came from). Replay, time travel (``streams.history``) and scenario forks run it;
+``apply`` and ``fold`` never change their input.
+
+Aggregate partials are kept for windows that end within ``horizon`` of the newest occurrence time the twin has seen
+(contract: aggregate windows older than the horizon leave the hot state and are answered from history); readings
+older than that horizon add to no partial. Parking occupancy ("current" partials) has no window and always stays.
+
+``to_json`` turns a state into plain JSON per entity, to compare a time-travelled twin with the live one;
+``to_snapshot`` / ``from_snapshot`` round-trip a state exactly (the periodic snapshots beside the archive).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
+from twin import aggregates as aggregate_model
 from twin import coast as coast_model
+from twin import municipal as municipal_model
 from twin import sensors as sensor_model
 from twin.coast import CoastState
 from twin.events import (
@@ -27,6 +39,10 @@ from twin.events import (
 from twin.region import RegionPack
 from twin.sensors import SensorState
 
+DEFAULT_HORIZON = timedelta(hours=48)
+MUNICIPAL_EVENTS = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
+SNAPSHOT_VERSION = 1
+
 
 @dataclass(frozen=True)
 class TwinState:
@@ -34,47 +50,146 @@ class TwinState:
     sensors: dict[str, SensorState] = field(default_factory=dict)
     coast: dict[str, CoastState] = field(default_factory=dict)
     alerts: dict[str, AlertRaised] = field(default_factory=dict)  # active alerts by alert id
-    municipal: dict[str, Event] = field(default_factory=dict)  # road works, reports, public events by entity id
-    as_of: datetime | None = None
-    events_applied: int = 0
+    municipal: dict[str, dict[str, Any]] = field(default_factory=dict)  # twin.municipal state by entity id
+    aggregates: dict[str, aggregate_model.Partial] = field(default_factory=dict)  # partials by key
+    as_of: datetime | None = None  # the newest occurrence time folded in
+    events_applied: int = 0  # events that changed the twin
+    horizon: timedelta = DEFAULT_HORIZON
 
     @classmethod
-    def empty(cls, pack: RegionPack) -> TwinState:
-        return cls(pack=pack)
+    def empty(cls, pack: RegionPack, horizon: timedelta = DEFAULT_HORIZON) -> TwinState:
+        return cls(pack=pack, horizon=horizon)
 
 
-def apply(state: TwinState, event: Event) -> TwinState:
-    """Fold one event into the twin; returns a new state (the same object when nothing changed)."""
-    changes: dict[str, object] = {}
-    if isinstance(event, Reading):
-        before = state.sensors.get(event.entity_id)
-        after = sensor_model.apply(before, event)
-        if after is before:
-            return state
-        changes["sensors"] = {**state.sensors, event.entity_id: after}
-        if isinstance(event, WaterLevelMeasured):
-            new_coast = dict(state.coast)
-            alerts = dict(state.alerts)
-            for seg in state.pack.coast_by_gauge.get(event.entity_id, ()):
-                seg_state, raised = coast_model.assess(seg, new_coast.get(seg.id), event)
-                new_coast[seg.id] = seg_state
-                for a in raised:
-                    if isinstance(a, AlertRaised):
-                        alerts[a.alert_id] = a
-                    elif isinstance(a, AlertCleared):
-                        alerts.pop(a.alert_id, None)
-            changes["coast"], changes["alerts"] = new_coast, alerts
-    elif isinstance(event, RoadWorksAnnounced | DefectReported | PublicEventScheduled):
-        changes["municipal"] = {**state.municipal, event.entity_id: event}
-    else:
-        return state
-    as_of = event.occurred_at if state.as_of is None else max(state.as_of, event.occurred_at)
-    return replace(state, **changes, as_of=as_of, events_applied=state.events_applied + 1)  # type: ignore[arg-type]
+class Folding:
+    """A fold in progress: a mutable copy of a state (copied once, not per event); ``apply`` events, then ``freeze``."""
+
+    def __init__(self, s: TwinState) -> None:
+        self.pack = s.pack
+        self.sensors = dict(s.sensors)
+        self.coast = dict(s.coast)
+        self.alerts = dict(s.alerts)
+        self.municipal = dict(s.municipal)
+        self.aggregates = dict(s.aggregates)
+        self.as_of = s.as_of
+        self.applied = s.events_applied
+        self.horizon = s.horizon
+
+    def freeze(self, copy: bool = False) -> TwinState:
+        """The state so far; with *copy*, folding on afterwards does not change it."""
+        if copy:
+            return TwinState(self.pack, dict(self.sensors), dict(self.coast), dict(self.alerts), dict(self.municipal),
+                             dict(self.aggregates), self.as_of, self.applied, self.horizon)
+        return TwinState(self.pack, self.sensors, self.coast, self.alerts, self.municipal, self.aggregates, self.as_of,
+                         self.applied, self.horizon)
+
+    def _advance(self, t: datetime) -> None:
+        if self.as_of is not None and t <= self.as_of:
+            return
+        before = self.as_of
+        self.as_of = t
+        if before is None or _hour(before) != _hour(t):  # drop windows beyond the horizon once per hour of event time
+            cut = t - self.horizon
+            self.aggregates = {k: p for k, p in self.aggregates.items()
+                               if p.window is None or p.window + timedelta(seconds=p.window_s) > cut}
+
+    def apply(self, event: Event, shard: int) -> None:
+        changed = False
+        if isinstance(event, Reading):
+            before = self.sensors.get(event.entity_id)
+            after = sensor_model.apply(before, event)
+            if after is not before:
+                self.sensors[event.entity_id] = after
+                changed = True
+            if isinstance(event, WaterLevelMeasured):
+                for seg in self.pack.coast_by_gauge.get(event.entity_id, ()):
+                    prev = self.coast.get(seg.id)
+                    new, raised = coast_model.assess(seg, prev, event)
+                    if new is prev:
+                        continue
+                    self.coast[seg.id] = new
+                    changed = True
+                    for a in raised:
+                        if isinstance(a, AlertRaised):
+                            self.alerts[a.alert_id] = a
+                        elif isinstance(a, AlertCleared):
+                            self.alerts.pop(a.alert_id, None)
+            recent = self.as_of is None or event.occurred_at >= self.as_of - self.horizon
+            if recent and aggregate_model.fold(self.aggregates, [event], self.pack.sensors, shard):
+                changed = True
+        elif isinstance(event, MUNICIPAL_EVENTS):
+            new_m = municipal_model.apply(self.municipal.get(event.entity_id), event)
+            if new_m is not None:
+                self.municipal[event.entity_id] = new_m
+                changed = True
+        if changed:
+            self.applied += 1
+            self._advance(event.occurred_at)
 
 
-def fold(state: TwinState, events: Iterable[Event], until: datetime | None = None) -> TwinState:
-    """Apply *events* in order, skipping those that occurred after *until*."""
-    for e in events:
-        if until is None or e.occurred_at <= until:
-            state = apply(state, e)
-    return state
+def _hour(t: datetime) -> int:
+    return int(t.timestamp()) // 3600
+
+
+def apply(state: TwinState, event: Event, shard: int = 0) -> TwinState:
+    """Fold one event (from Kafka partition *shard*) into the twin; returns a new state (the same object when nothing
+    changed)."""
+    w = Folding(state)
+    w.apply(event, shard)
+    return state if w.applied == state.events_applied else w.freeze()
+
+
+def fold(state: TwinState, events: Iterable[Event | tuple[Event, int]], until: datetime | None = None) -> TwinState:
+    """Apply *events* (events, or (event, shard) pairs) in arrival order, skipping those that occurred after *until*."""
+    w = Folding(state)
+    for item in events:
+        event, shard = item if isinstance(item, tuple) else (item, 0)
+        if until is None or event.occurred_at <= until:
+            w.apply(event, shard)
+    return w.freeze()
+
+
+def combined_aggregates(state: TwinState) -> dict[str, dict[str, Any]]:
+    """The aggregates a reader shows: the partials of each (metric, group, window) combined over the shards."""
+    groups: dict[tuple[str, str, str], list[aggregate_model.Partial]] = {}
+    for p in state.aggregates.values():
+        groups.setdefault((p.metric, p.group, p.window.isoformat() if p.window else "current"), []).append(p)
+    return {"|".join(k): aggregate_model.combine(v) for k, v in sorted(groups.items())}
+
+
+def to_json(state: TwinState) -> dict[str, Any]:
+    """The twin as plain JSON per entity (what the read model shows), to compare two twins."""
+    entities: dict[str, Any] = {k: v.to_json() for k, v in state.sensors.items()}
+    entities.update({k: v.to_json() for k, v in state.coast.items()})
+    entities.update({k: {f: x for f, x in v.items() if f != "event_ids"} for k, v in state.municipal.items()})
+    return {"as_of": state.as_of.isoformat() if state.as_of else None, "events_applied": state.events_applied,
+            "entities": dict(sorted(entities.items())),
+            "active_alerts": {k: state.alerts[k].model_dump(mode="json") for k in sorted(state.alerts)},
+            "aggregates": combined_aggregates(state)}
+
+
+def to_snapshot(state: TwinState) -> dict[str, Any]:
+    """Everything of a state, as JSON that ``from_snapshot`` turns back into an equal state."""
+    return {"version": SNAPSHOT_VERSION, "region": state.pack.id, "as_of": state.as_of.isoformat() if state.as_of else None,
+            "events_applied": state.events_applied, "horizon_s": state.horizon.total_seconds(),
+            "sensors": [v.to_json() for v in state.sensors.values()],
+            "coast": [v.to_json() for v in state.coast.values()],
+            "alerts": [a.model_dump(mode="json") for a in state.alerts.values()],
+            "municipal": dict(state.municipal),  # a copy: a fold in progress changes its own dict
+            "aggregates": [p.to_json() for p in state.aggregates.values()]}
+
+
+def from_snapshot(pack: RegionPack, doc: dict[str, Any]) -> TwinState:
+    if doc.get("version") != SNAPSHOT_VERSION:
+        raise ValueError(f"twin snapshot version {doc.get('version')!r} is not {SNAPSHOT_VERSION}; rebuild the snapshots")
+    if doc.get("region") != pack.id:
+        raise ValueError(f"twin snapshot is of region {doc.get('region')!r}, the loaded pack is {pack.id!r}")
+    sensors = [SensorState.from_json(d) for d in doc["sensors"]]
+    coast = [CoastState.from_json(d) for d in doc["coast"]]
+    alerts = [AlertRaised.model_validate(d) for d in doc["alerts"]]
+    parts = [aggregate_model.Partial.from_json(d) for d in doc["aggregates"]]
+    return TwinState(pack=pack, sensors={s.entity_id: s for s in sensors}, coast={c.segment_id: c for c in coast},
+                     alerts={a.alert_id: a for a in alerts}, municipal=dict(doc["municipal"]),
+                     aggregates={p.key: p for p in parts},
+                     as_of=datetime.fromisoformat(doc["as_of"]) if doc["as_of"] else None,
+                     events_applied=int(doc["events_applied"]), horizon=timedelta(seconds=float(doc["horizon_s"])))

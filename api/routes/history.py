@@ -1,33 +1,51 @@
-"""History from the archive: the events of an entity or an area between two times."""
+"""History from the archive through the history engine (``streams.history.engine.HistoryEngine``, DuckDB over the
+archive's Parquet files): the events of an entity or an area between two times, the archive's range, and the twin at a
+time (time travel). Routes never open archive files themselves."""
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from api.deps import PackDep, SettingsDep
-from api.filters import parse_bbox, parse_range
-from streams.archive import read_events
+from api.filters import parse_bbox, parse_range, parse_time
+from streams.history.engine import DuckDBHistory, EnginePage, HistoryEngine
 from twin.ids import EntityId, InvalidEntityId
+from twin.state import combined_aggregates
 
 router = APIRouter(tags=["history"])
+_lock = threading.Lock()
+ARCHIVED_KINDS = frozenset({"sensor", "road"})  # pack entities that archived events can concern
 
 
-def _events(request: Request, start: str, end: str, keep: Any, limit: int, offset: int) -> dict[str, Any]:
+def history_engine(request: Request) -> HistoryEngine:
+    """The app's history engine, made on first use (one per API process)."""
+    state = request.app.state
+    engine: HistoryEngine | None = getattr(state, "history_engine", None)
+    if engine is None:
+        with _lock:
+            engine = getattr(state, "history_engine", None)
+            if engine is None:
+                s = state.settings
+                engine = state.history_engine = DuckDBHistory(s.archive_dir, state.pack,
+                                                              memory_limit=getattr(s, "history_memory_limit", "512MB"),
+                                                              threads=getattr(s, "history_threads", 2))
+    return engine
+
+
+def _collection(request: Request, page: EnginePage, limit: int, offset: int) -> dict[str, Any]:
     """A GeoJSON FeatureCollection of archived events (each at its entity's place), oldest first, paged."""
-    settings = request.app.state.settings
     places = request.app.state.places
-    t0, t1 = parse_range(start, end)
-    matched = [] if not settings.archive_dir.is_dir() else [
-        (topic, e) for topic, e in read_events(settings.archive_dir, until=t1) if t0 <= e.occurred_at <= t1 and keep(e)]
     features = []
-    for topic, e in matched[offset: offset + limit]:
+    for a in page.events:
+        e = a.event
         p = places.get(e.entity_id)
         features.append({"type": "Feature", "id": e.event_id,
                          "geometry": None if p is None else {"type": "Point", "coordinates": [p.lon, p.lat]},
-                         "properties": {"topic": topic, "type": type(e).__name__, **e.model_dump(mode="json")}})
-    return {"type": "FeatureCollection", "total": len(matched), "offset": offset, "limit": limit, "features": features}
+                         "properties": {"topic": a.topic, "type": type(e).__name__, **e.model_dump(mode="json")}})
+    return {"type": "FeatureCollection", "total": page.total, "offset": offset, "limit": limit, "features": features}
 
 
 @router.get("/history/entities/{entity_id}", operation_id="entity_history", summary="Events of one entity between two times")
@@ -39,43 +57,35 @@ def entity_history(request: Request, entity_id: str, pack: PackDep, start: str, 
         raise HTTPException(422, str(exc)) from None
     if eid not in pack.entities():
         raise HTTPException(404, f"no entity {entity_id!r} in region {pack.id!r}")
-    return _events(request, start, end, lambda e: e.entity_id == eid, limit, offset)
+    t0, t1 = parse_range(start, end)
+    return _collection(request, history_engine(request).events(t0, t1, [str(eid)], limit, offset), limit, offset)
 
 
 @router.get("/history/area", operation_id="area_history", summary="Events in a bounding box between two times")
 def area_history(request: Request, bbox: str, start: str, end: str,
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     x0, y0, x1, y1 = parse_bbox(bbox)
-    places = request.app.state.places
-
-    def inside(e: Any) -> bool:
-        p = places.get(e.entity_id)
-        return p is not None and x0 <= p.lon <= x1 and y0 <= p.lat <= y1
-
-    return _events(request, start, end, inside, limit, offset)
+    t0, t1 = parse_range(start, end)
+    ids = sorted(k for k, p in request.app.state.places.items()
+                 if p.kind in ARCHIVED_KINDS and x0 <= p.lon <= x1 and y0 <= p.lat <= y1)
+    return _collection(request, history_engine(request).events(t0, t1, ids, limit, offset), limit, offset)
 
 
 @router.get("/history/range", operation_id="history_range", summary="First and last occurrence time in the archive")
-def history_range(settings: SettingsDep) -> dict[str, Any]:
-    if not settings.archive_dir.is_dir():
-        return {"start": None, "end": None, "events": 0}
-    times = [e.occurred_at for _, e in read_events(settings.archive_dir)]
-    if not times:
-        return {"start": None, "end": None, "events": 0}
-    return {"start": min(times).isoformat(), "end": max(times).isoformat(), "events": len(times)}
+def history_range(request: Request) -> dict[str, Any]:
+    return history_engine(request).range()
 
 
 @router.get("/history/state", operation_id="state_at", summary="The twin as it stood at a time, rebuilt from the archive")
-def state_at(pack: PackDep, settings: SettingsDep, time: str) -> dict[str, Any]:
-    from api.filters import parse_time
-    from streams.archive import rebuild
-
+def state_at(request: Request, settings: SettingsDep, time: str) -> dict[str, Any]:
     at = parse_time("time", time)
     if not settings.archive_dir.is_dir():
         raise HTTPException(404, f"no archive at {settings.archive_dir}; the archive sink ('plietsch archive') writes it")
-    state = rebuild(settings.archive_dir, pack, at)
+    state = history_engine(request).state_at(at)
     return {"time": at.isoformat(), "as_of": state.as_of.isoformat() if state.as_of else None,
             "events_applied": state.events_applied,
             "sensors": {k: v.to_json() for k, v in state.sensors.items()},
             "coast": {k: v.to_json() for k, v in state.coast.items()},
+            "municipal": {k: {f: x for f, x in v.items() if f != "event_ids"} for k, v in state.municipal.items()},
+            "aggregates": combined_aggregates(state),
             "active_alerts": [a.model_dump(mode="json") for a in state.alerts.values()]}

@@ -10,16 +10,17 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings
-from streams.archive import ArchiveWriter
-from streams.catalogue import SENSOR_TOPICS
-from streams.serde import to_record
-from twin.events import TrafficCounted, WaterLevelMeasured
+from streams.archive import ArchiveWriter, archive_files
+from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+from twin.events import RoadWorksAnnounced, TrafficCounted, WaterLevelMeasured
 from twin.region import BUNDLED_DIR
 
 pytestmark = pytest.mark.broker
 T = datetime(2026, 5, 5, 10, 0, tzinfo=UTC)
 SID = "kiel:gaarden:sensor:traffic-count-001"
 STAFF = "kiel:gaarden:sensor:water-level-001"
+ROAD = "kiel:gaarden:road:r0001"
+ROAD_BOX = (10.1375, 54.3099, 10.1376, 54.3100)  # around the road segment's midpoint only
 
 
 def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
@@ -29,7 +30,11 @@ def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
     events.append(WaterLevelMeasured(entity_id=STAFF, region="kiel", occurred_at=T + timedelta(minutes=3), source="t",
                                      level_m=1.7))
     for i, e in enumerate(events):
-        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, type(e).__name__, to_record(e))
+        w.add(SENSOR_TOPICS[type(e).sensor_kind].name, 0, i, e)
+    w.flush()
+    works = RoadWorksAnnounced(entity_id=ROAD, region="kiel", occurred_at=T + timedelta(minutes=30), source="t", starts_at=T,
+                               ends_at=T + timedelta(days=2), lanes_closed=1, description="Kanal")
+    w.add(MUNICIPAL_TOPICS["road_works"].name, 1, 0, works)
     w.flush()
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=topics, region_pack=BUNDLED_DIR / "kiel", data_dir=tmp_path))
     with TestClient(app) as c:
@@ -40,11 +45,22 @@ def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
         assert hist["features"][0]["geometry"]["type"] == "Point"
         area = c.get("/history/area", params={"bbox": "10.10,54.29,10.20,54.33", "start": T.isoformat(),
                                               "end": (T + timedelta(hours=1)).isoformat(), "limit": 3}).json()
-        assert area["total"] == 11 and len(area["features"]) == 3
-        assert c.get("/history/range").json() == {"start": T.isoformat(), "end": (T + timedelta(minutes=9)).isoformat(),
-                                                  "events": 11}
+        assert area["total"] == 12 and len(area["features"]) == 3  # 11 readings and the road works
+        assert [f["properties"]["vehicles"] for f in area["features"]] == [0, 1, 2]  # oldest first
+        road = c.get("/history/area", params={"bbox": ",".join(map(str, ROAD_BOX)), "start": T.isoformat(),
+                                              "end": (T + timedelta(hours=1)).isoformat()}).json()
+        assert [f["properties"]["type"] for f in road["features"] if f["id"] == works.event_id] == ["RoadWorksAnnounced"]
+        assert c.get("/history/range").json() == {"start": T.isoformat(), "end": (T + timedelta(minutes=30)).isoformat(),
+                                                  "events": 12}
         at = c.get("/history/state", params={"time": (T + timedelta(minutes=4, seconds=30)).isoformat()}).json()
         assert at["sensors"][SID]["values"]["vehicles"] == 4
         assert any(a["category"] == "storm_surge" and a["severity"] == "severe" for a in at["active_alerts"])
         assert set(at["coast"]) and all(s["level_m"] == 1.7 for s in at["coast"].values())
         assert c.get("/history/state", params={"time": "yesterday"}).status_code == 422
+        later = c.get("/history/state", params={"time": (T + timedelta(hours=1)).isoformat()}).json()
+        assert later["municipal"][ROAD]["lanes_closed_max"] == 1 and later["sensors"][SID]["values"]["vehicles"] == 9
+        assert any(k.startswith("traffic_vehicles|") for k in later["aggregates"])
+        # the range comes from the manifest: it answers with every data file unreadable
+        for f in archive_files(tmp_path / "archive"):
+            f.write_bytes(b"not parquet")
+        assert c.get("/history/range").json()["events"] == 12

@@ -1,0 +1,293 @@
+"""The archive on disk: Parquet files by topic and UTC day, a manifest that says which files make the archive, and
+periodic twin snapshots beside it.
+
+Layout under the archive root (hive style, readable by DuckDB, Spark, Trino, pyarrow alike)::
+
+    topic=<topic>/day=<YYYY-MM-DD>/L<level>-<first seq>-<id>.parquet   a row per archived event (``SCHEMA``)
+    _manifest.json                                                       the files, their ranges, epochs, snapshots
+    _snapshots/snap-<seq>.json.gz                                        the twin after every event up to <seq>
+
+``day`` is the UTC day of ``occurred_at``. ``seq`` numbers the events in the order the sink archived them (arrival
+order, per partition the offset order): time travel folds in that order. The manifest is the commit point: a file
+belongs to the archive once the manifest names it, so readers never see half a flush, and files a crash left behind
+are removed when a writer opens the archive. Every file and the manifest are written to a temporary name, fsynced and
+renamed (then the folder is fsynced).
+
+Compaction keeps the number of files bounded: per (topic, day), level-0 files (one per flush, arrival order) are
+merged ``fanin`` at a time into the next level, and a day that is over (its end plus ``seal_after`` lies behind the
+newest event of the topic) is merged into one file; merged files are sorted by (entity_id, occurred_at, seq) in row
+groups, so that a query for an entity or a time reads few row groups. Merging runs in DuckDB (out-of-core sort under a
+memory limit), so a day of any size merges in bounded memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger("plietsch.archive")
+
+SCHEMA = pa.schema([
+    ("seq", pa.int64()),  # arrival order in the archive
+    ("epoch", pa.string()),  # origin: broker epoch, (topic: the folder), partition, offset, index in the batch record
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("batch_index", pa.int32()),  # -1: a single-datum record
+    ("key", pa.binary()),
+    ("event_id", pa.string()),
+    ("entity_id", pa.string()),
+    ("event_type", pa.string()),
+    ("occurred_at", pa.timestamp("us", tz="UTC")),
+    ("region", pa.string()),
+    ("datum", pa.binary()),  # the Avro single-object datum, as the worker read it
+])
+MANIFEST = "_manifest.json"
+SNAPSHOT_DIR = "_snapshots"
+SEALED = 9  # the level of a finished day's merged file
+ROW_GROUP = 64 * 1024
+US = 1_000_000
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+@dataclass
+class FileInfo:
+    path: str  # relative to the archive root
+    topic: str
+    day: str
+    level: int
+    rows: int
+    seq_min: int
+    seq_max: int
+    t_min: int  # occurred_at range, microseconds since the epoch (UTC)
+    t_max: int
+    offsets: dict[str, list[int]] = field(default_factory=dict)  # "<epoch>|<partition>" -> [min offset, max offset]
+
+
+@dataclass
+class Snapshot:
+    seq: int  # the twin after every archived event with seq <= this
+    as_of: int  # the largest occurred_at in it (microseconds), -1 for none
+    file: str
+
+
+@dataclass
+class Manifest:
+    root: Path
+    next_seq: int = 0
+    epochs: list[str] = field(default_factory=list)  # in the order they were first archived
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    invalid_skipped: int = 0
+
+    @classmethod
+    def load(cls, root: Path) -> Manifest:
+        path = Path(root) / MANIFEST
+        if not path.exists():
+            return cls(Path(root))
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"archive manifest {path} is unreadable ({exc}); restore it from a backup or move the "
+                             "archive aside") from exc
+        return cls(Path(root), doc["next_seq"], doc["epochs"], {f["path"]: FileInfo(**f) for f in doc["files"]},
+                   [Snapshot(**s) for s in doc["snapshots"]], doc.get("invalid_skipped", 0))
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        doc = {"version": 1, "next_seq": self.next_seq, "epochs": self.epochs, "invalid_skipped": self.invalid_skipped,
+               "files": [asdict(f) for f in self.files.values()], "snapshots": [asdict(s) for s in self.snapshots]}
+        atomic_write(self.root / MANIFEST, json.dumps(doc, separators=(",", ":")).encode())
+
+    def covered(self) -> dict[tuple[str, str, int], int]:
+        """(epoch, topic, partition) -> the largest archived offset."""
+        out: dict[tuple[str, str, int], int] = {}
+        for f in self.files.values():
+            for k, (_, hi) in f.offsets.items():
+                epoch, part = k.rsplit("|", 1)
+                key = (epoch, f.topic, int(part))
+                out[key] = max(out.get(key, -1), hi)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        if not self.files:
+            return {"start": None, "end": None, "events": 0}
+        return {"start": from_us(min(f.t_min for f in self.files.values())),
+                "end": from_us(max(f.t_max for f in self.files.values())),
+                "events": sum(f.rows for f in self.files.values())}
+
+    def paths(self, files: Iterator[FileInfo] | list[FileInfo] | None = None) -> list[str]:
+        return [str(self.root / f.path) for f in (self.files.values() if files is None else files)]
+
+
+def remove_orphans(root: Path, manifest: Manifest) -> int:
+    """Delete archive files no manifest names (a crash between writing and committing, or after a merge)."""
+    n = 0
+    for p in list(root.glob("topic=*/day=*/*")):
+        rel = str(p.relative_to(root))
+        if rel not in manifest.files and (p.suffix in (".parquet", ".tmp")):
+            p.unlink(missing_ok=True)
+            n += 1
+    snaps = {s.file for s in manifest.snapshots}
+    for p in list((root / SNAPSHOT_DIR).glob("*")) if (root / SNAPSHOT_DIR).is_dir() else []:
+        if str(p.relative_to(root)) not in snaps:
+            p.unlink(missing_ok=True)
+    return n
+
+
+def info_for(table: pa.Table, rel: str, topic: str, day: str, level: int) -> FileInfo:
+    import pyarrow.compute as pc
+
+    seq = table.column("seq")
+    t = table.column("occurred_at").cast(pa.int64())
+    offsets: dict[str, list[int]] = {}
+    grouped = table.group_by(["epoch", "partition"]).aggregate([("offset", "min"), ("offset", "max")])
+    for e, p, lo, hi in zip(*(grouped.column(c).to_pylist() for c in ("epoch", "partition", "offset_min", "offset_max")),
+                            strict=True):
+        offsets[f"{e}|{p}"] = [lo, hi]
+    return FileInfo(rel, topic, day, level, table.num_rows, pc.min(seq).as_py(), pc.max(seq).as_py(), pc.min(t).as_py(),
+                    pc.max(t).as_py(), offsets)
+
+
+def write_parquet(root: Path, topic: str, day: str, level: int, table: pa.Table) -> FileInfo:
+    folder = root / f"topic={topic}" / f"day={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    seq0 = table.column("seq")[0].as_py() if table.num_rows else 0
+    rel = f"topic={topic}/day={day}/L{level}-{seq0:012d}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = root / (rel + ".tmp")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, write_statistics=True)
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.rename(root / rel)
+    fsync_dir(folder)
+    return info_for(table, rel, topic, day, level)
+
+
+def merge(root: Path, files: list[FileInfo], level: int, memory_limit: str = "512MB", threads: int = 2) -> FileInfo:
+    """Merge *files* (one topic and day) into one file sorted by (entity_id, occurred_at, seq), in DuckDB."""
+    import duckdb
+
+    topic, day = files[0].topic, files[0].day
+    folder = root / f"topic={topic}" / f"day={day}"
+    seq0 = min(f.seq_min for f in files)
+    rel = f"topic={topic}/day={day}/L{level}-{seq0:012d}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = root / (rel + ".tmp")
+    con = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads, "preserve_insertion_order": False})
+    try:
+        src = [str(root / f.path) for f in files]
+        con.execute(f"COPY (SELECT * FROM read_parquet(?, hive_partitioning=false) ORDER BY entity_id, occurred_at, seq) "
+                    f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP})", [src])
+    finally:
+        con.close()
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.rename(root / rel)
+    fsync_dir(folder)
+    offsets: dict[str, list[int]] = {}
+    for f in files:
+        for k, (lo, hi) in f.offsets.items():
+            cur = offsets.get(k)
+            offsets[k] = [lo, hi] if cur is None else [min(cur[0], lo), max(cur[1], hi)]
+    return FileInfo(rel, topic, day, level, sum(f.rows for f in files), seq0, max(f.seq_max for f in files),
+                    min(f.t_min for f in files), max(f.t_max for f in files), offsets)
+
+
+def plan_compaction(manifest: Manifest, fanin: int, seal_after: timedelta) -> list[tuple[list[FileInfo], int]]:
+    """Which files to merge into which level: a finished day into one sealed file, else ``fanin`` files of a level."""
+    newest: dict[str, int] = {}
+    groups: dict[tuple[str, str], list[FileInfo]] = {}
+    for f in manifest.files.values():
+        newest[f.topic] = max(newest.get(f.topic, f.t_max), f.t_max)
+        groups.setdefault((f.topic, f.day), []).append(f)
+    plans: list[tuple[list[FileInfo], int]] = []
+    for (topic, day), files in sorted(groups.items()):
+        day_end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+        open_files = [f for f in files if f.level < SEALED]
+        if to_us(day_end + seal_after) <= newest[topic]:
+            if open_files and (len(files) > 1 or open_files[0].level == 0):
+                plans.append((open_files, SEALED))
+            sealed = [f for f in files if f.level == SEALED]
+            if len(sealed) >= fanin:
+                plans.append((sealed, SEALED))
+            continue
+        by_level: dict[int, list[FileInfo]] = {}
+        for f in open_files:
+            by_level.setdefault(f.level, []).append(f)
+        for lvl, fs in sorted(by_level.items()):
+            if len(fs) >= fanin and lvl + 1 < SEALED:
+                plans.append((sorted(fs, key=lambda f: f.seq_min)[:fanin * (len(fs) // fanin)], lvl + 1))
+    return plans
+
+
+def compact(manifest: Manifest, fanin: int = 8, seal_after: timedelta = timedelta(hours=1),
+            memory_limit: str = "512MB") -> int:
+    """Run the merges ``plan_compaction`` asks for; the manifest is saved after each, then the old files go.
+    Returns the number of files merged away."""
+    merged = 0
+    while True:
+        plans = plan_compaction(manifest, fanin, seal_after)
+        if not plans:
+            return merged
+        for files, level in plans:
+            started = time.monotonic()
+            new = merge(manifest.root, files, level, memory_limit)
+            for f in files:
+                del manifest.files[f.path]
+            manifest.files[new.path] = new
+            manifest.save()
+            for f in files:
+                (manifest.root / f.path).unlink(missing_ok=True)
+            merged += len(files)
+            log.info("archive: merged %d files (%d events) of %s %s into level %d in %.1f s", len(files), new.rows,
+                     new.topic, new.day, level, time.monotonic() - started)
+
+
+def write_snapshot(root: Path, seq: int, as_of: datetime | None, doc: dict[str, Any]) -> Snapshot:
+    folder = root / SNAPSHOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    rel = f"{SNAPSHOT_DIR}/snap-{seq:012d}.json.gz"
+    atomic_write(root / rel, gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), compresslevel=3))
+    return Snapshot(seq, to_us(as_of) if as_of else -1, rel)
+
+
+def read_snapshot(root: Path, snap: Snapshot) -> dict[str, Any]:
+    return dict(json.loads(gzip.decompress((Path(root) / snap.file).read_bytes())))
