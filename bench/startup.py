@@ -13,6 +13,11 @@ the bundled Kiel pack at 200 readings per simulated second), then:
 Run: ``.venv/bin/python -m bench.startup --sizes 250000,1000000,4000000,10000000`` (sizes above
 ``--baseline-max`` are still replayed once to make their checkpoint, and that time is reported, marked). Prints a
 Markdown table with the machine and its load.
+
+``--checkpoint-from DIR`` skips the first start (which must apply the whole archive once, long at 10M) and starts from a
+copy of the checkpoint in DIR whose applied-offset markers are moved to the archive's ends: start-up costs are then
+those of a checkpoint covering the whole archive (same number of keys), but the restored state does not match the
+archive (timing only; say so where the figure is used).
 """
 
 from __future__ import annotations
@@ -71,7 +76,65 @@ def _stop(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - t0
 
 
-def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: float) -> dict[str, Any]:
+def covering_checkpoint(source: Path, archive: Path, target_root: Path) -> None:
+    """Copy checkpoint *source* under *target_root* with every changelog's markers set to *archive*'s last offsets."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from streams.checkpoint import MARKER_PREFIX, SCHEMA, is_changelog
+    from streams.history.store import Manifest
+
+    ends: dict[tuple[str, str, int], int] = {}
+    for f in Manifest.load(archive).files.values():
+        for k, (_, hi) in f.offsets.items():
+            epoch, part = k.rsplit("|", 1)
+            key = (epoch, f.topic, int(part))
+            ends[key] = max(hi, ends.get(key, -1))
+    dest = target_root / source.name
+    shutil.copytree(source, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    for topic, meta in manifest["topics"].items():
+        if not is_changelog(topic, manifest.get("app_id", "")):
+            continue
+        rows = [r for r in pq.read_table(dest / f"{topic}.parquet").to_pylist() if not r["key"].startswith(MARKER_PREFIX)]
+        parts = {r["partition"] for r in rows} | set(range(int(meta["partitions"])))
+        for (epoch, t, p), hi in ends.items():
+            rows += [{"partition": q, "offset": 0, "key": f"__applied__|{epoch}|{t}|{p}".encode(), "value": str(hi).encode(),
+                      "headers": []} for q in parts if q == p]
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), dest / f"{topic}.parquet")
+        meta["records"] = len(rows)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+
+
+def checkpoint_start(n: int, archive: Path, work: Path, source: Path, limit_s: float) -> dict[str, Any]:
+    from streams.checkpoint import checkpoint_root
+
+    data = work / f"data-{n}"
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    shutil.copytree(archive, data / "archive")
+    covering_checkpoint(source, data / "archive", checkpoint_root(data))
+    api_port, broker_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{api_port}"
+    log = work / f"stack-{n}.log"
+    out: dict[str, Any] = {"readings": n, "archive_mb": round(sum(f.stat().st_size for f in archive.rglob("*") if f.is_file()) / 1e6, 1),
+                           "full_replay_health_s": None, "full_replay_applied_s": None, "baseline": False, "first_stop_s": None}
+    mark = log.stat().st_size if log.exists() else 0
+    t0 = time.monotonic()
+    proc = _start(data, api_port, broker_port, log)
+    try:
+        out["checkpoint_health_s"] = _until_healthy(proc, url, t0, limit_s)
+        out["entities_served"] = httpx.get(f"{url}/health", timeout=5).json()["read_model"]["entities"]
+    finally:
+        out["second_stop_s"] = round(_stop(proc), 1)
+    text = log.read_bytes()[mark:].decode(errors="replace")
+    out["restored_line"] = " ".join(ln for ln in text.splitlines() if "restored" in ln or "replayed" in ln)
+    print(f"  {out}", flush=True)
+    return out
+
+
+def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: float, baseline_only: bool = False) -> dict[str, Any]:
     data = work / f"data-{n}"
     if data.exists():
         shutil.rmtree(data)
@@ -86,13 +149,17 @@ def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: floa
     proc = _start(data, api_port, broker_port, log)
     try:
         out["full_replay_health_s"] = _until_healthy(proc, url, t0, limit_s)
+        out["baseline"] = n <= baseline_max
+        if baseline_only:
+            out.update(full_replay_applied_s=None, checkpoint_health_s=None, entities_served=None, second_stop_s=None)
+            return out
         inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
         lag = wait_for_lag_zero(bootstrap, [APP_ID], inputs, time.monotonic() + limit_s)
         out["full_replay_applied_s"] = round(time.monotonic() - t0, 1) if lag == 0 else None
         out["baseline"] = n <= baseline_max
     finally:
         out["first_stop_s"] = round(_stop(proc), 1)
-    print(f"  {out}", flush=True)
+        print(f"  {out}", flush=True)
     print(f"{n:,} readings: second start, from the checkpoint ...", flush=True)
     t0 = time.monotonic()
     proc = _start(data, api_port, broker_port, log)
@@ -114,6 +181,8 @@ def main() -> None:
     ap.add_argument("--baseline-max", type=int, default=1_000_000, help="largest size whose full replay counts as baseline")
     ap.add_argument("--work", type=Path, default=Path("/tmp/plietsch-startup-bench"))
     ap.add_argument("--limit-s", type=float, default=3600.0, help="give up on one start after this long")
+    ap.add_argument("--baseline-only", action="store_true", help="only the full replay's time until /health answers")
+    ap.add_argument("--checkpoint-from", type=Path, default=None, help="a checkpoint folder: timing-only starts (see above)")
     ap.add_argument("--archive", action="append", default=[], metavar="N=PATH",
                     help="use an archive of N readings written before (bench.archive_gen), instead of writing one")
     args = ap.parse_args()
@@ -130,7 +199,10 @@ def main() -> None:
     load_before = os.getloadavg()
     results = []
     for n in sizes:
-        results.append(run_size(n, archives[n], args.work, args.baseline_max, args.limit_s))
+        if args.checkpoint_from is not None:
+            results.append(checkpoint_start(n, archives[n], args.work, args.checkpoint_from, args.limit_s))
+        else:
+            results.append(run_size(n, archives[n], args.work, args.baseline_max, args.limit_s, args.baseline_only))
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
@@ -143,6 +215,7 @@ def main() -> None:
             return "-" if v is None else f"{v:.1f} s"
         print(f"| {r['readings']:,} | {r['archive_mb']} | {f(r['full_replay_health_s'])}{base} | {f(r['full_replay_applied_s'])} | "
               f"{f(r['checkpoint_health_s'])} | {r['entities_served']} | {r['first_stop_s']} s / {r['second_stop_s']} s |")
+        print(f"  {r.get('restored_line', '')}")
 
 
 if __name__ == "__main__":

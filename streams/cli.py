@@ -25,7 +25,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(region_app, name="region")
 app.add_typer(source_app, name="source")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # whole lines in logs: no wrapping at 80 columns
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -329,37 +329,21 @@ def _restore_twin(bootstrap: str, report: Callable[[str], None], should_stop: Ca
     """Embedded mode keeps topics in memory: put the twin back before the worker starts. The newest checkpoint (its
     changelogs, outputs and active alerts) and then only the archive's tail after its markers; without a checkpoint,
     the whole archive (a first start)."""
-    from streams import archive as archive_mod
     from streams.checkpoint import checkpoint_root, restore_latest
+    from streams.history.store import MANIFEST
     from streams.settings import StreamSettings
     from streams.startup import replay_tail
 
     settings = StreamSettings()
     t0 = time.monotonic()
     _, covered = restore_latest(bootstrap, checkpoint_root(settings.data_dir), report)
-    if not hasattr(archive_mod, "tail"):  # the archive without tail(): the old full replay
-        _replay_whole_archive(bootstrap, report)
+    if not (settings.archive_dir / MANIFEST).is_file() and not covered:
+        report(f"no archive at {settings.archive_dir} yet: starting empty")
         return
     what = "the archive's tail after the checkpoint" if covered else "the whole archive (no checkpoint)"
     report(f"replaying {what} from {settings.archive_dir} into the embedded broker ...")
     records, datums = replay_tail(bootstrap, settings.archive_dir, covered, report, should_stop)
     report(f"replayed {datums} events in {records} records; twin restored in {time.monotonic() - t0:.1f} s")
-
-
-def _replay_whole_archive(bootstrap: str, report: Callable[[str], None]) -> None:
-    from streams.archive import REPLAY_HEADERS, archive_files, replay
-    from streams.publisher import EventPublisher
-    from streams.serde import make_codec
-    from streams.settings import StreamSettings
-
-    settings = StreamSettings()
-    if not archive_files(settings.archive_dir):
-        report(f"no archive at {settings.archive_dir} yet: starting empty")
-        return
-    pub = EventPublisher(bootstrap, make_codec(settings.schema_registry_url), extra_headers=REPLAY_HEADERS)
-    report(f"replaying the archive {settings.archive_dir} into the embedded broker ...")
-    n = replay(settings.archive_dir, pub, on_progress=lambda k: report(f"  {k} events replayed"))
-    report(f"replayed {n} events")
 
 
 # How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
