@@ -229,7 +229,9 @@ def test_a_stop_at_a_random_moment_keeps_every_acknowledged_reading(tmp_path: Pa
     assert _stack_processes(data) == []
 
 
-def test_a_second_ctrl_c_shortens_the_stop_and_leaves_no_process(tmp_path: Path) -> None:
+def test_a_dead_child_is_restarted_and_a_second_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
+    import psutil
+
     data = tmp_path / "data"
     api_port, broker_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
@@ -237,7 +239,12 @@ def test_a_second_ctrl_c_shortens_the_stop_and_leaves_no_process(tmp_path: Path)
     proc = _start(data, api_port, broker_port, log, simulate=True)
     try:
         wait_for(lambda: _healthy(api), 120, "the stack's API")
-        time.sleep(2)
+        sim = next(c for c in psutil.Process(proc.pid).children() if "simulate" in " ".join(c.cmdline()))
+        sim.kill()
+        wait_for(lambda: "simulator restarted" in log.read_text(), 60, "the simulator's restart")
+        assert "simulator exited with code -9 (SIGKILL)" in log.read_text()
+        assert _healthy(api), "the rest of the stack kept running"
+        time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.3)
