@@ -4,6 +4,7 @@ broken ones must not reach the session broker, whose other readers are not under
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,3 +111,12 @@ def unknown_fingerprint() -> bytes:
 
 TOPICS = {"updates": TWIN_UPDATES.name, "alerts": ALERTS.name, "aggregates": AGGREGATES.name,
           "scenarios": SCENARIO_RESULTS.name}
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text format (labels in any order), None when it is not there."""
+    for line in text.splitlines():
+        m = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if m and dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or "")) == labels:
+            return float(m.group(2))
+    return None

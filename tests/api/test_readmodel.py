@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -34,6 +33,7 @@ from tests.api.readside import (
     aggregate_record,
     cleared,
     coast_state,
+    metric,
     partial,
     raised,
     raw,
@@ -65,15 +65,6 @@ def app_for(bootstrap: str, **settings: Any) -> FastAPI:
 
 def wait_ok(c: TestClient) -> dict[str, Any]:
     return wait_for(lambda: (h := c.get("/health").json())["status"] == "ok" and h, 60, "the read model to be ok")
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text format (labels in any order), None when it is not there."""
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
-        if m and dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or "")) == labels:
-            return float(m.group(2))
-    return None
 
 
 def broken_set() -> list[tuple[str, bytes | None, bytes, str]]:
