@@ -49,6 +49,30 @@ FINISHED = {"running": 0, "completed": 1, "failed": 1, "cancelled": 1}
 BROKER_GRACE_S = 3.0  # the broker unreachable this long makes the read model degraded
 STALL_S = 30.0  # the consumer thread not polling this long makes it degraded
 ALERT_SWEEP_EVERY = 1024  # alert records between sweeps of old cleared-alert markers
+LAG_WARNING = 10_000  # records behind (all topics) from which a growing lag is logged, at most once a minute
+
+
+class _OncePerMinute(logging.Filter):
+    """librdkafka repeats a connection failure many times a second while the broker is away: one line per kind (its
+    facility, e.g. FAIL) a minute; /health and /metrics say the rest."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        key = str(args[0]) if isinstance(args, tuple) and args else record.getMessage()[:40]
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.every_s:
+            return False
+        self._last[key] = now
+        return True
+
+
+kafka_log = logging.getLogger("plietsch.api.kafka")
+kafka_log.addFilter(_OncePerMinute())
 
 
 class BrokenRecord(Exception):
@@ -132,6 +156,7 @@ class ReadModel:
         self.broker_down_since: float | None = None
         self.broker_error: str | None = None
         self.last_poll: float | None = None
+        self._lag_warned = float("-inf")
         self._subs: set[Subscriber] = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -425,7 +450,13 @@ class ReadModel:
                         pos = max(part.get("lo_offset", 0), 0)
                     if end >= 0:
                         lag[(topic, pid)] = max(0, end - pos)
+            before, total = sum(self.lag.values()), sum(lag.values())
             self.lag = lag
+            now = time.monotonic()
+            if total >= LAG_WARNING and total > before and now - self._lag_warned >= 60 and self.ready.is_set():
+                self._lag_warned = now
+                log.warning("read model: %d records behind and growing (%s); live clients see the twin late",
+                            total, ", ".join(f"{t} {n}" for t, n in self.lag_by_topic().items() if n))
         except (ValueError, TypeError, AttributeError) as exc:
             log.debug("unreadable librdkafka statistics: %s", exc)
 
@@ -442,7 +473,7 @@ class ReadModel:
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.wait.max.ms": 50,  # deltas reach live clients quickly
             "statistics.interval.ms": 1000, "stats_cb": self._on_stats, "error_cb": self._on_error,
-            "logger": logging.getLogger("plietsch.api.kafka")})
+            "logger": kafka_log})
         try:
             assigned = self._assign(consumer)
             if assigned is None:

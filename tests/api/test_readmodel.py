@@ -330,8 +330,9 @@ def test_health_and_metrics_walk_from_starting_to_ok_to_degraded(broker: Embedde
         assert metric(c.get("/metrics").text, "plietsch_read_model_status") == 2
 
 
-def test_lag_from_librdkafka_statistics() -> None:
-    """Lag = end of the committed records - position; a partition not read yet counts from its low watermark."""
+def test_lag_from_librdkafka_statistics(caplog: pytest.LogCaptureFixture) -> None:
+    """Lag = end of the committed records - position; a partition not read yet counts from its low watermark; a lag
+    that grows past 10,000 records is logged, once a minute at most."""
     from api.readmodel import ReadModel
 
     rm = ReadModel("127.0.0.1:1", CODEC)
@@ -345,3 +346,9 @@ def test_lag_from_librdkafka_statistics() -> None:
     rm._on_stats(json.dumps({"brokers": {"GroupCoordinator": {"state": "UP", "nodeid": -1},
                                          "127.0.0.1:1/1": {"state": "DOWN", "nodeid": 1}}}))
     assert rm.broker_down_since is not None and rm.lag_by_topic()[UPD] == 0
+    rm.ready.set()
+    caplog.set_level(logging.WARNING, logger="plietsch.api")
+    for behind in (20_000, 30_000, 40_000):
+        rm._on_stats(json.dumps({"topics": {UPD: {"partitions": {"0": {"ls_offset": behind, "app_offset": 0}}}}}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "read model: 20000 records behind and growing (twin.updates 20000); live clients see the twin late"]
