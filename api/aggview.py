@@ -51,9 +51,9 @@ def parse_partial(doc: Any) -> tuple[int, Partial]:
     _number(doc, "minimum", optional=True)
     _number(doc, "maximum", optional=True)
     if not isinstance(doc["members"], dict) or not all(
-            isinstance(v, list) and len(v) == 2 and all(not isinstance(x, bool) and isinstance(x, int | float)
-                                                       and math.isfinite(x) for x in v) for v in doc["members"].values()):
-        raise BadPartial("'members' must map sensor ids to [value, capacity] pairs of finite numbers")
+            isinstance(v, list) and len(v) >= 2 and all(not isinstance(x, bool) and isinstance(x, int | float)
+                                                       and math.isfinite(x) for x in v[:2]) for v in doc["members"].values()):
+        raise BadPartial("'members' must map sensor ids to [value, capacity, ...] lists of finite numbers")
     rev = doc.get("rev", -1)
     if isinstance(rev, bool) or not isinstance(rev, int):
         raise BadPartial(f"'rev' must be an integer, got {rev!r}")

@@ -76,6 +76,7 @@ def partial(window: datetime | None, shard: int, total: float, count: int, metri
     """(key, value) of an AggregateUpdated for one shard's partial; *rev* None leaves it out (old data)."""
     p = Partial(metric, group, window, 900 if window else 0, shard, total=total, count=count, minimum=0.0, maximum=total)
     doc = p.to_json()
+    doc.pop("rev", None)
     if rev is not None:
         doc["rev"] = rev
     return p.key, aggregate_record(p, json.dumps(doc))

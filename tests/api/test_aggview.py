@@ -109,4 +109,6 @@ def test_broken_partials_say_what_is_wrong(doc: object, says: str) -> None:
     with pytest.raises(BadPartial, match=says):
         parse_partial(doc)
     assert parse_partial({**p(T0, 0, 1.0).to_json(), "rev": 4})[0] == 4
-    assert parse_partial(p(T0, 0, 1.0).to_json())[0] == -1
+    old_data = p(T0, 0, 1.0).to_json()
+    old_data.pop("rev", None)  # written before partials carried a rev
+    assert parse_partial(old_data)[0] == -1
