@@ -259,25 +259,27 @@ class ReadModel:
     # -- applying -----------------------------------------------------------------------------------------------
     def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                headers: Any = None) -> None:
-        """Apply one Kafka record; never raises: what cannot be used is counted and skipped."""
+        """Apply one Kafka record (or each datum of a batch record); never raises: what cannot be used is counted and
+        skipped, and the rest is applied."""
         where = f"{topic}[{partition}]@{offset}"
-        try:
-            if value is None:
-                outcomes = [self._tombstone(topic, key)]
-            elif headers and is_batch(headers):
-                outcomes = [self._datum(topic, key, d) for d in iter_batch(value)]
-            else:
-                outcomes = [self._datum(topic, key, value)]
-        except BrokenRecord as exc:
-            self._count_broken(topic, exc.reason, where, str(exc))
-            return
-        except CodecError as exc:  # a broken batch frame
-            self._count_broken(topic, "undecodable", where, str(exc))
-            return
-        except Exception as exc:  # a defect here must not stop the model either; the first one is logged with its trace
-            self._count_broken(topic, "internal_error", where, f"{type(exc).__name__}: {exc}", trace=True)
-            return
-        for outcome in outcomes:
+        datums: list[bytes | None] = [value]
+        if value is not None and headers and is_batch(headers):
+            try:
+                datums = list(iter_batch(value))
+                if not all(datums):  # no datum is empty: a frame over zero bytes is one broken record, not N
+                    raise CodecError("decode", f"{sum(not d for d in datums)} of its {len(datums)} datums are empty")
+            except CodecError as exc:
+                self._count_broken(topic, "undecodable", where, f"broken batch frame: {exc}")
+                return
+        for i, datum in enumerate(datums):
+            try:
+                outcome = self._tombstone(topic, key) if datum is None else self._datum(topic, key, datum)
+            except BrokenRecord as exc:
+                self._count_broken(topic, exc.reason, where if len(datums) == 1 else f"{where}#{i}", str(exc))
+                continue
+            except Exception as exc:  # a defect here must not stop the model either; logged once with its trace
+                self._count_broken(topic, "internal_error", where, f"{type(exc).__name__}: {exc}", trace=True)
+                continue
             if outcome is None:
                 self.applied[topic] = self.applied.get(topic, 0) + 1
             else:

@@ -352,3 +352,17 @@ def test_lag_from_librdkafka_statistics(caplog: pytest.LogCaptureFixture) -> Non
         rm._on_stats(json.dumps({"topics": {UPD: {"partitions": {"0": {"ls_offset": behind, "app_offset": 0}}}}}))
     assert [r.getMessage() for r in caplog.records] == [
         "read model: 20000 records behind and growing (twin.updates 20000); live clients see the twin late"]
+
+
+def test_a_batch_record_applies_its_good_datums_and_counts_its_broken_ones() -> None:
+    from api.readmodel import ReadModel
+    from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, frame_batch
+
+    rm = ReadModel("127.0.0.1:1", CODEC)
+    headers = [(CONTENT_TYPE_HEADER, BATCH_CONTENT_TYPE)]
+    frame = frame_batch([update(SEGMENT, 1, coast_state(0.1)), b"garbage", update(SENSOR, 1, {"values": {}})])
+    rm.handle(UPD, 0, 0, None, frame, headers)
+    rm.handle(UPD, 0, 1, None, b"\x10" + b"\x00" * 3, headers)  # a frame that declares more than it holds
+    rm.handle(UPD, 0, 2, None, b"\x02" + b"\x00" * 100_000, headers)  # one byte, then 99,999 empty datums
+    assert set(rm.state) == {SEGMENT, SENSOR} and rm.applied[UPD] == 2
+    assert rm.broken == {(UPD, "undecodable"): 3}
