@@ -2,10 +2,10 @@
 
 ``twin.aggregates`` carries one partial per ``metric|group|window|shard`` key. This view keeps, per key, the partial
 with the highest ``rev`` (contract 8; a partial without one counts as rev -1; of two with the same rev the later),
-combines the shards of one ``(metric, group, window)`` when one of them changes (so a request costs the number of
-figures it returns, not a recombination of every partial), remembers the newest window per ``(metric, group)``, and
-lets windows leave once they lie more than ``horizon`` behind the newest window end seen (event time, since the
-simulator can run accelerated). A tombstone (a record without a value) deletes its key's partial.
+combines the shards of one ``(metric, group, window)`` again only after one of them changed (so a request costs the
+figures it returns and those that changed, never a recombination of every partial held), remembers the newest window
+per ``(metric, group)``, and lets windows leave once they lie more than ``horizon`` behind the newest window end seen
+(event time, since the simulator can run accelerated). A tombstone (a record without a value) deletes its key's partial.
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ class AggregateView:
         self.horizon = horizon
         self._kept: dict[str, _Kept] = {}
         self._shards: dict[FigureKey, dict[str, Partial]] = {}
-        self._figures: dict[FigureKey, dict[str, Any]] = {}  # the combined figure per key, recomputed on change
+        # the combined figure per key; None after one of its shards changed: combined again when next read, so a
+        # request combines only what changed since the last one (and applying a partial combines nothing)
+        self._figures: dict[FigureKey, dict[str, Any] | None] = {}
         self._windows: dict[tuple[str, str], set[datetime | None]] = {}
         self._latest: dict[tuple[str, str], datetime | None] = {}
         self._heap: list[tuple[datetime, str, str]] = []  # (window, metric, group): candidates for leaving
@@ -133,7 +135,7 @@ class AggregateView:
             if partial.window is not None:
                 heapq.heappush(self._heap, (partial.window, partial.metric, partial.group))
         shards[key] = partial
-        self._figures[figure] = combine(shards.values())
+        self._figures[figure] = None
         if end is not None and (self.newest_end is None or end > self.newest_end):
             self.newest_end = end
             self._expire()
@@ -152,7 +154,7 @@ class AggregateView:
             return
         shards.pop(key, None)
         if shards:
-            self._figures[figure] = combine(shards.values())
+            self._figures[figure] = None
         else:
             self._drop_figure(figure)
 
@@ -197,7 +199,13 @@ class AggregateView:
             if self._order is None:
                 self._order = sorted(self._figures, key=_sort_key)
             keys = [k for k in self._order if (metric is None or k[0] == metric) and (group is None or k[1] == group)]
-        return [self._figures[k] for k in keys]
+        out = []
+        for k in keys:
+            figure = self._figures[k]
+            if figure is None:
+                figure = self._figures[k] = combine(self._shards[k].values())
+            out.append(figure)
+        return out
 
 
 def _sort_window(w: datetime | None) -> str:

@@ -396,10 +396,11 @@ class ReadModel:
             rev, partial = parse_partial(doc)
         except BadPartial as exc:
             raise BrokenRecord("bad_partial_json", f"partial under key {key!r}: {exc}") from None
-        if key is not None and key != partial.key:
-            raise BrokenRecord("key_mismatch", f"record key {key!r}, but its partial is {partial.key!r}")
+        pkey = partial.key
+        if key is not None and key != pkey:
+            raise BrokenRecord("key_mismatch", f"record key {key!r}, but its partial is {pkey!r}")
         with self._lock:
-            why = self.aggs.put(partial.key, rev, partial)
+            why = self.aggs.put(pkey, rev, partial)
             if why is not None:
                 return why
             self.seq += 1
