@@ -6,13 +6,15 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.metrics import RequestMetrics, metrics_registry, render
 from api.places import places
 from api.readmodel import ReadModel
 from api.routes import coast, entities, history, live, scenarios
@@ -69,16 +71,34 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.state.producer = get_producer
     app.state.terrain_cells = terrain_cells
-    app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url))
+    rm = app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
+                                          history=settings.delta_buffer,
+                                          aggregate_horizon=timedelta(hours=settings.aggregate_horizon_h),
+                                          subscriber_queue=settings.subscriber_queue)
+    registry = app.state.metrics_registry = metrics_registry(rm)
+    app.add_middleware(RequestMetrics, registry=registry)
     for router in (entities.router, coast.router, live.router, history.router, scenarios.router):
         app.include_router(router)
 
-    @app.get("/health", operation_id="health", tags=["meta"])
-    def health() -> dict[str, Any]:
-        rm: ReadModel = app.state.read_model
-        return {"status": "degraded" if rm.error else ("ok" if rm.ready.is_set() else "starting"),
-                "read_model": {"entities": len(rm.state), "alerts": len(rm.alerts), "seq": rm.seq, "error": rm.error},
+    @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the read model (503 when degraded)",
+             responses={503: {"description": "the read model has stopped or cannot reach Kafka"}})
+    def health(response: Response) -> dict[str, Any]:
+        status, reason = rm.status()
+        if status == "degraded":
+            response.status_code = 503
+        return {"status": status, "reason": reason,
+                "read_model": {"status": status, "reason": reason, "entities": len(rm.state), "alerts": len(rm.alerts),
+                               "aggregate_partials": len(rm.aggs), "seq": rm.seq, "error": rm.error,
+                               "applied": sum(dict(rm.applied).values()), "broken": rm.broken_by_topic(),
+                               "broken_total": sum(dict(rm.broken).values()), "lag": rm.lag_by_topic(),
+                               "sse_subscribers": rm.subscribers},
                 "viewer": "ok" if (cesium_dir() / "Cesium.js").is_file() else f"CesiumJS missing at {cesium_dir()}: run 'make run'"}
+
+    @app.get("/metrics", operation_id="metrics", tags=["meta"], summary="Prometheus metrics of this API process",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def metrics() -> Response:
+        body, content_type = render(registry)
+        return Response(body, media_type=content_type)
 
     @app.get("/regions", operation_id="list_regions", tags=["regions"])
     def regions() -> list[dict[str, Any]]:
@@ -105,7 +125,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     def scene() -> HTMLResponse:
         from viewer.scene import build_scene
 
-        rm: ReadModel = app.state.read_model
         states = {cid: rec["state"] for cid in pack.coast if (rec := rm.get(cid))}
         return HTMLResponse(build_scene(pack, states))
 

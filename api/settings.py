@@ -16,6 +16,11 @@ class ApiSettings(BaseSettings):
     region_pack: Path = BUNDLED_DIR / "kiel"
     data_dir: Path = Path(".plietsch")
     max_page_size: int = 1000
+    # Aggregate windows older than this (hours of event time behind the newest window seen) leave the read model.
+    aggregate_horizon_h: float = Field(default=48.0, gt=0)
+    # Deltas kept for SSE clients that resume with Last-Event-ID, and deltas queued per subscriber before it is cut off.
+    delta_buffer: int = Field(default=200_000, ge=1)
+    subscriber_queue: int = Field(default=10_000, ge=1)
 
     @property
     def archive_dir(self) -> Path:

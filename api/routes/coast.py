@@ -43,28 +43,21 @@ def surface(region_id: str, pack: PackDep) -> dict[str, Any]:
 @router.get("/alerts", operation_id="list_alerts", summary="Active alerts")
 def alerts(rm: ReadModelDep, public: Annotated[bool | None, Query(description="only alerts safe for public screens")] = None,
            category: str | None = None) -> list[dict[str, Any]]:
-    out = [a for a in rm.alerts.copy().values() if (public is None or a["public"] == public)
-           and (category is None or a["category"] == category)]
-    return sorted(out, key=lambda a: a["_seq"])
+    return [a for a in rm.active_alerts() if (public is None or a["public"] == public)
+            and (category is None or a["category"] == category)]
 
 
 @router.get("/aggregates", operation_id="list_aggregates", summary="Windowed aggregates, shards combined")
 def aggregates(rm: ReadModelDep, metric: str | None = None, group: str | None = None,
                latest: Annotated[bool, Query(description="only the newest window per metric and group")] = False) -> list[dict[str, Any]]:
-    items = rm.aggregates(metric, group)
-    if latest:
-        newest: dict[tuple[str, str], dict[str, Any]] = {}
-        for a in items:
-            k = (a["metric"], a["group"])
-            if k not in newest or str(a.get("window", "")) > str(newest[k].get("window", "")):
-                newest[k] = a
-        items = list(newest.values())
-    return items
+    """Windows within the aggregate horizon (PLIETSCH_AGGREGATE_HORIZON_H, default 48 h of event time behind the
+    newest); older ones are answered from history."""
+    return rm.aggregates(metric, group, latest)
 
 
 @router.get("/public/summary", operation_id="public_summary", summary="Figures safe for public screens: aggregates only")
 def public_summary(pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
-    aggs = aggregates(rm, latest=True)
+    aggs = rm.aggregates(latest=True)
     road_hood = {r.id: r.neighbourhood for r in pack.roads.values()}
     hoods: dict[str, dict[str, Any]] = {n.id: {"id": n.id, "name": n.name} for n in pack.neighbourhoods.values()}
     for a in aggs:
@@ -84,7 +77,7 @@ def public_summary(pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
     levels = [s["state"]["level_m"] for s in segments if s]
     classes = [s["state"]["surge_class"] for s in segments if s and s["state"]["surge_class"]]
     public_alerts = [{"category": a["category"], "severity": a["severity"], "message": a["message"]}
-                     for a in alerts(rm, public=True)]
+                     for a in rm.active_alerts() if a["public"]]
     return {"region": pack.manifest.name, "synthetic_layers": pack.synthetic_layers(),
             "neighbourhoods": list(hoods.values()),
             "coast": {"water_level_m": max(levels) if levels else None, "surge_class": max(classes) if classes else None,

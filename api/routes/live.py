@@ -47,7 +47,7 @@ async def stream(
             raise HTTPException(422, f"Last-Event-ID {last_event_id!r} must be a sequence number") from None
     places = request.app.state.places
     accept = _filter(places, neighbourhood, type, box)
-    sub = Subscriber(asyncio.get_running_loop(), accept)
+    sub = Subscriber(asyncio.get_running_loop(), accept, rm.subscriber_queue)
     backlog = rm.subscribe(sub, after)
 
     async def events() -> AsyncIterator[bytes]:

@@ -12,6 +12,7 @@ import pytest
 from schemas.codec import SingleObjectCodec
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
+from tests.api.readside import metric
 from tests.helpers import SSE_SENSORS, Worker, wait_for
 from twin.events import BikeStationStatusReported
 
@@ -64,6 +65,7 @@ def test_snapshot_then_filtered_deltas_and_resume(api_url: str, worker: Worker) 
             assert first["event"] == "entity" and first["data"]["entity_id"] == FR1 and int(first["id"]) > at
             assert first["data"]["data"]["state"]["values"]["bikes_available"] == 2
             last_seen = int(first["id"])
+            assert (metric(client.get("/metrics").text, "plietsch_sse_subscribers") or 0) >= 1
         # disconnected: what happens now must arrive on resume, in order and without gaps
         send(worker, t + timedelta(minutes=2), 3, FR2)
         send(worker, t + timedelta(minutes=3), 4, FR1)

@@ -1,0 +1,102 @@
+"""Prometheus metrics of one API process (prometheus-client, a registry per app so that two apps in one process keep
+their own figures): the read model's records applied, skipped and broken per topic and reason, its consumer lag per
+topic, live SSE subscribers, and requests and their latency per route."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.readmodel import ReadModel
+
+STATUS_CODE = {"starting": 0, "ok": 1, "degraded": 2}
+
+
+class ReadModelCollector(Collector):
+    """Reads the read model's own counters at scrape time (the consumer thread never touches prometheus objects)."""
+
+    def __init__(self, rm: ReadModel) -> None:
+        self.rm = rm
+
+    def collect(self) -> Iterator[Metric]:
+        rm = self.rm
+        applied = CounterMetricFamily("plietsch_read_model_records_applied", "Records applied to the read model",
+                                      labels=["topic"])
+        for topic, n in dict(rm.applied).items():
+            applied.add_metric([topic], n)
+        yield applied
+        skipped = CounterMetricFamily("plietsch_read_model_records_skipped",
+                                      "Valid records that changed nothing (stale revision, redelivery, beyond the horizon)",
+                                      labels=["topic", "reason"])
+        for (topic, reason), n in dict(rm.skipped).items():
+            skipped.add_metric([topic, reason], n)
+        yield skipped
+        broken = CounterMetricFamily("plietsch_read_model_records_broken",
+                                     "Records the read model could not use, skipped and counted", labels=["topic", "reason"])
+        for (topic, reason), n in dict(rm.broken).items():
+            broken.add_metric([topic, reason], n)
+        yield broken
+        lag = GaugeMetricFamily("plietsch_read_model_lag_records",
+                                "Committed records not yet read, per topic (librdkafka statistics, every second)",
+                                labels=["topic"])
+        for topic, n in rm.lag_by_topic().items():
+            lag.add_metric([topic], n)
+        yield lag
+        status, _ = rm.status()
+        yield GaugeMetricFamily("plietsch_read_model_status", "0 starting, 1 ok, 2 degraded", value=STATUS_CODE[status])
+        yield GaugeMetricFamily("plietsch_sse_subscribers", "Live SSE subscribers", value=rm.subscribers)
+        yield GaugeMetricFamily("plietsch_read_model_entities", "Entities with live state", value=len(rm.state))
+        yield GaugeMetricFamily("plietsch_read_model_active_alerts", "Active alerts", value=len(rm.alerts))
+        yield GaugeMetricFamily("plietsch_read_model_aggregate_partials", "Aggregate partials held (within the horizon)",
+                                value=len(rm.aggs))
+        yield GaugeMetricFamily("plietsch_read_model_sequence", "Sequence number of the newest delta", value=rm.seq)
+
+
+class RequestMetrics:
+    """ASGI middleware: requests per route template (not per raw path) and method and status, and the time to the
+    response's first byte (for the SSE stream: until it opens)."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter("plietsch_api_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
+        self.latency = Histogram("plietsch_api_request_seconds", "Time to the response's first byte", ["method", "route"],
+                                 registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        def route() -> str:
+            r = scope.get("route")
+            return getattr(r, "path", None) or "unmatched"
+
+        async def timed_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                self.latency.labels(scope["method"], route()).observe(time.perf_counter() - start)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            self.requests.labels(scope["method"], route(), str(status[0])).inc()
+
+
+def metrics_registry(rm: ReadModel) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(ReadModelCollector(rm))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
