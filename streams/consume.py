@@ -17,6 +17,7 @@ def consumer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 16 * 1024 * 1024,
+        "isolation.level": "read_committed",  # contract 6: never see what an aborted transaction wrote
     }
     cfg.update(extra)
     return cfg
