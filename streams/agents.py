@@ -10,9 +10,9 @@ processed again after a crash gives the same ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +23,7 @@ from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UP
 from streams.fastpath import light_to_model
 from streams.ingest import FastDecoder, RecordDecoder
 from streams.serde import Codec, encode_event
-from streams.tables import Output
+from streams.tables import Encoded, Output
 from twin import aggregates, municipal
 from twin.coast import CoastState, assess
 from twin.events import BY_NAME as EVENT_TYPES
@@ -39,11 +39,11 @@ AGGREGATE_TABLE = "twin-aggregates"
 MUNICIPAL_TABLE = "twin-municipal-state"
 REPLAY_HEADER = "plietsch-replay"
 ORIGIN_HEADER = "plietsch-origin"
-_NS = uuid.NAMESPACE_URL
 
 
 def stable_id(*parts: object) -> str:
-    return str(uuid.uuid5(_NS, "|".join(map(str, parts))))
+    """An event id derived from what caused the event: the same when a batch is processed again after a crash."""
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
 
 class Message(Protocol):
@@ -105,12 +105,13 @@ def dead_outputs(codec: Codec, agent: str, dead: Iterable[DeadLettered]) -> list
     return out
 
 
-def update_record(entity_id: str, entity_type: str, revision: int, state: dict[str, Any], at: datetime, cause: str,
+def update_record(entity_id: str, entity_type: str, revision: int, state: dict[str, Any] | str, at: datetime, cause: str,
                   region: str, source: str) -> dict[str, Any]:
     """A ``TwinEntityUpdated`` as the Avro record (the model's fields), its event id stable for a replay."""
+    state_json = state if isinstance(state, str) else json.dumps(state, separators=(",", ":"))
     return {"event_id": stable_id("upd", entity_id, revision, cause), "entity_id": entity_id, "region": region,
             "occurred_at": at.isoformat(), "source": source, "entity_type": entity_type, "revision": revision,
-            "state_json": json.dumps(state, separators=(",", ":")), "cause_event_id": cause}
+            "state_json": state_json, "cause_event_id": cause}
 
 
 @dataclass
@@ -186,8 +187,9 @@ class SensorUnit:
         encode = self.codec.encode
         for sid, st in changed.items():
             doc = st.to_json()
-            changes[sid.encode()] = doc
-            rec = update_record(sid, "sensor", st.revision, doc, st.observed_at, st.last_event_id, self.region, self.agent)
+            text = json.dumps(doc, separators=(",", ":"))
+            changes[sid.encode()] = Encoded(doc, text.encode())
+            rec = update_record(sid, "sensor", st.revision, text, st.observed_at, st.last_event_id, self.region, self.agent)
             outputs.append((TWIN_UPDATES.name, sid.encode(), encode("TwinEntityUpdated", rec), None))
 
     def _coast(self, table: Mapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
@@ -232,13 +234,14 @@ class SensorUnit:
         changed = aggregates.fold_rows({}, rows, self.pack.sensors, p, load)
         latest = max(t for _, _, t in rows)
         encode = self.codec.encode
+        at = latest.isoformat()
         for key, part in changed.items():
             doc = part.to_json()
-            changes[key.encode()] = doc
+            text = json.dumps(doc, separators=(",", ":"))
+            changes[key.encode()] = Encoded(doc, text.encode())
             rec = {"event_id": stable_id("agg", key, part.rev), "entity_id": part.group, "region": self.region,
-                   "occurred_at": latest.isoformat(), "source": self.agent, "metric": part.metric,
-                   "window_start": part.window.isoformat() if part.window else "", "window_s": part.window_s, "shard": p,
-                   "partial_json": json.dumps(doc, separators=(",", ":"))}
+                   "occurred_at": at, "source": self.agent, "metric": part.metric,
+                   "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p, "partial_json": text}
             outputs.append((AGGREGATES.name, key.encode(), encode("AggregateUpdated", rec), None))
         self._evict(p, table, latest, changes, outputs)
 

@@ -167,6 +167,7 @@ class TwinApp:
             web_bind="127.0.0.1",
             stream_wait_empty=False,
             consumer_max_fetch_size=8 * 1024 * 1024,
+            broker_check_crcs=False,  # TCP and the broker check; aiokafka's CRC pass costs per record batch
         )
         topic = app.topic(*[t.name for t in SENSOR_TOPICS.values()], key_serializer="raw", value_serializer="raw",
                           partitions=s.topic_partitions)
@@ -186,10 +187,14 @@ class TwinApp:
 
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
-        @app.task
-        async def prepare() -> None:
-            for _, tx in self.units:
-                await asyncio.get_running_loop().run_in_executor(None, tx.ensure_topics)
+        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            """Fence the previous owners and load the state of new partitions now, not on their first record."""
+            for unit, tx in self.units:
+                for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics}):
+                    if p not in tx.parts:
+                        tx.part(p)
+
+        app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
         @app.timer(interval=10.0, name="twin-progress")
         async def progress() -> None:

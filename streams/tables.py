@@ -40,6 +40,15 @@ MARKER_PREFIX = b"__applied__|"
 Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
+class Encoded:
+    """A table value with its JSON bytes already made (the agent needed them for an output anyway)."""
+
+    __slots__ = ("data", "value")
+
+    def __init__(self, value: Any, data: bytes) -> None:
+        self.value, self.data = value, data
+
+
 def marker_key(epoch: str, topic: str, partition: int) -> bytes:
     return f"__applied__|{epoch}|{topic}|{partition}".encode()
 
@@ -68,6 +77,7 @@ class TxTables:
         self.on_crash = on_crash
         self.parts: dict[int, dict[str, dict[bytes, Any]]] = {}
         self.producers: dict[int, Producer] = {}
+        self._topics_ready = False
 
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
@@ -112,6 +122,9 @@ class TxTables:
         """The tables of partition *p*, loaded from the changelogs the first time (after fencing the previous owner)."""
         tables = self.parts.get(p)
         if tables is None:
+            if not self._topics_ready:
+                self.ensure_topics()
+                self._topics_ready = True
             self.producer(p)
             started = time.monotonic()
             tables = self.parts[p] = self._load(p)
@@ -187,7 +200,8 @@ class TxTables:
         for n, kv in changes.items():
             topic = self.changelog(n)
             for k, v in kv.items():
-                records.append((topic, k, None if v is None else dumps(v), p, None))
+                data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
+                records.append((topic, k, data, p, None))
         for topic, key, value, headers in outputs:
             records.append((topic, key, value, None, headers))
         prod = self.producer(p)
@@ -230,7 +244,7 @@ class TxTables:
                 if v is None:
                     table.pop(k, None)
                 else:
-                    table[k] = v
+                    table[k] = v.value if isinstance(v, Encoded) else v
 
     def _abort(self, prod: Producer, p: int) -> None:
         for attempt in range(1, 1000):
