@@ -181,7 +181,8 @@ def main() -> None:
     with EmbeddedBroker() as broker:
         bs = broker.bootstrap_servers
         ensure_topics(bs)
-        AdminClient({"bootstrap.servers": bs}).create_topics([NewTopic(JSON_TOPIC, 4, 1)])[JSON_TOPIC].result()
+        admin = AdminClient({"bootstrap.servers": bs})
+        admin.create_topics([NewTopic(JSON_TOPIC, 4, 1)])[JSON_TOPIC].result()
         t = produce(bs, pack_dir, n, batched=True, json_too=not args.skip_quix)
         print(f"produced {n / t:,.0f} readings/s (batch records{', and JSON' if not args.skip_quix else ''})", flush=True)
         results["raw"] = raw_ceiling(bs, n)

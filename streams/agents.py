@@ -257,8 +257,10 @@ class SensorUnit:
         if done is not None and cutoff - done < timedelta(minutes=15):
             return
         self.evicted_to[p] = cutoff
-        for key, doc in list(table.items()):
-            if key.startswith(b"__") or key in changes or not isinstance(doc, dict) or not doc.get("window"):
+        candidates = dict(table)
+        candidates.update((k, v.value if isinstance(v, Encoded) else v) for k, v in changes.items())
+        for key, doc in candidates.items():
+            if key.startswith(b"__") or not isinstance(doc, dict) or not doc.get("window"):
                 continue
             if datetime.fromisoformat(doc["window"]) + timedelta(seconds=doc["window_s"]) <= cutoff:
                 changes[key] = None
