@@ -182,7 +182,8 @@ def main() -> None:
         bs = broker.bootstrap_servers
         ensure_topics(bs)
         admin = AdminClient({"bootstrap.servers": bs})
-        admin.create_topics([NewTopic(JSON_TOPIC, 4, 1)])[JSON_TOPIC].result()
+        json_cfg = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}  # Quix reads both
+        admin.create_topics([NewTopic(JSON_TOPIC, 4, 1, config=json_cfg)])[JSON_TOPIC].result()
         t = produce(bs, pack_dir, n, batched=True, json_too=not args.skip_quix)
         print(f"produced {n / t:,.0f} readings/s (batch records{', and JSON' if not args.skip_quix else ''})", flush=True)
         results["raw"] = raw_ceiling(bs, n)

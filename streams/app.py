@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,8 @@ class TwinApp:
         self._emitter: Emitter | None = None
         self.last_offsets: dict[tuple[str, int], int] = {}
         self._lag_history: list[int] = []
+        # All state work runs in this one thread, one batch at a time (TxTables is not shared between threads)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plietsch-agents")
         tune_faust_consumer(s.fetch_max_wait_ms)
         self.app = self._build()
 
@@ -180,19 +183,20 @@ class TwinApp:
         self._add_scenarios(app)
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            loop = asyncio.get_running_loop()
             for unit, tx in self.units:
-                for tp in revoked:
-                    if tp.topic in unit.topics:
-                        tx.drop(tp.partition)
+                for p in {tp.partition for tp in revoked if tp.topic in unit.topics}:
+                    await loop.run_in_executor(self.executor, tx.drop, p)
 
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             """Fence the previous owners and load the state of new partitions now, not on their first record."""
+            loop = asyncio.get_running_loop()
             for unit, tx in self.units:
                 for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics}):
                     if p not in tx.parts:
-                        tx.part(p)
+                        await loop.run_in_executor(self.executor, tx.part, p)
 
         app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
@@ -224,12 +228,14 @@ class TwinApp:
 
     def _runner(self, unit: Any, tx: TxTables) -> Any:
         async def run(stream: Any) -> None:
+            loop = asyncio.get_running_loop()
             async for events in stream.take_events(BATCH_RECORDS, within=BATCH_WITHIN_S):
                 by_part: dict[int, list[Any]] = defaultdict(list)
                 for event in events:
                     by_part[event.message.partition].append(event.message)
                 for p, msgs in by_part.items():
-                    self._process(unit, tx, p, msgs)
+                    # in the worker's one processing thread: the event loop goes on fetching the next records meanwhile
+                    await loop.run_in_executor(self.executor, self._process, unit, tx, p, msgs)
 
         return run
 

@@ -145,15 +145,21 @@ def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, 
                 if value > a[3]:
                     a[3] = value
     changed: dict[str, Partial] = {}
+    iso: dict[int, tuple[datetime, str]] = {}
     for (metric, group, w, ws), (total, count, lo, hi, members, member_at) in acc.items():
-        window = None if w is None else datetime.fromtimestamp(w, UTC)
-        blank = Partial(metric, group, window, ws, shard)
-        key = blank.key
+        if w is None:
+            window, wtext = None, "current"
+        else:
+            if w not in iso:
+                dt = datetime.fromtimestamp(w, UTC)
+                iso[w] = (dt, dt.isoformat())
+            window, wtext = iso[w]
+        key = f"{metric}|{group}|{wtext}|{shard}"
         current = partials.get(key)
         if current is None and load is not None:
             current = load(key)
-        current = current or blank
         if members is not None:
+            current = current or Partial(metric, group, window, ws, shard)
             merged, merged_at = dict(current.members), dict(current.member_at)
             for sid, value_cap in members.items():
                 at_new = member_at[sid]
@@ -165,10 +171,12 @@ def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, 
                 continue
             new = replace(current, members=merged, member_at=merged_at, count=len(merged),
                           total=sum(v for v, _ in merged.values()), rev=current.rev + 1)
+        elif current is None:
+            new = Partial(metric, group, window, ws, shard, total, count, lo, hi, {}, {}, 1)
         else:
-            new = replace(current, total=current.total + total, count=current.count + count,
-                          minimum=lo if current.minimum is None else min(current.minimum, lo),
-                          maximum=hi if current.maximum is None else max(current.maximum, hi), rev=current.rev + 1)
+            new = Partial(metric, group, window, ws, shard, current.total + total, current.count + count,
+                          lo if current.minimum is None else min(current.minimum, lo),
+                          hi if current.maximum is None else max(current.maximum, hi), {}, {}, current.rev + 1)
         partials[key] = changed[key] = new
     return changed
 
