@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from streams import metrics
 from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UPDATES
 from streams.fastpath import light_to_model
-from streams.ingest import FastDecoder, RecordDecoder
+from streams.ingest import FastDecoder, RecordDecoder, Rows
 from streams.serde import Codec, encode_event
 from streams.tables import Encoded, Output
 from twin import aggregates, municipal
@@ -58,10 +58,10 @@ class Message(Protocol):
 class Tx(Protocol):
     def part(self, p: int) -> dict[str, dict[bytes, Any]]: ...
 
-    def applied(self, p: int, epoch: str, topic: str, partition: int) -> int: ...
+    def applied(self, p: int, epoch: str, topic: str, partition: int, table: str | None = None) -> int: ...
 
     def commit(self, p: int, changes: dict[str, dict[bytes, Any]], outputs: list[Output],
-               markers: dict[tuple[str, str, int], int]) -> None: ...
+               markers: dict[str, dict[tuple[str, str, int], int]]) -> None: ...
 
 
 def origin(msg: Message, epoch: str) -> tuple[str, str, int, int]:
@@ -77,17 +77,18 @@ def origin(msg: Message, epoch: str) -> tuple[str, str, int, int]:
 
 
 def fresh(tx: Tx, p: int, msgs: Iterable[Message], epoch: str, agent: str,
-          markers: dict[tuple[str, str, int], int]) -> list[Message]:
-    """The records whose effects are not applied yet (origin offset above the marker); updates *markers*."""
+          markers: dict[tuple[str, str, int], int], table: str | None = None, count: bool = True) -> list[Message]:
+    """The records whose effects on *table* are not applied yet (origin offset above its marker); updates *markers*."""
     out = []
     for msg in msgs:
         e, t, part, off = origin(msg, epoch)
         key = (e, t, part)
         last = markers.get(key)
         if last is None:
-            last = tx.applied(p, e, t, part)
+            last = tx.applied(p, e, t, part, table)
         if off <= last:
-            metrics.SKIPPED.labels(agent).inc()
+            if count:
+                metrics.SKIPPED.labels(agent).inc()
             continue
         markers[key] = off
         out.append(msg)
@@ -146,31 +147,43 @@ class SensorUnit:
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "skipped": 0}
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
-        markers: dict[tuple[str, str, int], int] = {}
-        todo = fresh(tx, p, msgs, self.epoch, self.agent, markers)
-        self.stats["skipped"] += len(msgs) - len(todo)
-        if not markers:
+        # per table: normally the same records; after a crash cut a transaction short on a broker that shows aborted
+        # records, a table may hold a batch that another does not: each table applies only what it lacks
+        markers: dict[str, dict[tuple[str, str, int], int]] = {n: {} for n in self.tables}
+        todo = {n: fresh(tx, p, msgs, self.epoch, self.agent, markers[n], n, n == SENSOR_TABLE) for n in self.tables}
+        if not any(markers.values()):
+            self.stats["skipped"] += len(msgs)
             return
         tables = tx.part(p)
         outputs: list[Output] = []
-        rows: list[tuple[str, dict[str, Any], datetime]] = []
+        decoded: dict[int, Rows] = {}
         datums = 0
-        for msg in todo:
-            decoded = self.decoder.rows(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
-            rows.extend(decoded.rows)
-            datums += decoded.datums
-            if decoded.dead:
-                outputs.extend(dead_outputs(self.codec, self.agent, decoded.dead))
-                self.stats["dead"] += len(decoded.dead)
+        for msg in msgs:
+            if any(msg in todo[n] for n in self.tables):
+                d = decoded[id(msg)] = self.decoder.rows(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+                datums += d.datums
+        for msg in todo[SENSOR_TABLE]:
+            dead = decoded[id(msg)].dead
+            if dead:
+                outputs.extend(dead_outputs(self.codec, self.agent, dead))
+                self.stats["dead"] += len(dead)
+
+        def rows(n: str) -> list[tuple[str, dict[str, Any], datetime]]:
+            return [r for msg in todo[n] for r in decoded[id(msg)].rows]
+
         changes: dict[str, dict[bytes, Any]] = {SENSOR_TABLE: {}, AGGREGATE_TABLE: {}, COAST_TABLE: {}}
-        if rows:
-            self._sensors(tables[SENSOR_TABLE], rows, changes[SENSOR_TABLE], outputs)
-            self._coast(tables[COAST_TABLE], rows, changes[COAST_TABLE], outputs)
-            self._aggregates(p, tables[AGGREGATE_TABLE], rows, changes[AGGREGATE_TABLE], outputs)
+        if r := rows(SENSOR_TABLE):
+            self._sensors(tables[SENSOR_TABLE], r, changes[SENSOR_TABLE], outputs)
+        if r := rows(COAST_TABLE):
+            self._coast(tables[COAST_TABLE], r, changes[COAST_TABLE], outputs)
+        if r := rows(AGGREGATE_TABLE):
+            self._aggregates(p, tables[AGGREGATE_TABLE], r, changes[AGGREGATE_TABLE], outputs)
         tx.commit(p, changes, outputs, markers)
-        self.stats["records"] += len(todo)
+        n_records = len(decoded)
+        self.stats["records"] += n_records
+        self.stats["skipped"] += len(msgs) - n_records
         self.stats["datums"] += datums
-        metrics.RECORDS.labels(self.agent).inc(len(todo))
+        metrics.RECORDS.labels(self.agent).inc(n_records)
         metrics.READINGS.labels(self.agent).inc(datums)
 
     def _sensors(self, table: Mapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
@@ -309,7 +322,7 @@ class MunicipalUnit:
             outputs.extend(dead_outputs(self.codec, self.agent, decoded.dead))
             metrics.READINGS.labels(self.agent).inc(len(decoded.events) + len(decoded.dead))
         metrics.RECORDS.labels(self.agent).inc(len(todo))
-        tx.commit(p, {MUNICIPAL_TABLE: changes}, outputs, markers)
+        tx.commit(p, {MUNICIPAL_TABLE: changes}, outputs, {MUNICIPAL_TABLE: markers})
 
 
 class ProcessorError(RuntimeError):
@@ -396,7 +409,7 @@ class ProcessorUnit:
                 outputs.extend(dead_outputs(self.codec, self.agent, [d]))
             metrics.READINGS.labels(self.agent).inc(len(events))
         metrics.RECORDS.labels(self.agent).inc(len(todo))
-        tx.commit(p, {self.table: view.changes}, outputs, markers)
+        tx.commit(p, {self.table: view.changes}, outputs, {self.table: markers})
 
     def _output(self, e: Any, msg: Message, i: int) -> Output:
         name = type(e).__name__

@@ -273,7 +273,7 @@ class TwinApp:
         d = DeadLettered(original_topic=msg.topic, original_partition=msg.partition, original_offset=msg.offset,
                          original_key=msg.key, original_value=msg.value or b"", error_type="processing",
                          reason=f"{type(exc).__name__}: {exc}", processor=unit.agent)
-        tx.commit(p, {}, dead_outputs(self.codec, unit.agent, [d]), markers)
+        tx.commit(p, {}, dead_outputs(self.codec, unit.agent, [d]), {n: markers for n in unit.tables})
 
     def _report(self) -> None:
         s = self.stats
