@@ -4,6 +4,7 @@ second worker of the same app id joining: partitions rebalance, state recovers, 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -94,9 +95,10 @@ def test_a_second_worker_joins_and_nothing_is_lost_or_doubled(topics: str, big_p
         wait_for(lambda: all(table_state(topics, app_id).get(s.id, {}).get("revision") == 29 for s in counters), 240,
                  "the first worker to fold the first half")
         two.start()  # same app id: the group rebalances, each takes over part of the partitions and their tables
-        send(range(30, 45))
+        for i in range(30, 60):  # a steady stream while the second worker joins
+            send(range(i, i + 1))
+            time.sleep(1.5)
         wait_for(lambda: two.stats().get("records", 0) > 0, 240, "the second worker to take partitions")
-        send(range(45, 60))
 
         def settled() -> bool:
             state = table_state(topics, app_id)
