@@ -60,9 +60,10 @@ def drain(bootstrap_servers: str, topic: str, timeout: float = 30.0, batch: int 
                 if err is not None:
                     # a transactional topic ends with a control record that is never delivered: the end-of-partition
                     # event says that the reader is past it
-                    if err.code() == KafkaError._PARTITION_EOF and msg.partition() in ends \
-                            and int(msg.offset() or 0) >= ends[msg.partition()]:
-                        del ends[msg.partition()]
+                    part = msg.partition()
+                    if err.code() == KafkaError._PARTITION_EOF and part is not None and part in ends \
+                            and int(msg.offset() or 0) >= ends[part]:
+                        del ends[part]
                     continue
                 yield msg
                 p = msg.partition()
