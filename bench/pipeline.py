@@ -1,8 +1,12 @@
 """Benchmark: readings into twin state, in one run on the same broker.
 
-1. ceiling: a raw confluent-kafka consumer decoding every datum into a dict (latest per sensor);
-2. the Faust pipeline as built (batch records: one Kafka record carries many readings);
-3. the Faust pipeline fed one record per reading (the naive layout), for comparison.
+1. ceiling: a raw confluent-kafka consumer decoding every datum of the project's batch records into a dict (latest
+   per sensor), no validation, no state, no outputs;
+2. the peer: Quix Streams 3.28.1 (installed by this benchmark into ``.bench-venv``), a stateful app that keeps the
+   latest value per sensor in its state, on the same readings as JSON, one record per reading;
+3. the worker as built, all agents (sensor state, coast, aggregates, municipal, the example processor), with
+   transactions; one worker, then two workers of the same app id (``--workers 2``);
+4. optionally (``--naive``) the worker fed one record per reading.
 
 Run: ``.venv/bin/python -m bench.pipeline --events 200000``. Prints events per second and the ratios.
 """
@@ -22,7 +26,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.broker import EmbeddedBroker, free_port
 from schemas.codec import SingleObjectCodec, is_batch, iter_batch
@@ -35,11 +40,18 @@ from twin.synth import build_kiel_pack
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def produce(bootstrap: str, pack_dir: Path, n: int, batched: bool) -> float:
+JSON_TOPIC = "bench.json-readings"
+QUIX_VERSION = "3.28.1"
+BENCH_VENV = ROOT / ".bench-venv"
+
+
+def produce(bootstrap: str, pack_dir: Path, n: int, batched: bool, json_too: bool = False) -> float:
     pack = load_pack(pack_dir)
     sensors = sorted(pack.sensors.values(), key=lambda s: s.id)
     factory = ReadingFactory(pack, seed=1)
     pub = EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=50, max_datums=2000)
+    raw = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4", "enable.idempotence": True,
+                    "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000})
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     start = time.perf_counter()
     for i in range(n):
@@ -50,10 +62,36 @@ def produce(bootstrap: str, pack_dir: Path, n: int, batched: bool) -> float:
             pub.add(topic, s.id, r)
         else:
             pub.send(topic, s.id, r)
+        if json_too:
+            while True:
+                try:
+                    raw.produce(JSON_TOPIC, key=s.id.encode(), value=r.model_dump_json().encode())
+                    break
+                except BufferError:
+                    raw.poll(0.05)
         if i % 5000 == 0:
             pub.tick()
+            raw.poll(0)
     pub.flush()
+    raw.flush(60)
     return time.perf_counter() - start
+
+
+def quix_peer(bootstrap: str, n: int) -> float:
+    """Quix Streams in its own virtualenv: latest value per sensor in its state; readings per second."""
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists() or subprocess.run([str(python), "-c", f"import quixstreams; assert quixstreams.__version__ == "
+                                              f"'{QUIX_VERSION}'"], capture_output=True).returncode:
+        print(f"installing quixstreams=={QUIX_VERSION} into {BENCH_VENV} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(BENCH_VENV / "bin" / "pip"), "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
+    state_dir = tempfile.mkdtemp(prefix="quix-state-")
+    out = subprocess.run([str(python), str(ROOT / "bench" / "quix_peer.py"), bootstrap, JSON_TOPIC, str(n), state_dir],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode:
+        raise RuntimeError(f"the Quix peer failed: {out.stderr[-2000:]}")
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(got["readings"]) / float(got["seconds"])
 
 
 def raw_ceiling(bootstrap: str, n: int) -> float:
@@ -83,62 +121,91 @@ def raw_ceiling(bootstrap: str, n: int) -> float:
     return seen / elapsed
 
 
-def faust_pipeline(bootstrap: str, pack_dir: Path, n: int) -> tuple[float, float]:
-    port = free_port()
+def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1) -> tuple[float, float]:
+    """The worker(s) with all agents and the example processor; readings per second from the first batch to the last
+    (summed over the workers), and the wall time including start and group join."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_REGION_PACK=str(pack_dir), PLIETSCH_APP_ID=app_id,
-               PLIETSCH_WEB_PORT=str(port))
-    log = open(Path(tempfile.gettempdir()) / f"{app_id}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    procs, ports = [], []
     launched = time.perf_counter()
+    for w in range(workers):
+        port = free_port()
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_REGION_PACK=str(pack_dir), PLIETSCH_APP_ID=app_id,
+                   PLIETSCH_WEB_PORT=str(port), PLIETSCH_PROCESSORS="streams.examples.parking_full:ParkingFull")
+        log = open(Path(tempfile.gettempdir()) / f"{app_id}-{w}.log", "wb")  # noqa: SIM115
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
+        ports.append(port)
     try:
-        stats: dict = {}
+        stats: list[dict] = [{} for _ in ports]
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             time.sleep(1)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/twin/stats", timeout=2) as resp:
-                    stats = json.load(resp)
-            except OSError:
-                continue
-            if stats.get("datums", 0) >= n:
+            for i, port in enumerate(ports):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/twin/stats", timeout=2) as resp:
+                        stats[i] = json.load(resp)
+                except OSError:
+                    continue
+            done = sum(int(st.get("datums", 0)) for st in stats)
+            if done >= n:
                 break
-            print(f"  faust: {int(stats.get('datums', 0))}/{n} readings", file=sys.stderr, flush=True)
+            print(f"  worker(s): {done}/{n} readings", file=sys.stderr, flush=True)
         else:
-            raise TimeoutError(f"Faust worker did not process {n} readings; stats {stats}")
-        busy = stats["last_at"] - stats["first_at"]
-        return stats["datums"] / busy, time.perf_counter() - launched
+            raise TimeoutError(f"the worker(s) did not process {n} readings; stats {stats}")
+        busy = [st for st in stats if st.get("datums")]
+        span = max(st["last_at"] for st in busy) - min(st["first_at"] for st in busy)
+        return sum(st["datums"] for st in busy) / span, time.perf_counter() - launched
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--sensors-per-kind", type=int, default=25)
-    ap.add_argument("--skip-naive", action="store_true", help="skip the one-record-per-reading Faust run")
+    ap.add_argument("--workers", type=int, default=2, help="also measure this many workers (1: one worker only)")
+    ap.add_argument("--naive", action="store_true", help="also run the worker on one record per reading")
+    ap.add_argument("--skip-quix", action="store_true", help="skip the Quix Streams peer")
     args = ap.parse_args()
     pack_dir = build_kiel_pack(Path(tempfile.mkdtemp()) / "kiel", ROOT / "twin/regions/kiel/shoreline_gshhg.txt",
                                sensors_per_kind=args.sensors_per_kind)
     n = args.events
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{n} readings, {len(load_pack(pack_dir).sensors)} sensors, 4 partitions per topic")
+    load = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {n} readings, {len(load_pack(pack_dir).sensors)} sensors, "
+          "4 partitions per topic", flush=True)
     results: dict[str, float] = {}
-    layouts = [("batch records", True)] + ([] if args.skip_naive else [("one record per reading", False)])
-    for label, batched in layouts:
-        with EmbeddedBroker() as broker:  # a fresh broker per layout: the same topics, only this layout's data
+    with EmbeddedBroker() as broker:
+        bs = broker.bootstrap_servers
+        ensure_topics(bs)
+        admin = AdminClient({"bootstrap.servers": bs})
+        json_cfg = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}  # Quix reads both
+        admin.create_topics([NewTopic(JSON_TOPIC, 4, 1, config=json_cfg)])[JSON_TOPIC].result()
+        t = produce(bs, pack_dir, n, batched=True, json_too=not args.skip_quix)
+        print(f"produced {n / t:,.0f} readings/s (batch records{', and JSON' if not args.skip_quix else ''})", flush=True)
+        results["raw"] = raw_ceiling(bs, n)
+        print(f"ceiling, raw confluent-kafka consume + decode + dict: {results['raw']:,.0f} readings/s", flush=True)
+        if not args.skip_quix:
+            results["quix"] = quix_peer(bs, n)
+            print(f"Quix Streams {QUIX_VERSION}, latest value per sensor in state (JSON): {results['quix']:,.0f} readings/s",
+                  flush=True)
+        results["worker"], wall = faust_pipeline(bs, pack_dir, n, 1)
+        print(f"this worker, all agents, transactions: {results['worker']:,.0f} readings/s (wall {wall:.1f} s incl. start "
+              f"and group join); {results['worker'] / results['raw']:.2f} of the ceiling"
+              + (f", {results['worker'] / results['quix']:.2f}x Quix Streams" if "quix" in results else ""), flush=True)
+        if args.workers > 1:
+            results[f"workers_{args.workers}"], wall = faust_pipeline(bs, pack_dir, n, args.workers)
+            print(f"{args.workers} workers: {results[f'workers_{args.workers}']:,.0f} readings/s "
+                  f"({results[f'workers_{args.workers}'] / results['worker']:.2f}x one worker; wall {wall:.1f} s)", flush=True)
+    if args.naive:
+        with EmbeddedBroker() as broker:
             ensure_topics(broker.bootstrap_servers)
-            t = produce(broker.bootstrap_servers, pack_dir, n, batched=batched)
-            raw = raw_ceiling(broker.bootstrap_servers, n)
-            faust, wall = faust_pipeline(broker.bootstrap_servers, pack_dir, n)
-        suffix = "" if batched else "_single"
-        results["raw" + suffix], results["faust" + suffix] = raw, faust
-        print(f"{label}: produced {n / t:,.0f} ev/s; raw confluent-kafka consume+decode+dict (ceiling) {raw:,.0f} ev/s; "
-              f"Faust pipeline {faust:,.0f} ev/s into twin state (wall {wall:.1f} s incl. group join); "
-              f"ratio to ceiling {faust / raw:.2f}")
-    if "faust_single" in results:
-        print(f"batch records make the Faust pipeline {results['faust'] / results['faust_single']:.1f}x faster")
+            produce(broker.bootstrap_servers, pack_dir, n, batched=False)
+            results["worker_single"], _ = faust_pipeline(broker.bootstrap_servers, pack_dir, n, 1)
+            print(f"one record per reading: {results['worker_single']:,.0f} readings/s", flush=True)
     print(json.dumps({k: round(v) for k, v in results.items()}))
 
 

@@ -1,20 +1,27 @@
 """Stream processors from outside the core: a processor is a named object with the topics it reads and a function
-from a batch of decoded events to the events it emits. The worker loads them from ``PLIETSCH_PROCESSORS``
-(comma-separated ``module:attribute``) and runs each as its own Faust agent, so an author writes plain Python, testable
-without a broker, and gets decoding, dead letters, batching and output for free.
+from a batch of decoded events (and its state) to the events it emits. The worker loads them from
+``PLIETSCH_PROCESSORS`` (comma-separated ``module:attribute``) and runs each as its own Faust agent, so an author writes
+plain Python, testable without a broker, and gets decoding, dead letters, batching, state and output for free.
 
     class MyProcessor:
-        name = "parking-full"                 # the agent's name: API, keep it stable
-        topics = ("sensor.parking",)          # catalogue topics to read
-        output = "twin.alerts"                # catalogue topic to write
-        def handle(self, events): ...         # list[Event] -> list[Event]; keep state on self if needed
+        name = "parking-full"                 # the agent's name and its table's: API, keep it stable
+        topics = ("sensor.parking",)          # catalogue topics to read (co-partitioned)
+        output = "twin.alerts"                # the one catalogue topic it may write
+        def handle(self, events, state): ...  # (list[Event], MutableMapping[str, JSON]) -> list[Event]
+
+State: ``state`` is the processor's table for the partition the events came from (keys: str, values: JSON-able).
+Keep everything that must survive a restart there, never on ``self``: the worker commits the table's changes with the
+emitted events and the applied-offset markers in one transaction, and recovers it from its changelog
+(``<app_id>-<name>-state-changelog``) after a restart or a rebalance. Output: every emitted event must be a type its
+declared ``output`` topic carries, or the record is kept as a dead letter with the reason; the worker writes nothing
+else for a processor.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import MutableMapping, Sequence
+from typing import Any, Protocol
 
 from twin.events import Event
 
@@ -24,7 +31,7 @@ class Processor(Protocol):
     topics: Sequence[str]
     output: str
 
-    def handle(self, events: list[Event]) -> list[Event]: ...
+    def handle(self, events: list[Event], state: MutableMapping[str, Any]) -> list[Event]: ...
 
 
 class ProcessorLoadError(ValueError):

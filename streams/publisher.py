@@ -33,7 +33,7 @@ def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "linger.ms": 5,
         "compression.type": "lz4",
-        "enable.idempotence": False,
+        "enable.idempotence": True,
         "message.max.bytes": 4_000_000,
         "queue.buffering.max.messages": 500_000,
     }

@@ -22,7 +22,9 @@ VIEWER_SENSOR = "kiel:gaarden:sensor:water-level-001"
 SSE_SENSORS = ("kiel:friedrichsort:sensor:bike-share-001", "kiel:friedrichsort:sensor:bike-share-002",
                "kiel:gaarden:sensor:bike-share-001")
 PROCESSOR_SENSOR = "kiel:friedrichsort:sensor:parking-001"
-RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR, PROCESSOR_SENSOR, *SSE_SENSORS})
+RESTART_CAR_PARK = "kiel:friedrichsort:sensor:parking-002"
+RESERVED_SENSORS = frozenset({API_SENSOR, DLQ_SENSOR, COAST_SENSOR, VIEWER_SENSOR, PROCESSOR_SENSOR, RESTART_CAR_PARK,
+                              *SSE_SENSORS})
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
@@ -56,7 +58,7 @@ def table_state(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
     """The sensor table as its Faust changelog holds it (last value per key)."""
     out: dict[str, dict[str, Any]] = {}
     for msg in drain(bootstrap, f"{app_id}-twin-sensor-state-changelog", missing_ok=True):
-        if msg.value() is not None:
+        if msg.value() is not None and not msg.key().startswith(b"__applied__|"):
             out[msg.key().decode()] = json.loads(msg.value())
     return out
 
@@ -67,15 +69,17 @@ class Worker:
         self.data_dir = data_dir
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{app_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
 
     def start(self) -> None:
+        self.port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, PLIETSCH_REGION_PACK=str(self.pack_dir),
-                   PLIETSCH_APP_ID=self.app_id, PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+                   PLIETSCH_APP_ID=self.app_id, PLIETSCH_WEB_PORT=str(self.port), PYTHONUNBUFFERED="1")
         if self.data_dir is not None:
             env["PLIETSCH_DATA_DIR"] = str(self.data_dir)
         env["PLIETSCH_PROCESSORS"] = "streams.examples.parking_full:ParkingFull"
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=ROOT,
-                                     env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+                                     env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -85,6 +89,16 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def stats(self) -> dict[str, Any]:
+        """The worker's /twin/stats, or {} while it does not answer."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/twin/stats", timeout=3) as resp:
+                return dict(json.load(resp))
+        except OSError:
+            return {}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -38,8 +38,10 @@ class Partial:
     count: int = 0
     minimum: float | None = None
     maximum: float | None = None
-    # for 'current' aggregates: the latest (value, capacity) per member sensor
+    # for 'current' aggregates: the latest (value, capacity) per member sensor, and when it was measured (RFC 3339)
     members: dict[str, tuple[float, float]] = field(default_factory=dict)
+    member_at: dict[str, str] = field(default_factory=dict)
+    rev: int = 0  # grows with every change of this partial: a reader keeps the highest
 
     @property
     def key(self) -> str:
@@ -54,13 +56,15 @@ class Partial:
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "group": self.group, "window": self.window.isoformat() if self.window else None,
                 "window_s": self.window_s, "shard": self.shard, "total": self.total, "count": self.count,
-                "minimum": self.minimum, "maximum": self.maximum, "members": {k: list(v) for k, v in self.members.items()}}
+                "minimum": self.minimum, "maximum": self.maximum, "members": {k: list(v) for k, v in self.members.items()},
+                "member_at": dict(self.member_at), "rev": self.rev}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Partial:
         return cls(metric=d["metric"], group=d["group"], window=datetime.fromisoformat(d["window"]) if d["window"] else None,
                    window_s=d["window_s"], shard=d["shard"], total=d["total"], count=d["count"], minimum=d["minimum"],
-                   maximum=d["maximum"], members={k: (v[0], v[1]) for k, v in d["members"].items()})
+                   maximum=d["maximum"], members={k: (v[0], v[1]) for k, v in d["members"].items()},
+                   member_at=dict(d.get("member_at") or {}), rev=int(d.get("rev", 0)))
 
 
 def contributions(reading: Reading, sensor: Sensor) -> list[tuple[str, str, datetime | None, int, float, float | None]]:
@@ -82,41 +86,104 @@ def contributions(reading: Reading, sensor: Sensor) -> list[tuple[str, str, date
 
 def fold(partials: dict[str, Partial], readings: Iterable[Reading], sensors: dict[str, Sensor], shard: int,
          load: Any = None) -> dict[str, Partial]:
-    """Add readings to the partials (mutated; *load(key)* fetches one not yet in it); returns the changed partials."""
-    acc: dict[tuple[str, str, datetime | None, int], list[Any]] = {}  # key -> [total, count, min, max, members]
-    for r in readings:
-        sensor = sensors.get(r.entity_id)
+    """Add readings to the partials (mutated; *load(key)* fetches one not yet in it); returns the changed partials.
+
+    Windowed metrics add every reading to the window of its event time (late ones too); parking keeps per member the
+    reading with the newest ``occurred_at``. Each call counts what it is given: the caller makes sure a reading comes
+    once (the worker by its applied-offset markers)."""
+    rows = ((type(r).__name__, {**r.__dict__, "entity_id": str(r.entity_id)}, r.occurred_at) for r in readings)
+    return fold_rows(partials, rows, sensors, shard, load)
+
+
+_WINDOWED = {
+    "TrafficCounted": (("traffic_vehicles", "vehicles"),),
+    "AirQualityMeasured": (("air_no2_ugm3", "no2_ugm3"), ("air_pm10_ugm3", "pm10_ugm3"), ("air_pm25_ugm3", "pm25_ugm3")),
+}
+_WINDOW_S = {"TrafficCounted": int(TRAFFIC_WINDOW.total_seconds()), "AirQualityMeasured": int(AIR_WINDOW.total_seconds())}
+
+
+def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, Any], datetime]], sensors: dict[str, Sensor],
+              shard: int, load: Any = None) -> dict[str, Partial]:
+    """:func:`fold` on light rows ``(record name, Avro dict, occurred_at)``: the hot path's variant, the same result."""
+    acc: dict[tuple[str, str, int | None, int], list[Any]] = {}  # key -> [total, count, min, max, members, member_at]
+    for name, rec, t in rows:
+        sensor = sensors.get(rec["entity_id"])
         if sensor is None:
             continue
-        for metric, group, window, window_s, value, capacity in contributions(r, sensor):
-            k = (metric, group, window, window_s)
+        if name == "ParkingOccupancyReported":
+            if not sensor.neighbourhood:
+                continue
+            k: tuple[str, str, int | None, int] = ("parking_occupancy", sensor.neighbourhood, None, 0)
             a = acc.get(k)
             if a is None:
-                a = acc[k] = [0.0, 0, None, None, {}]
-            if capacity is None:
+                a = acc[k] = [0.0, 0, None, None, {}, {}]
+            sid = rec["entity_id"]
+            seen = a[5].get(sid)
+            if seen is None or t >= seen:
+                a[4][sid] = (float(rec["occupied"]), float(rec["capacity"]))
+                a[5][sid] = t
+            continue
+        metrics = _WINDOWED.get(name)
+        if metrics is None:
+            continue
+        group = str(sensor.road or "") if name == "TrafficCounted" else str(sensor.neighbourhood or "")
+        if not group:
+            continue
+        ws = _WINDOW_S[name]
+        w: int | None = int(t.timestamp()) // ws * ws
+        for metric, fld in metrics:
+            value = float(rec[fld])
+            k = (metric, group, w, ws)
+            a = acc.get(k)
+            if a is None:
+                acc[k] = [value, 1, value, value, None, None]
+            else:
                 a[0] += value
                 a[1] += 1
-                a[2] = value if a[2] is None else min(a[2], value)
-                a[3] = value if a[3] is None else max(a[3], value)
-            else:
-                a[4][r.entity_id] = (value, capacity)
+                if value < a[2]:
+                    a[2] = value
+                if value > a[3]:
+                    a[3] = value
     changed: dict[str, Partial] = {}
-    for (metric, group, window, window_s), (total, count, lo, hi, members) in acc.items():
-        blank = Partial(metric, group, window, window_s, shard)
-        key = blank.key
+    iso: dict[int, tuple[datetime, str]] = {}
+    for (metric, group, w, ws), (total, count, lo, hi, members, member_at) in acc.items():
+        if w is None:
+            window, wtext = None, "current"
+        else:
+            if w not in iso:
+                dt = datetime.fromtimestamp(w, UTC)
+                iso[w] = (dt, dt.isoformat())
+            window, wtext = iso[w]
+        key = f"{metric}|{group}|{wtext}|{shard}"
         current = partials.get(key)
         if current is None and load is not None:
             current = load(key)
-        current = current or blank
-        if members:
-            merged = {**current.members, **members}
-            new = replace(current, members=merged, count=len(merged), total=sum(v for v, _ in merged.values()))
+        if members is not None:
+            current = current or Partial(metric, group, window, ws, shard)
+            merged, merged_at = dict(current.members), dict(current.member_at)
+            for sid, value_cap in members.items():
+                at_new = member_at[sid]
+                before = merged_at.get(sid)
+                if before is None or at_new >= datetime.fromisoformat(before):
+                    merged[sid] = value_cap
+                    merged_at[sid] = at_new.isoformat()
+            if merged == current.members and merged_at == current.member_at:
+                continue
+            new = replace(current, members=merged, member_at=merged_at, count=len(merged),
+                          total=sum(v for v, _ in merged.values()), rev=current.rev + 1)
+        elif current is None:
+            new = Partial(metric, group, window, ws, shard, total, count, lo, hi, {}, {}, 1)
         else:
-            new = replace(current, total=current.total + total, count=current.count + count,
-                          minimum=lo if current.minimum is None else min(current.minimum, lo),
-                          maximum=hi if current.maximum is None else max(current.maximum, hi))
+            new = Partial(metric, group, window, ws, shard, current.total + total, current.count + count,
+                          lo if current.minimum is None else min(current.minimum, lo),
+                          hi if current.maximum is None else max(current.maximum, hi), {}, {}, current.rev + 1)
         partials[key] = changed[key] = new
     return changed
+
+
+def expired(p: Partial, cutoff: datetime) -> bool:
+    """True when the partial's window ended before *cutoff* (the hot state's horizon); current values never expire."""
+    return p.window is not None and p.window + timedelta(seconds=p.window_s) <= cutoff
 
 
 def combine(parts: Iterable[Partial]) -> dict[str, Any]:

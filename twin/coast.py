@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from twin.entities import CoastSegment
 from twin.events import AlertCleared, AlertRaised, Event, WaterLevelMeasured
@@ -48,6 +48,19 @@ def _class_with_hysteresis(level_m: float, previous: str | None) -> str | None:
     return now
 
 
+class LevelReading(Protocol):
+    """What :func:`assess` reads of a water-level reading: a ``WaterLevelMeasured`` or the hot path's light row."""
+
+    @property
+    def entity_id(self) -> str: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+    @property
+    def level_m(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CoastState:
     segment_id: str
@@ -72,7 +85,7 @@ class CoastState:
         return cls(**{**d, "observed_at": datetime.fromisoformat(d["observed_at"])})
 
 
-def assess(segment: CoastSegment, prev: CoastState | None, reading: WaterLevelMeasured,
+def assess(segment: CoastSegment, prev: CoastState | None, reading: WaterLevelMeasured | LevelReading,
            freeboard_threshold_m: float = 0.5) -> tuple[CoastState, list[Event]]:
     """Fold a water-level reading into a coast segment's state; returns the new state and the alerts it causes.
 

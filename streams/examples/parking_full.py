@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 from twin.events import AlertCleared, AlertRaised, Event, ParkingOccupancyReported
 
 FULL, FREE_AGAIN = 0.95, 0.90
@@ -12,20 +15,18 @@ class ParkingFull:
     topics = ("sensor.parking",)
     output = "twin.alerts"
 
-    def __init__(self) -> None:
-        self.full: dict[str, bool] = {}  # per car park; rebuilt from the stream after a restart (events are replayed)
-
-    def handle(self, events: list[Event]) -> list[Event]:
+    def handle(self, events: list[Event], state: MutableMapping[str, Any]) -> list[Event]:
+        """*state*: per car park whether its alert is raised (the worker keeps it in a table across restarts)."""
         out: list[Event] = []
         for e in events:
             if not isinstance(e, ParkingOccupancyReported):
                 continue
             ratio = e.occupied / e.capacity
-            was = self.full.get(e.entity_id, False)
+            was = bool(state.get(e.entity_id, False))
             now = ratio >= FULL or (was and ratio >= FREE_AGAIN)
             if now == was:
                 continue
-            self.full[e.entity_id] = now
+            state[e.entity_id] = now
             env = {"entity_id": e.entity_id, "region": e.region, "occurred_at": e.occurred_at, "source": self.name}
             aid = f"{e.entity_id}:parking_full"
             if now:

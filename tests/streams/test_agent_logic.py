@@ -1,17 +1,27 @@
-"""The agents' per-record logic without a broker: a batch record in, table writes and output events out."""
+"""The agents' work per batch without a broker: records in, table changes, outputs and markers out (one commit)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, SingleObjectCodec, frame_batch
-from streams.app import TwinApp
+from streams.agents import AGGREGATE_TABLE, COAST_TABLE, SENSOR_TABLE, ProcessorUnit, SensorUnit
+from streams.catalogue import AGGREGATES, ALERTS, DEAD_LETTERS, TWIN_UPDATES
+from streams.ingest import MAX_DEAD_PER_RECORD
 from streams.serde import encode_event
-from streams.settings import StreamSettings
-from twin.events import TrafficCounted, WaterLevelMeasured
-from twin.region import BUNDLED_DIR
+from streams.tables import Encoded, marker_key
+from twin.events import AlertRaised, Event, ParkingOccupancyReported, TrafficCounted, TwinEntityUpdated, WaterLevelMeasured
+from twin.region import BUNDLED_DIR, load_pack
+
+BATCH = [(CONTENT_TYPE_HEADER, BATCH_CONTENT_TYPE)]
+T0 = datetime(2026, 6, 1, 8, tzinfo=UTC)
+PACK = load_pack(BUNDLED_DIR / "kiel")
+CODEC = SingleObjectCodec()
 
 
 @dataclass
@@ -19,50 +29,211 @@ class Msg:
     topic: str
     partition: int
     offset: int
-    value: bytes
+    value: bytes | None
     key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=lambda: [(CONTENT_TYPE_HEADER, BATCH_CONTENT_TYPE)])
+    headers: list[tuple[str, bytes]] = field(default_factory=lambda: list(BATCH))
 
 
-class FakeEmitter:
-    def __init__(self) -> None:
-        self.out: dict[str, list[Any]] = {"updates": [], "aggregates": [], "alerts": [], "dead": []}
+class MemoryTx:
+    """TxTables' contract in memory: commit applies changes and markers together and records the outputs."""
 
-    def updates(self, it: Any) -> None:
-        self.out["updates"].extend(it)
+    def __init__(self, tables: tuple[str, ...]) -> None:
+        self.names = tables
+        self.parts: dict[int, dict[str, dict[bytes, Any]]] = {}
+        self.outputs: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.commits = 0
 
-    def aggregates(self, it: Any) -> None:
-        self.out["aggregates"].extend(it)
+    def part(self, p: int) -> dict[str, dict[bytes, Any]]:
+        return self.parts.setdefault(p, {n: {} for n in self.names})
 
-    def alerts(self, it: Any) -> None:
-        self.out["alerts"].extend(it)
+    def applied(self, p: int, epoch: str, topic: str, partition: int, table: str | None = None) -> int:
+        return int(self.part(p)[table or self.names[0]].get(marker_key(epoch, topic, partition), -1))
 
-    def dead(self, it: Any) -> None:
-        self.out["dead"].extend(it)
+    def commit(self, p: int, changes: dict[str, dict[bytes, Any]], outputs: list[Any], markers: dict[str, Any]) -> None:
+        tables = self.part(p)
+        for n, kv in changes.items():
+            for k, v in kv.items():
+                if v is None:
+                    tables[n].pop(k, None)
+                else:
+                    tables[n][k] = json.loads(v.data) if isinstance(v, Encoded) else json.loads(json.dumps(v))
+        for n, ms in markers.items():
+            for (e, t, part), off in ms.items():
+                tables[n][marker_key(e, t, part)] = off
+        self.outputs.extend(outputs)
+        self.commits += 1
+
+    def decoded(self, topic: str) -> list[dict[str, Any]]:
+        return [CODEC.decode(v)[1] for t, _, v, _ in self.outputs if t == topic and v is not None]
 
 
-def test_batch_record_folds_once_per_sensor_and_feeds_coast_and_aggregates() -> None:
-    twin = TwinApp(StreamSettings(KAFKA_BOOTSTRAP_SERVERS="unused:9092", region_pack=BUNDLED_DIR / "kiel"))
-    emitter = FakeEmitter()
-    twin._emitter = emitter  # type: ignore[assignment]
-    codec = SingleObjectCodec()
-    t0 = datetime(2026, 6, 1, 8, tzinfo=UTC)
+def traffic(sid: str, i: int, **kw: Any) -> TrafficCounted:
+    return TrafficCounted(entity_id=sid, region="kiel", occurred_at=T0 + timedelta(minutes=i), source="t", vehicles=10 + i,
+                          interval_s=60, **kw)
+
+
+def test_batch_folds_once_per_sensor_feeds_aggregates_and_keeps_a_bad_datum() -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
     sid = "kiel:gaarden:sensor:traffic-count-001"
-    traffic = [TrafficCounted(entity_id=sid, region="kiel", occurred_at=t0 + timedelta(minutes=i), source="t", vehicles=10 + i,
-                              interval_s=60) for i in range(5)]
-    value = frame_batch([encode_event(codec, e) for e in traffic] + [b"\xc3\x01broken"])
-    table: dict[bytes, Any] = {}
-    aggs: dict[bytes, Any] = {}
-    twin.process(Msg("sensor.traffic-count", 0, 7, value), table, aggs, "kiel")
-    assert table[sid.encode()]["values"]["vehicles"] == 14 and table[sid.encode()]["revision"] == 4
-    assert [u.revision for u in emitter.out["updates"]] == [4]  # one update for five readings of one sensor
-    assert [d.batch_index for d in emitter.out["dead"]] == [5] and emitter.out["dead"][0].original_offset == 7
-    [agg] = emitter.out["aggregates"]
-    assert agg.metric == "traffic_vehicles" and agg.shard == 0 and '"total":60.0' in agg.partial_json
+    value = frame_batch([encode_event(CODEC, traffic(sid, i)) for i in range(5)] + [b"\xc3\x01broken"])
+    unit.process(tx, 0, [Msg("sensor.traffic-count", 0, 7, value)])
+    state = tx.part(0)[SENSOR_TABLE][sid.encode()]
+    assert state["values"]["vehicles"] == 14 and state["revision"] == 4
+    assert [u["revision"] for u in tx.decoded(TWIN_UPDATES.name)] == [4]  # one update for five readings of one sensor
+    [dead] = tx.decoded(DEAD_LETTERS.name)
+    assert dead["batch_index"] == 5 and dead["original_offset"] == 7 and dead["error_type"] == "decode"
+    [agg] = tx.decoded(AGGREGATES.name)
+    assert agg["metric"] == "traffic_vehicles" and agg["shard"] == 0 and '"total":60.0' in agg["partial_json"]
+    assert json.loads(agg["partial_json"])["rev"] == 1
+    assert tx.applied(0, "e1", "sensor.traffic-count", 0) == 7 and tx.commits == 1
+
+
+def test_redelivery_and_replay_change_nothing_and_emit_nothing() -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    msg = Msg("sensor.traffic-count", 1, 3, frame_batch([encode_event(CODEC, traffic(sid, i)) for i in range(3)]))
+    unit.process(tx, 1, [msg])
+    def snapshot() -> str:
+        return repr(sorted((n, sorted(t.items())) for n, t in tx.part(1).items()))
+
+    before = snapshot()
+    n_out = len(tx.outputs)
+    unit.process(tx, 1, [msg])  # redelivered after a crash before Faust committed the offset
+    replayed = Msg(msg.topic, 1, 99, msg.value, headers=[*BATCH, ("plietsch-replay", b"1"),
+                                                            ("plietsch-origin", b"e1|sensor.traffic-count|1|3")])
+    unit.process(tx, 1, [replayed])  # the same record replayed from the archive into a new broker
+    assert snapshot() == before and len(tx.outputs) == n_out
+    partial = next(v for k, v in tx.part(1)[AGGREGATE_TABLE].items() if not k.startswith(b"__"))
+    assert partial["count"] == 3  # counted once
+
+
+def test_output_ids_are_stable_when_a_batch_is_processed_again() -> None:
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    msg = Msg("sensor.traffic-count", 0, 0, frame_batch([encode_event(CODEC, traffic(sid, i)) for i in range(3)]))
+    ids = []
+    for _ in range(2):  # a crash before the commit: a fresh worker processes the same record again
+        tx = MemoryTx(SensorUnit.tables)
+        SensorUnit(CODEC, PACK, "e1", 48.0).process(tx, 0, [msg])
+        ids.append(sorted(r["event_id"] for t in (TWIN_UPDATES.name, AGGREGATES.name) for r in tx.decoded(t)))
+    assert ids[0] == ids[1]
+
+
+def test_coast_state_and_alerts_in_the_same_unit() -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
     staff = "kiel:gaarden:sensor:water-level-001"
-    wl = WaterLevelMeasured(entity_id=staff, region="kiel", occurred_at=t0, source="t", level_m=1.4)
-    coast: dict[bytes, Any] = {}
-    twin.process_coast(Msg("sensor.water-level", 1, 0, frame_batch([encode_event(codec, wl)])), coast, "kiel")
-    segments = twin.pack.coast_by_gauge[staff]
-    assert {k.decode() for k in coast} == {s.id for s in segments}
-    assert {a.category for a in emitter.out["alerts"]} >= {"storm_surge"}
+    levels = [0.2, 1.4, 0.1]
+    value = frame_batch([encode_event(CODEC, WaterLevelMeasured(entity_id=staff, region="kiel", source="t", level_m=lv,
+                                                                occurred_at=T0 + timedelta(hours=i)))
+                         for i, lv in enumerate(levels)])
+    unit.process(tx, 1, [Msg("sensor.water-level", 1, 0, value)])
+    segments = PACK.coast_by_gauge[staff]
+    assert {k.decode() for k in tx.part(1)[COAST_TABLE] if not k.startswith(b"__")} == {s.id for s in segments}
+    alerts = [(CODEC.decode(v)[0], CODEC.decode(v)[1]["category"]) for t, _, v, _ in tx.outputs if t == ALERTS.name and v]
+    assert ("AlertRaised", "storm_surge") in alerts and ("AlertCleared", "storm_surge") in alerts
+
+
+def test_a_batch_of_zero_bytes_is_one_dead_letter_and_many_bad_datums_are_capped() -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
+    unit.process(tx, 0, [Msg("sensor.traffic-count", 0, 0, b"\x00" * 5000)])
+    [dead] = tx.decoded(DEAD_LETTERS.name)
+    assert dead["original_value"] == b"\x00" * 5000 and "empty datum" in dead["reason"]
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    good = [encode_event(CODEC, traffic(sid, i)) for i in range(3)]
+    junk = [b"\xc3\x01" + bytes([i]) * 20 for i in range(MAX_DEAD_PER_RECORD + 5)]
+    unit.process(tx, 0, [Msg("sensor.traffic-count", 0, 1, frame_batch(good[:1] + junk + good[1:]))])
+    dead = tx.decoded(DEAD_LETTERS.name)[1:]
+    assert len(dead) == 1 and dead[0]["batch_index"] == -1 and f"{len(junk)} of {len(junk) + 3} datums" in dead[0]["reason"]
+    assert tx.part(0)[SENSOR_TABLE][sid.encode()]["revision"] == 2  # the good neighbours went through
+
+
+def test_parking_takes_the_newest_reading_per_member() -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
+    car_park = next(s for s in PACK.sensors.values() if s.sensor_kind == "parking" and s.neighbourhood)
+    def rep(occ: int, minute: int) -> bytes:
+        return encode_event(CODEC, ParkingOccupancyReported(entity_id=car_park.id, region="kiel", source="t", occupied=occ,
+                                                            capacity=100, occurred_at=T0 + timedelta(minutes=minute)))
+    unit.process(tx, 2, [Msg("sensor.parking", 2, 0, frame_batch([rep(50, 10), rep(20, 5)]))])  # the late one loses
+    unit.process(tx, 2, [Msg("sensor.parking", 2, 1, frame_batch([rep(30, 7)]))])  # late again, next batch
+    [partial] = [v for k, v in tx.part(2)[AGGREGATE_TABLE].items() if k.startswith(b"parking_occupancy")]
+    assert partial["members"][car_park.id] == [50.0, 100.0]
+
+
+def test_partials_behind_the_horizon_leave_the_hot_state() -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 2.0), MemoryTx(SensorUnit.tables)
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    for day in range(3):  # three days of readings, a two-hour horizon
+        value = frame_batch([encode_event(CODEC, traffic(sid, day * 1440 + m)) for m in range(0, 1440, 30)])
+        unit.process(tx, 0, [Msg("sensor.traffic-count", 0, day, value)])
+    keys = [k for k in tx.part(0)[AGGREGATE_TABLE] if not k.startswith(b"__")]
+    assert 0 < len(keys) <= 10  # windows of the last ~2 hours, not three days' worth
+    tombstones = [k for t, k, v, _ in tx.outputs if t == AGGREGATES.name and v is None]
+    assert len(tombstones) >= 3 * 48 - 10
+
+
+class Greedy:
+    name = "greedy"
+    topics = ("sensor.parking",)
+    output = "twin.alerts"
+
+    def handle(self, events: list[Event], state: Any) -> list[Event]:
+        state["seen"] = int(state.get("seen", 0)) + len(events)
+        e = events[0]
+        return [TwinEntityUpdated(entity_id=e.entity_id, region="kiel", occurred_at=e.occurred_at, source="x",
+                                  entity_type="sensor", revision=0, state_json="{}", cause_event_id="x")]
+
+
+def test_a_processor_writes_only_to_its_declared_topic() -> None:
+    unit = ProcessorUnit(Greedy(), CODEC, PACK, "e1", set())
+    tx = MemoryTx(unit.tables)
+    car_park = next(s for s in PACK.sensors.values() if s.sensor_kind == "parking")
+    value = frame_batch([encode_event(CODEC, ParkingOccupancyReported(entity_id=car_park.id, region="kiel", source="t",
+                                                                      occupied=1, capacity=2, occurred_at=T0))])
+    unit.process(tx, 0, [Msg("sensor.parking", 0, 0, value)])
+    assert [t for t, *_ in tx.outputs] == [DEAD_LETTERS.name]  # nothing on twin.updates (nor on twin.alerts)
+    [dead] = tx.decoded(DEAD_LETTERS.name)
+    assert "declared output topic 'twin.alerts'" in dead["reason"] and dead["error_type"] == "processing"
+    assert b"seen" not in tx.part(0)[unit.table]  # its state change went with the refused output
+
+
+def test_processor_state_is_the_table() -> None:
+    from streams.examples.parking_full import ParkingFull
+
+    unit = ProcessorUnit(ParkingFull(), CODEC, PACK, "e1", set())
+    tx = MemoryTx(unit.tables)
+    car_park = next(s for s in PACK.sensors.values() if s.sensor_kind == "parking")
+
+    def rec(occ: int, i: int) -> bytes:
+        return frame_batch([encode_event(CODEC, ParkingOccupancyReported(
+            entity_id=car_park.id, region="kiel", source="t", occupied=occ, capacity=100, occurred_at=T0 + timedelta(minutes=i)))])
+    unit.process(tx, 0, [Msg("sensor.parking", 0, 0, rec(97, 0))])
+    assert tx.part(0)[unit.table][car_park.id.encode()] is True
+    restarted = ProcessorUnit(ParkingFull(), CODEC, PACK, "e1", set())  # a new process: nothing on self
+    restarted.process(tx, 0, [Msg("sensor.parking", 0, 1, rec(50, 1))])
+    names = [CODEC.decode(v)[0] for t, _, v, _ in tx.outputs if t == ALERTS.name and v]
+    assert names == ["AlertRaised", "AlertCleared"]
+    assert isinstance(AlertRaised, type)
+
+
+@pytest.mark.parametrize("topic", ["sensor.traffic-count"])
+def test_tombstone_record_is_a_dead_letter(topic: str) -> None:
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
+    unit.process(tx, 0, [Msg(topic, 0, 0, None, headers=[])])
+    [dead] = tx.decoded(DEAD_LETTERS.name)
+    assert "tombstone" in dead["reason"]
+
+
+def test_after_a_cut_short_batch_each_table_applies_only_what_it_lacks() -> None:
+    """On a broker that shows aborted records, a crash may leave the sensor table with a batch and the aggregates
+    without it: the batch again gives the aggregates their share once, and the sensor state stays as it is."""
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    msg = Msg("sensor.traffic-count", 0, 4, frame_batch([encode_event(CODEC, traffic(sid, i)) for i in range(3)]))
+    unit.process(tx, 0, [msg])
+    aggs = tx.part(0)[AGGREGATE_TABLE]
+    for k in list(aggs):  # as if the aggregates' part of the transaction never arrived
+        del aggs[k]
+    sensor_before = dict(tx.part(0)[SENSOR_TABLE])
+    unit.process(tx, 0, [msg])
+    assert tx.part(0)[SENSOR_TABLE] == sensor_before
+    [partial] = [v for k, v in aggs.items() if not k.startswith(b"__")]
+    assert partial["count"] == 3

@@ -133,3 +133,25 @@ def test_bad_input_goes_to_dead_letters_and_worker_keeps_running(worker: Worker,
     wait_for(lambda: latest_updates(worker.bootstrap, gauge).get(gauge, {}).get("cause_event_id") == f"{marker}-after",
              60, "the good reading after the bad ones")
     assert worker.alive(), worker.output()
+
+
+def test_the_worker_serves_prometheus_metrics(worker: Worker, big_pack_dir: Path) -> None:
+    import urllib.request
+
+    pack = load_pack(big_pack_dir)
+    sensor = sorted(s.id for s in pack.sensors.values() if s.id not in RESERVED_SENSORS and s.sensor_kind == "water_level")[0]
+    pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
+    pub.add(SENSOR_TOPICS["water_level"].name, sensor, WaterLevelMeasured(  # an old reading: counted, changes nothing new
+        entity_id=sensor, region="kiel", occurred_at=datetime(2001, 1, 1, tzinfo=UTC), source="metrics-test", level_m=0.1))
+    pub.flush()
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as resp:
+                return str(resp.read().decode())
+        except OSError:
+            return ""
+
+    wanted = ('plietsch_worker_datums_total{agent="twin-sensor-state"}', "plietsch_worker_transactions_committed_total",
+              "plietsch_worker_consumer_lag{", 'plietsch_worker_datums_per_second{agent="twin-sensor-state"}')
+    wait_for(lambda: all(w in scrape() for w in wanted), 60, "the worker's metrics")

@@ -1,0 +1,426 @@
+"""The agents' work per batch of Kafka records of one input partition, without Faust: decode, skip what the markers say
+is applied, fold, build outputs, and hand everything to one transaction (``streams.tables.TxTables.commit``).
+
+The sensor unit is one atomic unit for sensor state, coast state (alerts) and aggregate partials: one decode per
+datum, one transaction per batch. Per batch it reads each changed key once and writes it once, builds one
+``TwinEntityUpdated`` per changed entity and one ``AggregateUpdated`` per changed partial, and encodes them straight
+from dicts (no pydantic object on the hot path). Output event ids are derived from what caused them, so a batch
+processed again after a crash gives the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from streams import metrics
+from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UPDATES
+from streams.fastpath import light_to_model
+from streams.ingest import FastDecoder, RecordDecoder, Rows
+from streams.serde import Codec, encode_event
+from streams.tables import Encoded, Output
+from twin import aggregates, municipal
+from twin.coast import CoastState, assess
+from twin.events import BY_NAME as EVENT_TYPES
+from twin.events import DeadLettered, Event, Reading, RoadWorksAnnounced
+from twin.region import RegionPack
+from twin.sensors import SensorState, fold_rows
+
+log = logging.getLogger("plietsch.streams")
+
+SENSOR_TABLE = "twin-sensor-state"
+COAST_TABLE = "twin-coast-state"
+AGGREGATE_TABLE = "twin-aggregates"
+MUNICIPAL_TABLE = "twin-municipal-state"
+REPLAY_HEADER = "plietsch-replay"
+ORIGIN_HEADER = "plietsch-origin"
+
+
+def stable_id(*parts: object) -> str:
+    """An event id derived from what caused the event: the same when a batch is processed again after a crash."""
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+class Message(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+class Tx(Protocol):
+    def part(self, p: int) -> dict[str, dict[bytes, Any]]: ...
+
+    def applied(self, p: int, epoch: str, topic: str, partition: int, table: str | None = None) -> int: ...
+
+    def commit(self, p: int, changes: dict[str, dict[bytes, Any]], outputs: list[Output],
+               markers: dict[str, dict[tuple[str, str, int], int]]) -> None: ...
+
+
+def origin(msg: Message, epoch: str) -> tuple[str, str, int, int]:
+    """Contract 2: a live record's own (epoch, topic, partition, offset), a replayed record's from its header."""
+    headers = msg.headers
+    if headers:
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        for k, v in pairs:
+            if k == ORIGIN_HEADER and v:
+                e, t, p, o = v.decode().rsplit("|", 3)
+                return e, t, int(p), int(o)
+    return epoch, msg.topic, msg.partition, msg.offset
+
+
+def fresh(tx: Tx, p: int, msgs: Iterable[Message], epoch: str, agent: str,
+          markers: dict[tuple[str, str, int], int], table: str | None = None, count: bool = True) -> list[Message]:
+    """The records whose effects on *table* are not applied yet (origin offset above its marker); updates *markers*."""
+    out = []
+    for msg in msgs:
+        e, t, part, off = origin(msg, epoch)
+        key = (e, t, part)
+        last = markers.get(key)
+        if last is None:
+            last = tx.applied(p, e, t, part, table)
+        if off <= last:
+            if count:
+                metrics.SKIPPED.labels(agent).inc()
+            continue
+        markers[key] = off
+        out.append(msg)
+    return out
+
+
+def dead_outputs(codec: Codec, agent: str, dead: Iterable[DeadLettered]) -> list[Output]:
+    out: list[Output] = []
+    for d in dead:
+        log.warning("dead letter from %s[%d]@%d #%d: %s", d.original_topic, d.original_partition, d.original_offset,
+                    d.batch_index, d.reason[:300])
+        metrics.DEAD.labels(agent, d.error_type).inc()
+        out.append((DEAD_LETTERS.name, d.original_topic.encode(), encode_event(codec, d),
+                    [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())]))
+    return out
+
+
+def update_record(entity_id: str, entity_type: str, revision: int, state: dict[str, Any] | str, at: datetime, cause: str,
+                  region: str, source: str) -> dict[str, Any]:
+    """A ``TwinEntityUpdated`` as the Avro record (the model's fields), its event id stable for a replay."""
+    state_json = state if isinstance(state, str) else json.dumps(state, separators=(",", ":"))
+    return {"event_id": stable_id("upd", entity_id, revision, cause), "entity_id": entity_id, "region": region,
+            "occurred_at": at.isoformat(), "source": source, "entity_type": entity_type, "revision": revision,
+            "state_json": state_json, "cause_event_id": cause}
+
+
+@dataclass
+class LevelRow:
+    """A water-level reading as ``twin.coast.assess`` reads it, from a light row."""
+
+    entity_id: str
+    occurred_at: datetime
+    level_m: float
+    event_id: str
+
+
+class SensorUnit:
+    """Sensor state, coast state and alerts, and aggregate partials, from the sensor topics; one transaction a batch."""
+
+    agent = "twin-sensor-state"
+    tables = (SENSOR_TABLE, AGGREGATE_TABLE, COAST_TABLE)
+    topics: set[str] = set()  # the input topics (set by the app), for revocation
+
+    def __init__(self, codec: Codec, pack: RegionPack, epoch: str, horizon_h: float) -> None:
+        self.codec, self.pack, self.epoch = codec, pack, epoch
+        self.region = pack.id
+        sensors = pack.sensors
+        from streams.catalogue import SENSOR_TOPICS
+
+        self.decoder = FastDecoder(codec, self.agent, expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
+                                   known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()})
+        self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
+        self.horizon = timedelta(hours=horizon_h)
+        self.newest: dict[int, datetime] = {}
+        self.evicted_to: dict[int, datetime] = {}
+        self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "skipped": 0}
+
+    def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
+        # per table: normally the same records; after a crash cut a transaction short on a broker that shows aborted
+        # records, a table may hold a batch that another does not: each table applies only what it lacks
+        markers: dict[str, dict[tuple[str, str, int], int]] = {n: {} for n in self.tables}
+        todo = {n: fresh(tx, p, msgs, self.epoch, self.agent, markers[n], n, n == SENSOR_TABLE) for n in self.tables}
+        if not any(markers.values()):
+            self.stats["skipped"] += len(msgs)
+            return
+        tables = tx.part(p)
+        outputs: list[Output] = []
+        decoded: dict[int, Rows] = {}
+        datums = 0
+        for msg in msgs:
+            if any(msg in todo[n] for n in self.tables):
+                d = decoded[id(msg)] = self.decoder.rows(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+                datums += d.datums
+        for msg in todo[SENSOR_TABLE]:
+            dead = decoded[id(msg)].dead
+            if dead:
+                outputs.extend(dead_outputs(self.codec, self.agent, dead))
+                self.stats["dead"] += len(dead)
+
+        def rows(n: str) -> list[tuple[str, dict[str, Any], datetime]]:
+            return [r for msg in todo[n] for r in decoded[id(msg)].rows]
+
+        changes: dict[str, dict[bytes, Any]] = {SENSOR_TABLE: {}, AGGREGATE_TABLE: {}, COAST_TABLE: {}}
+        if r := rows(SENSOR_TABLE):
+            self._sensors(tables[SENSOR_TABLE], r, changes[SENSOR_TABLE], outputs)
+        if r := rows(COAST_TABLE):
+            self._coast(tables[COAST_TABLE], r, changes[COAST_TABLE], outputs)
+        if r := rows(AGGREGATE_TABLE):
+            self._aggregates(p, tables[AGGREGATE_TABLE], r, changes[AGGREGATE_TABLE], outputs)
+        tx.commit(p, changes, outputs, markers)
+        n_records = len(decoded)
+        self.stats["records"] += n_records
+        self.stats["skipped"] += len(msgs) - n_records
+        self.stats["datums"] += datums
+        metrics.RECORDS.labels(self.agent).inc(n_records)
+        metrics.READINGS.labels(self.agent).inc(datums)
+
+    def _sensors(self, table: Mapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
+                 changes: dict[bytes, Any], outputs: list[Output]) -> None:
+        states: dict[str, SensorState | None] = {}
+        for _, rec, _ in rows:
+            sid = rec["entity_id"]
+            if sid not in states:
+                raw = table.get(sid.encode())
+                states[sid] = None if raw is None else SensorState.from_json(raw)
+        changed = fold_rows(states, rows, self.kind_of.__getitem__)
+        self.stats["changed"] += len(changed)
+        metrics.STATE_CHANGES.labels(self.agent).inc(len(changed))
+        encode = self.codec.encode
+        for sid, st in changed.items():
+            doc = st.to_json()
+            text = json.dumps(doc, separators=(",", ":"))
+            changes[sid.encode()] = Encoded(doc, text.encode())
+            rec = update_record(sid, "sensor", st.revision, text, st.observed_at, st.last_event_id, self.region, self.agent)
+            outputs.append((TWIN_UPDATES.name, sid.encode(), encode("TwinEntityUpdated", rec), None))
+
+    def _coast(self, table: Mapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
+               changes: dict[bytes, Any], outputs: list[Output]) -> None:
+        by_gauge = self.pack.coast_by_gauge
+        states: dict[str, CoastState | None] = {}
+        changed: dict[str, CoastState] = {}
+        for name, rec, t in rows:
+            if name != "WaterLevelMeasured":
+                continue
+            segments = by_gauge.get(rec["entity_id"])
+            if not segments:
+                continue
+            reading = LevelRow(rec["entity_id"], t, rec["level_m"], rec["event_id"])
+            for seg in segments:
+                if seg.id not in states:
+                    raw = table.get(seg.id.encode())
+                    states[seg.id] = None if raw is None else CoastState.from_json(raw)
+                prev = states[seg.id]
+                new, raised = assess(seg, prev, reading)
+                if new is prev:
+                    continue
+                states[seg.id] = changed[seg.id] = new
+                for a in raised:
+                    a = a.model_copy(update={"event_id": stable_id("alert", a.alert_id, type(a).__name__,  # type: ignore[attr-defined]
+                                                                     reading.event_id)})
+                    log.info("%s %s: %s", type(a).__name__, a.alert_id, a.message)  # type: ignore[attr-defined]
+                    outputs.append((ALERTS.name, a.alert_id.encode(), encode_event(self.codec, a), None))  # type: ignore[attr-defined]
+        encode = self.codec.encode
+        for seg_id, st in changed.items():
+            doc = st.to_json()
+            changes[seg_id.encode()] = doc
+            rec = update_record(seg_id, "coast", st.revision, doc, st.observed_at, st.gauge, self.region, "twin-coast-state")
+            outputs.append((TWIN_UPDATES.name, seg_id.encode(), encode("TwinEntityUpdated", rec), None))
+
+    def _aggregates(self, p: int, table: MutableMapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
+                    changes: dict[bytes, Any], outputs: list[Output]) -> None:
+        def load(key: str) -> aggregates.Partial | None:
+            raw = table.get(key.encode())
+            return None if raw is None else aggregates.Partial.from_json(raw)
+
+        changed = aggregates.fold_rows({}, rows, self.pack.sensors, p, load)
+        latest = max(t for _, _, t in rows)
+        encode = self.codec.encode
+        at = latest.isoformat()
+        for key, part in changed.items():
+            doc = part.to_json()
+            text = json.dumps(doc, separators=(",", ":"))
+            changes[key.encode()] = Encoded(doc, text.encode())
+            rec = {"event_id": stable_id("agg", key, part.rev), "entity_id": part.group, "region": self.region,
+                   "occurred_at": at, "source": self.agent, "metric": part.metric,
+                   "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p, "partial_json": text}
+            outputs.append((AGGREGATES.name, key.encode(), encode("AggregateUpdated", rec), None))
+        self._evict(p, table, latest, changes, outputs)
+
+    def _evict(self, p: int, table: Mapping[bytes, Any], latest: datetime, changes: dict[bytes, Any],
+               outputs: list[Output]) -> None:
+        """Partials whose window ended more than the horizon before the newest reading leave the hot state:
+        a tombstone in the changelog and on twin.aggregates. Scans the table once per 15 minutes of event time."""
+        newest = self.newest.get(p)
+        if newest is None or latest > newest:
+            newest = self.newest[p] = latest
+        cutoff = newest - self.horizon
+        done = self.evicted_to.get(p)
+        if done is not None and cutoff - done < timedelta(minutes=15):
+            return
+        self.evicted_to[p] = cutoff
+        candidates = dict(table)
+        candidates.update((k, v.value if isinstance(v, Encoded) else v) for k, v in changes.items())
+        for key, doc in candidates.items():
+            if key.startswith(b"__") or not isinstance(doc, dict) or not doc.get("window"):
+                continue
+            if datetime.fromisoformat(doc["window"]) + timedelta(seconds=doc["window_s"]) <= cutoff:
+                changes[key] = None
+                outputs.append((AGGREGATES.name, key, None, None))
+
+
+class MunicipalUnit:
+    """Road works (on known road segments), defect reports and public events into entity state and updates."""
+
+    agent = "twin-municipal-state"
+    tables = (MUNICIPAL_TABLE,)
+    topics: set[str] = set()
+
+    def __init__(self, codec: Codec, pack: RegionPack, epoch: str) -> None:
+        from streams.catalogue import MUNICIPAL_TOPICS
+
+        self.codec, self.pack, self.epoch, self.region = codec, pack, epoch, pack.id
+        self.decoder = RecordDecoder(codec, self.agent, expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()})
+
+    def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
+        markers: dict[tuple[str, str, int], int] = {}
+        todo = fresh(tx, p, msgs, self.epoch, self.agent, markers)
+        if not markers:
+            return
+        table = tx.part(p)[MUNICIPAL_TABLE]
+        changes: dict[bytes, Any] = {}
+        outputs: list[Output] = []
+        for msg in todo:
+            decoded = self.decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+            for e in decoded.events:
+                if isinstance(e, RoadWorksAnnounced) and e.entity_id not in self.pack.roads:
+                    decoded.dead.append(self.decoder.dead_letter(
+                        msg.topic, msg.partition, msg.offset, msg.key, encode_event(self.codec, e), -1, "unknown_entity",
+                        f"road works on {e.entity_id}, which is not a road segment of the pack; "
+                        "list them with GET /entities?type=road"))
+                    continue
+                key = e.entity_id.encode()
+                new = municipal.apply(changes.get(key, table.get(key)), e)
+                if new is None:
+                    continue
+                changes[key] = new
+                state = {k: v for k, v in new.items() if k != "event_ids"}
+                rec = update_record(e.entity_id, e.entity_id.kind.value, new["revision"], state, e.occurred_at, e.event_id,
+                                    self.region, self.agent)
+                outputs.append((TWIN_UPDATES.name, key, self.codec.encode("TwinEntityUpdated", rec), None))
+            outputs.extend(dead_outputs(self.codec, self.agent, decoded.dead))
+            metrics.READINGS.labels(self.agent).inc(len(decoded.events) + len(decoded.dead))
+        metrics.RECORDS.labels(self.agent).inc(len(todo))
+        tx.commit(p, {MUNICIPAL_TABLE: changes}, outputs, {MUNICIPAL_TABLE: markers})
+
+
+class ProcessorError(RuntimeError):
+    pass
+
+
+class StateView(MutableMapping[str, Any]):
+    """A processor's state for one partition: reads the committed table, collects writes for the transaction."""
+
+    def __init__(self, table: Mapping[bytes, Any]) -> None:
+        self.table = table
+        self.changes: dict[bytes, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        k = key.encode()
+        if k in self.changes:
+            value = self.changes[k]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self.table[k]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        json.dumps(value)  # state must be JSON: fail here, with the processor's key, not in the transaction
+        self.changes[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # noqa: B018 - raises KeyError for a missing key, as a mapping must
+        self.changes[key.encode()] = None
+
+    def _keys(self) -> set[bytes]:
+        keys = {k for k in self.table if not k.startswith(b"__applied__|")}
+        for k, v in self.changes.items():
+            if v is None:
+                keys.discard(k)
+            else:
+                keys.add(k)
+        return keys
+
+    def __iter__(self) -> Any:
+        return (k.decode() for k in self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
+class ProcessorUnit:
+    """Runs one processor (``streams.processors``): its state in a table, its outputs only to its declared topic."""
+
+    def __init__(self, proc: Any, codec: Codec, pack: RegionPack, epoch: str, sensor_topics: set[str]) -> None:
+        self.proc, self.codec, self.epoch = proc, codec, epoch
+        self.agent = proc.name
+        self.table = f"{proc.name}-state"
+        self.tables = (self.table,)
+        self.allowed = frozenset(BY_NAME[proc.output].value_schemas)
+        self.sensor_topics = sensor_topics
+        self.topics = set(proc.topics)
+        self.decoder = FastDecoder(codec, proc.name, expected={t: BY_NAME[t].value_schemas for t in proc.topics},
+                                   known_entities=set(pack.entities()))
+
+    def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
+        markers: dict[tuple[str, str, int], int] = {}
+        todo = fresh(tx, p, msgs, self.epoch, self.agent, markers)
+        if not markers:
+            return
+        view = StateView(tx.part(p)[self.table])
+        outputs: list[Output] = []
+        for msg in todo:
+            decoded = self.decoder.rows(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+            if decoded.dead and msg.topic not in self.sensor_topics:  # sensor topics' bad records are the core agent's
+                outputs.extend(dead_outputs(self.codec, self.agent, decoded.dead))
+            events = [light_to_model(EVENT_TYPES[name], rec, t) for name, rec, t in decoded.rows]  # type: ignore[arg-type]
+            if not events:
+                continue
+            before = dict(view.changes)
+            try:
+                emitted = self.proc.handle(events, view)
+                outputs.extend([self._output(e, msg, i) for i, e in enumerate(emitted)])
+            except Exception as exc:  # a bug in the processor, for this record: keep the record, with the reason
+                view.changes = before
+                log.exception("%s: processing %s[%d]@%d failed", self.agent, msg.topic, msg.partition, msg.offset)
+                d = self.decoder.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", -1,
+                                             "processing", f"{type(exc).__name__}: {exc}")
+                outputs.extend(dead_outputs(self.codec, self.agent, [d]))
+            metrics.READINGS.labels(self.agent).inc(len(events))
+        metrics.RECORDS.labels(self.agent).inc(len(todo))
+        tx.commit(p, {self.table: view.changes}, outputs, {self.table: markers})
+
+    def _output(self, e: Any, msg: Message, i: int) -> Output:
+        name = type(e).__name__
+        if not isinstance(e, Event) or name not in self.allowed:
+            raise ProcessorError(f"processor {self.agent!r} emitted {name}, but its declared output topic "
+                                 f"{self.proc.output!r} carries only {', '.join(sorted(self.allowed))}; a processor "
+                                 "writes only to its declared output topic")
+        e = e.model_copy(update={"event_id": stable_id(self.agent, *origin(msg, self.epoch), i)})
+        key = getattr(e, "alert_id", None) or e.entity_id
+        return (self.proc.output, str(key).encode(), encode_event(self.codec, e), None)
+
+
+def is_reading(e: Event) -> bool:
+    return isinstance(e, Reading)

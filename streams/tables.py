@@ -1,0 +1,289 @@
+"""Agent state that commits with its effects: partitioned tables, their changelogs, outputs and applied-offset markers
+in one Kafka transaction per processed batch.
+
+Each agent owns named tables (``dict[bytes, JSON value]``), split by input partition, with one compacted changelog topic
+per table, ``<app_id>-<table>-changelog`` (the name Faust gives its table changelogs, so tools and checkpoints find them),
+co-partitioned with the agent's input topics. For partition *p* the agent has one confluent-kafka transactional producer
+with ``transactional.id = <app_id>-<agent>-<p>``: when *p* moves to another worker, that worker's
+``init_transactions`` fences the old owner (a zombie cannot commit any more) and aborts what it left open.
+
+:meth:`TxTables.commit` writes, in one transaction on *p*'s producer, every changed table key (tombstone for a delete),
+the outputs the batch caused (twin.updates, twin.alerts, twin.aggregates, dead letters, ...) and the applied-offset
+markers ``__applied__|<epoch>|<topic>|<partition>`` (contract 3); only after the commit succeeds does it apply the
+changes to the in-memory table. So the in-memory state never runs ahead of the committed state: a transient failure
+(broker away, timeout) is retried with backoff from the same state, and a fatal one (fenced, producer broken) ends the
+process with a clear message, to restart and recover. A partition's tables are loaded (read_committed: aborted writes
+are never seen) the first time a record of that partition arrives, after its producer has fenced the previous owner,
+and dropped when the partition is revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams import metrics
+from streams.publisher import producer_config
+
+log = logging.getLogger("plietsch.streams.tables")
+
+MARKER_PREFIX = b"__applied__|"
+Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+
+
+class Encoded:
+    """A table value with its JSON bytes already made (the agent needed them for an output anyway)."""
+
+    __slots__ = ("data", "value")
+
+    def __init__(self, value: Any, data: bytes) -> None:
+        self.value, self.data = value, data
+
+
+def marker_key(epoch: str, topic: str, partition: int) -> bytes:
+    return f"__applied__|{epoch}|{topic}|{partition}".encode()
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def crash(message: str) -> None:
+    """End the worker now: its in-memory state may be ahead of what is committed. It restarts and recovers."""
+    log.critical("%s; the worker stops so that it restarts from its committed state", message)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(70)
+
+
+class TxTables:
+    """The tables of one agent, per input partition, committed with the agent's outputs and markers."""
+
+    def __init__(self, bootstrap: str, app_id: str, agent: str, tables: Iterable[str], partitions: int, *,
+                 extra_producer_config: dict[str, Any] | None = None, on_crash: Callable[[str], None] = crash) -> None:
+        self.bootstrap, self.app_id, self.agent = bootstrap, app_id, agent
+        self.names = list(tables)
+        self.partitions = partitions
+        self.extra = dict(extra_producer_config or {})
+        self.on_crash = on_crash
+        self.parts: dict[int, dict[str, dict[bytes, Any]]] = {}
+        self.producers: dict[int, Producer] = {}
+        self._topics_ready = False
+
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
+    def ensure_topics(self, timeout: float = 15.0) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        wanted = [NewTopic(self.changelog(n), self.partitions, 1, config={"cleanup.policy": "compact"})
+                  for n in self.names if self.changelog(n) not in existing]
+        for name, fut in (admin.create_topics(wanted, operation_timeout=timeout).items() if wanted else []):
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise RuntimeError(f"could not create changelog topic {name!r}: {exc}") from exc
+
+    # -- partitions ---------------------------------------------------------------------------------------------------
+
+    def producer(self, p: int) -> Producer:
+        prod = self.producers.get(p)
+        if prod is None:
+            cfg = producer_config(self.bootstrap, **{"transactional.id": f"{self.app_id}-{self.agent}-{p}",
+                                                     "enable.idempotence": True, "linger.ms": 2,
+                                                     "transaction.timeout.ms": 60_000, **self.extra})
+            prod = Producer(cfg)
+            for attempt in range(1, 1000):
+                try:
+                    prod.init_transactions(30)  # fences a previous owner of this partition and aborts its open work
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    if err.fatal() or not err.retriable():
+                        self.on_crash(f"{self.agent}: cannot start the transactional producer for partition {p}: {err}")
+                        raise
+                    log.warning("%s: the broker did not answer init_transactions for partition %d (%s), retry %d",
+                                self.agent, p, err, attempt)
+                    time.sleep(min(5.0, 0.2 * attempt))
+            self.producers[p] = prod
+        return prod
+
+    def part(self, p: int) -> dict[str, dict[bytes, Any]]:
+        """The tables of partition *p*, loaded from the changelogs the first time (after fencing the previous owner)."""
+        tables = self.parts.get(p)
+        if tables is None:
+            if not self._topics_ready:
+                self.ensure_topics()
+                self._topics_ready = True
+            self.producer(p)
+            started = time.monotonic()
+            tables = self.parts[p] = self._load(p)
+            log.info("%s: partition %d recovered from the changelogs in %.2f s (%s)", self.agent, p,
+                     time.monotonic() - started, ", ".join(f"{n}: {len(t)} keys" for n, t in tables.items()))
+        return tables
+
+    def drop(self, p: int) -> None:
+        """Forget partition *p* (revoked): its state is another worker's now; reloaded if it comes back."""
+        self.parts.pop(p, None)
+        self.producers.pop(p, None)
+
+    def drop_all(self) -> None:
+        for p in list(self.parts):
+            self.drop(p)
+
+    def _load(self, p: int, timeout: float = 180.0) -> dict[str, dict[bytes, Any]]:
+        tables: dict[str, dict[bytes, Any]] = {n: {} for n in self.names}
+        by_topic = {self.changelog(n): tables[n] for n in self.names}
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.app_id}-restore-{uuid.uuid4().hex[:8]}",
+                      "enable.auto.commit": False, "isolation.level": "read_committed", "enable.partition.eof": True,
+                      "fetch.max.bytes": 16 * 1024 * 1024})
+        try:
+            todo = set()
+            for topic in by_topic:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if hi > lo:
+                    todo.add(topic)
+            if not todo:
+                return tables
+            c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in todo])
+            deadline = time.monotonic() + timeout
+            while todo:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.agent}: changelogs {sorted(todo)} partition {p} not read to their end "
+                                       f"within {timeout:.0f} s; is the broker overloaded?")
+                for msg in c.consume(5000, 0.5):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            todo.discard(msg.topic())
+                            continue
+                        raise KafkaException(err)
+                    table = by_topic[str(msg.topic())]
+                    key, value = msg.key() or b"", msg.value()
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = json.loads(value)
+        finally:
+            c.close()
+        return tables
+
+    # -- markers --------------------------------------------------------------------------------------------------------
+
+    def applied(self, p: int, epoch: str, topic: str, partition: int, table: str | None = None) -> int:
+        """The last applied origin offset for (epoch, topic, partition) in a table of partition *p* (default: the
+        first), -1 when none."""
+        value = self.part(p)[table or self.names[0]].get(marker_key(epoch, topic, partition))
+        return -1 if value is None else int(value)
+
+    # -- commit ---------------------------------------------------------------------------------------------------------
+
+    def commit(self, p: int, changes: dict[str, dict[bytes, Any]], outputs: list[Output],
+               markers: dict[str, dict[tuple[str, str, int], int]]) -> None:
+        """Commit the changes of partition *p*'s tables, the outputs and the markers (per table) in one transaction,
+        then apply the changes in memory. Transient failures are retried with backoff; a fatal one ends the process.
+
+        Order inside the transaction: the outputs first (and waited for), then per table its changes and, last, its
+        markers, on the table's changelog partition *p* (one ordered, idempotent stream). A broker that shows the
+        records of an aborted transaction to read_committed readers (Tansu 0.6 does, measured: see README "Hot path")
+        then still never shows a table's marker without that table's changes nor before the outputs; what a crash
+        cut short is done again, with the same output event ids."""
+        tables = self.part(p)
+        changes = {n: dict(kv) for n, kv in changes.items()}
+        for n, ms in markers.items():
+            for (epoch, topic, partition), offset in ms.items():
+                changes.setdefault(n, {})[marker_key(epoch, topic, partition)] = offset  # insertion order: markers last
+        records: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]] = []
+        for topic, key, value, headers in outputs:
+            records.append((topic, key, value, None, headers))
+        n_outputs = len(records)
+        for n, kv in changes.items():
+            topic = self.changelog(n)
+            for k, v in kv.items():
+                data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
+                records.append((topic, k, data, p, None))
+        prod = self.producer(p)
+        attempt = 0
+        began = False
+        while True:
+            try:
+                if not began:
+                    prod.begin_transaction()
+                    began = True
+                    for i, (topic, key, value, part, headers) in enumerate(records):
+                        if i == n_outputs and n_outputs:
+                            self._flush(prod)
+                        self._produce(prod, topic, key, value, part, headers)
+                prod.commit_transaction(30)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                attempt += 1
+                if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                                 KafkaError.INVALID_PRODUCER_EPOCH):
+                    metrics.TX_ABORTS.labels(self.agent).inc()
+                    self.on_crash(f"{self.agent}: the transaction on partition {p} failed for good ({err})")
+                    raise
+                if err.txn_requires_abort():
+                    metrics.TX_ABORTS.labels(self.agent).inc()
+                    self._abort(prod, p)
+                    began = False
+                elif not err.retriable():
+                    metrics.TX_ABORTS.labels(self.agent).inc()
+                    self.on_crash(f"{self.agent}: the transaction on partition {p} failed ({err})")
+                    raise
+                delay = min(5.0, 0.1 * 2 ** min(attempt, 6))
+                (log.warning if attempt <= 3 or attempt % 10 == 0 else log.debug)(
+                    "%s: transaction on partition %d not committed (%s); retry %d in %.1f s", self.agent, p, err, attempt, delay)
+                metrics.TX_RETRIES.labels(self.agent).inc()
+                time.sleep(delay)
+        metrics.TX_COMMITS.labels(self.agent).inc()
+        for n, kv in changes.items():
+            table = tables[n]
+            for k, v in kv.items():
+                if v is None:
+                    table.pop(k, None)
+                else:
+                    table[k] = v.value if isinstance(v, Encoded) else v
+
+    @staticmethod
+    def _flush(prod: Producer) -> None:
+        while prod.flush(30):
+            log.warning("outputs not delivered within 30 s; waiting on")
+
+    def _abort(self, prod: Producer, p: int) -> None:
+        for attempt in range(1, 1000):
+            try:
+                prod.abort_transaction(30)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or not err.retriable():
+                    self.on_crash(f"{self.agent}: could not abort the transaction on partition {p} ({err})")
+                    raise
+                time.sleep(min(5.0, 0.2 * attempt))
+
+    @staticmethod
+    def _produce(prod: Producer, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                 headers: list[tuple[str, bytes]] | None) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                prod.produce(topic, **kwargs)
+                return
+            except BufferError:
+                prod.poll(0.05)
