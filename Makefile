@@ -43,6 +43,10 @@ bench: install
 	$(BIN)/python -m bench.rebuild
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.flood
+	$(BIN)/python -m bench.readmodel
+	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.soak --events 1000000
 
 clean:
 	rm -rf $(VENV) node_modules .plietsch
