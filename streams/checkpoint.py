@@ -39,6 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from schemas.codec import CodecError
 from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES, TopicSpec, ensure_topics
+from streams.history.store import fsync_dir
 from streams.serde import Codec
 
 log = logging.getLogger("plietsch.checkpoint")
@@ -134,14 +135,6 @@ def _stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(root: Path, topics: dict[str, tuple[int, list[Entry]]], meta: dict[str, Any], keep: int = 3) -> Path:
     """Write a complete checkpoint folder atomically (hidden folder, fsync, rename); keep the newest *keep*."""
     root.mkdir(parents=True, exist_ok=True)
@@ -162,10 +155,10 @@ def write_checkpoint(root: Path, topics: dict[str, tuple[int, list[Entry]]], met
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     with (tmp / "manifest.json").open("rb") as fh:
         os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     final = root / stamp
     tmp.rename(final)
-    _fsync_dir(root)
+    fsync_dir(root)
     prune(root, keep)
     return final
 
