@@ -44,20 +44,28 @@ class RecordDecoder:
     def decode(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                headers: Iterable[tuple[str, bytes | None]] | None) -> Decoded:
         out = Decoded()
-        if value is None:
-            out.dead.append(self.dead_letter(topic, partition, offset, key, b"", -1, "decode", "record has no value (tombstone)"))
+        datums = self._split(topic, partition, offset, key, value, headers)
+        if isinstance(datums, DeadLettered):
+            out.dead.append(datums)
             return out
         if is_batch(headers):
-            try:
-                datums = list(iter_batch(value))
-            except CodecError as exc:
-                out.dead.append(self.dead_letter(topic, partition, offset, key, value, -1, exc.kind, f"batch frame broken: {exc}"))
-                return out
             for i, datum in enumerate(datums):
                 self._one(out, topic, partition, offset, key, datum, i)
         else:
-            self._one(out, topic, partition, offset, key, value, -1)
+            self._one(out, topic, partition, offset, key, datums[0], -1)
         return out
+
+    def _split(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               headers: Iterable[tuple[str, bytes | None]] | None) -> list[bytes] | DeadLettered:
+        """The datums of a record (one, or a batch's), or the dead letter for a tombstone or a broken batch frame."""
+        if value is None:
+            return self.dead_letter(topic, partition, offset, key, b"", -1, "decode", "record has no value (tombstone)")
+        if not is_batch(headers):
+            return [value]
+        try:
+            return list(iter_batch(value))
+        except CodecError as exc:
+            return self.dead_letter(topic, partition, offset, key, value, -1, exc.kind, f"batch frame broken: {exc}")
 
     def _one(self, out: Decoded, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes, index: int) -> None:
         try:
@@ -142,23 +150,16 @@ class FastDecoder(RecordDecoder):
     def rows(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
              headers: Iterable[tuple[str, bytes | None]] | None) -> Rows:
         out = Rows()
-        if value is None:
-            out.dead.append(self.dead_letter(topic, partition, offset, key, b"", -1, "decode", "record has no value (tombstone)"))
+        datums = self._split(topic, partition, offset, key, value, headers)
+        if isinstance(datums, DeadLettered):
+            out.dead.append(datums)
             return out
-        if is_batch(headers):
-            try:
-                datums = list(iter_batch(value))
-            except CodecError as exc:
-                out.dead.append(self.dead_letter(topic, partition, offset, key, value, -1, exc.kind, f"batch frame broken: {exc}"))
-                return out
-            if any(not d for d in datums):
-                out.dead.append(self.dead_letter(
-                    topic, partition, offset, key, value, -1, "decode",
-                    f"batch frame broken: it declares an empty datum ({sum(1 for d in datums if not d)} of {len(datums)}); "
-                    "the whole record is kept here"))
-                return out
-        else:
-            datums = [value]
+        if is_batch(headers) and any(not d for d in datums):
+            out.dead.append(self.dead_letter(
+                topic, partition, offset, key, value or b"", -1, "decode",
+                f"batch frame broken: it declares an empty datum ({sum(1 for d in datums if not d)} of {len(datums)}); "
+                "the whole record is kept here"))
+            return out
         out.datums = len(datums)
         allowed = self.expected.get(topic)
         decode = self.codec.decode
@@ -197,7 +198,7 @@ class FastDecoder(RecordDecoder):
         if len(out.dead) > MAX_DEAD_PER_RECORD:
             reasons = sorted({d.reason for d in out.dead})[:3]
             out.dead = [self.dead_letter(
-                topic, partition, offset, key, value, -1, out.dead[0].error_type,
+                topic, partition, offset, key, value or b"", -1, out.dead[0].error_type,
                 f"{len(out.dead)} of {len(datums)} datums of this record are bad (more than {MAX_DEAD_PER_RECORD}), so the "
                 f"whole record is kept here; first reasons: {'; '.join(reasons)}")]
         return out
