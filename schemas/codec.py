@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 BATCH_CONTENT_TYPE = b"application/vnd.plietsch.batch"
 CONTENT_TYPE_HEADER = "content-type"
+_BUFFER_REPR = re.compile(r" ?(?:from )?<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
 class CodecError(ValueError):
@@ -123,7 +125,9 @@ class SingleObjectCodec:
         try:
             record = schemaless_reader(stream, writer, reader)
         except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
-            raise CodecError("decode", f"{name}: datum does not decode ({type(exc).__name__}: {exc})") from exc
+            detail = _BUFFER_REPR.sub("", str(exc))  # fastavro names its buffer object: an address, no help to anyone
+            raise CodecError("decode", f"{name}: datum of {len(data)} bytes does not decode ({type(exc).__name__}: "
+                                       f"{detail}); the producer wrote something else than this schema") from exc
         if stream.tell() != len(data):
             raise CodecError("decode", f"{name}: {len(data) - stream.tell()} trailing bytes after the datum")
         return name, record  # type: ignore[return-value]

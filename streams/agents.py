@@ -18,18 +18,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import polars as pl
+
 from streams import metrics
 from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UPDATES
+from streams.columnar import ColumnarDecoder
 from streams.fastpath import light_to_model
-from streams.ingest import FastDecoder, RecordDecoder, Rows
+from streams.ingest import RecordDecoder
 from streams.serde import Codec, encode_event
 from streams.tables import Encoded, Output
-from twin import aggregates, municipal
+from twin import aggregates, columnar, municipal
 from twin.coast import CoastState, assess
 from twin.events import BY_NAME as EVENT_TYPES
 from twin.events import DeadLettered, Event, Reading, RoadWorksAnnounced
 from twin.region import RegionPack
-from twin.sensors import SensorState, fold_rows
+from twin.sensors import SensorState
 
 log = logging.getLogger("plietsch.streams")
 
@@ -37,6 +40,7 @@ SENSOR_TABLE = "twin-sensor-state"
 COAST_TABLE = "twin-coast-state"
 AGGREGATE_TABLE = "twin-aggregates"
 MUNICIPAL_TABLE = "twin-municipal-state"
+AGGREGATED = ("TrafficCounted", "AirQualityMeasured", "ParkingOccupancyReported")
 REPLAY_HEADER = "plietsch-replay"
 ORIGIN_HEADER = "plietsch-origin"
 
@@ -138,9 +142,10 @@ class SensorUnit:
         sensors = pack.sensors
         from streams.catalogue import SENSOR_TOPICS
 
-        self.decoder = FastDecoder(codec, self.agent, expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
+        self.decoder = ColumnarDecoder(codec, self.agent, expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                    known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()})
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
+        self.groups = columnar.Groups(sensors)
         self.horizon = timedelta(hours=horizon_h)
         self.newest: dict[int, datetime] = {}
         self.evicted_to: dict[int, datetime] = {}
@@ -156,45 +161,48 @@ class SensorUnit:
             return
         tables = tx.part(p)
         outputs: list[Output] = []
-        decoded: dict[int, Rows] = {}
-        datums = 0
-        for msg in msgs:
-            if any(msg in todo[n] for n in self.tables):
-                d = decoded[id(msg)] = self.decoder.rows(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
-                datums += d.datums
+        wanted = [msg for msg in msgs if any(msg in todo[n] for n in self.tables)]
+        batch = self.decoder.batch(wanted)
+        position = {id(msg): k for k, msg in enumerate(wanted)}
+        datums = sum(batch.datums.values())
         for msg in todo[SENSOR_TABLE]:
-            dead = decoded[id(msg)].dead
+            dead = batch.dead.get(position[id(msg)])
             if dead:
                 outputs.extend(dead_outputs(self.codec, self.agent, dead))
                 self.stats["dead"] += len(dead)
 
-        def rows(n: str) -> list[tuple[str, dict[str, Any], datetime]]:
-            return [r for msg in todo[n] for r in decoded[id(msg)].rows]
+        def frames(n: str, names: Iterable[str] | None = None) -> dict[str, pl.DataFrame]:
+            records = [position[id(msg)] for msg in todo[n]]
+            out = {}
+            for name in batch.frames if names is None else names:
+                df = batch.rows(name, records)
+                if df is not None and len(df):
+                    out[name] = df
+            return out
 
         changes: dict[str, dict[bytes, Any]] = {SENSOR_TABLE: {}, AGGREGATE_TABLE: {}, COAST_TABLE: {}}
-        if r := rows(SENSOR_TABLE):
-            self._sensors(tables[SENSOR_TABLE], r, changes[SENSOR_TABLE], outputs)
-        if r := rows(COAST_TABLE):
-            self._coast(tables[COAST_TABLE], r, changes[COAST_TABLE], outputs)
-        if r := rows(AGGREGATE_TABLE):
-            self._aggregates(p, tables[AGGREGATE_TABLE], r, changes[AGGREGATE_TABLE], outputs)
+        if f := frames(SENSOR_TABLE):
+            self._sensors(tables[SENSOR_TABLE], f, changes[SENSOR_TABLE], outputs)
+        if f := frames(COAST_TABLE, ("WaterLevelMeasured",)):
+            self._coast(tables[COAST_TABLE], f["WaterLevelMeasured"], changes[COAST_TABLE], outputs)
+        if f := frames(AGGREGATE_TABLE, AGGREGATED):
+            self._aggregates(p, tables[AGGREGATE_TABLE], f, changes[AGGREGATE_TABLE], outputs)
         tx.commit(p, changes, outputs, markers)
-        n_records = len(decoded)
+        n_records = len(wanted)
         self.stats["records"] += n_records
         self.stats["skipped"] += len(msgs) - n_records
         self.stats["datums"] += datums
         metrics.RECORDS.labels(self.agent).inc(n_records)
         metrics.READINGS.labels(self.agent).inc(datums)
 
-    def _sensors(self, table: Mapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
-                 changes: dict[bytes, Any], outputs: list[Output]) -> None:
+    def _sensors(self, table: Mapping[bytes, Any], frames: dict[str, pl.DataFrame], changes: dict[bytes, Any],
+                 outputs: list[Output]) -> None:
         states: dict[str, SensorState | None] = {}
-        for _, rec, _ in rows:
-            sid = rec["entity_id"]
-            if sid not in states:
+        for df in frames.values():
+            for sid in df["entity_id"].unique(maintain_order=True).to_list():
                 raw = table.get(sid.encode())
                 states[sid] = None if raw is None else SensorState.from_json(raw)
-        changed = fold_rows(states, rows, self.kind_of.__getitem__)
+        changed = columnar.fold_sensors(states, frames, self.kind_of.__getitem__)
         self.stats["changed"] += len(changed)
         metrics.STATE_CHANGES.labels(self.agent).inc(len(changed))
         encode = self.codec.encode
@@ -205,14 +213,13 @@ class SensorUnit:
             rec = update_record(sid, "sensor", st.revision, text, st.observed_at, st.last_event_id, self.region, self.agent)
             outputs.append((TWIN_UPDATES.name, sid.encode(), encode("TwinEntityUpdated", rec), None))
 
-    def _coast(self, table: Mapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
-               changes: dict[bytes, Any], outputs: list[Output]) -> None:
+    def _coast(self, table: Mapping[bytes, Any], levels: pl.DataFrame, changes: dict[bytes, Any],
+               outputs: list[Output]) -> None:
         by_gauge = self.pack.coast_by_gauge
         states: dict[str, CoastState | None] = {}
         changed: dict[str, CoastState] = {}
-        for name, rec, t in rows:
-            if name != "WaterLevelMeasured":
-                continue
+        levels = levels.filter(pl.col("entity_id").is_in(list(by_gauge)))
+        for _name, rec, t in columnar.to_rows("WaterLevelMeasured", levels):
             segments = by_gauge.get(rec["entity_id"])
             if not segments:
                 continue
@@ -238,14 +245,16 @@ class SensorUnit:
             rec = update_record(seg_id, "coast", st.revision, doc, st.observed_at, st.gauge, self.region, "twin-coast-state")
             outputs.append((TWIN_UPDATES.name, seg_id.encode(), encode("TwinEntityUpdated", rec), None))
 
-    def _aggregates(self, p: int, table: MutableMapping[bytes, Any], rows: list[tuple[str, dict[str, Any], datetime]],
+    def _aggregates(self, p: int, table: MutableMapping[bytes, Any], frames: dict[str, pl.DataFrame],
                     changes: dict[bytes, Any], outputs: list[Output]) -> None:
         def load(key: str) -> aggregates.Partial | None:
             raw = table.get(key.encode())
             return None if raw is None else aggregates.Partial.from_json(raw)
 
-        changed = aggregates.fold_rows({}, rows, self.pack.sensors, p, load)
-        latest = max(t for _, _, t in rows)
+        changed = columnar.fold_aggregates({}, frames, self.groups, p, load)
+        latest = columnar.newest(frames)
+        if latest is None:
+            return
         encode = self.codec.encode
         at = latest.isoformat()
         for key, part in changed.items():
@@ -380,7 +389,7 @@ class ProcessorUnit:
         self.allowed = frozenset(BY_NAME[proc.output].value_schemas)
         self.sensor_topics = sensor_topics
         self.topics = set(proc.topics)
-        self.decoder = FastDecoder(codec, proc.name, expected={t: BY_NAME[t].value_schemas for t in proc.topics},
+        self.decoder = ColumnarDecoder(codec, proc.name, expected={t: BY_NAME[t].value_schemas for t in proc.topics},
                                    known_entities=set(pack.entities()))
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
@@ -390,11 +399,13 @@ class ProcessorUnit:
             return
         view = StateView(tx.part(p)[self.table])
         outputs: list[Output] = []
-        for msg in todo:
-            decoded = self.decoder.rows(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
-            if decoded.dead and msg.topic not in self.sensor_topics:  # sensor topics' bad records are the core agent's
-                outputs.extend(dead_outputs(self.codec, self.agent, decoded.dead))
-            events = [light_to_model(EVENT_TYPES[name], rec, t) for name, rec, t in decoded.rows]  # type: ignore[arg-type]
+        batch = self.decoder.batch(todo)
+        per_record = columnar.rows_by_record(batch.frames)
+        for k, msg in enumerate(todo):
+            dead = batch.dead.get(k)
+            if dead and msg.topic not in self.sensor_topics:  # sensor topics' bad records are the core agent's
+                outputs.extend(dead_outputs(self.codec, self.agent, dead))
+            events = [light_to_model(EVENT_TYPES[name], rec, t) for name, rec, t in per_record.get(k, ())]  # type: ignore[arg-type]
             if not events:
                 continue
             before = dict(view.changes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,10 +31,22 @@ _ENVELOPE_TIME = "occurred_at"
 Check = Callable[[dict[str, Any]], bool]
 
 
-def _field_expr(name: str, info: FieldInfo, n: int) -> str | None:
-    """A Python expression over ``rec`` that is true when the field is valid for sure; None for an unknown rule."""
+@dataclass(frozen=True)
+class FieldRules:
+    """What a pydantic field demands, in the terms both compiled checks use (Python source and polars expressions)."""
+
+    ann: type
+    optional: bool
+    bounds: tuple[tuple[str, Any], ...]  # (operator, value): ">=", ">", "<=", "<"
+    min_len: int | None
+    max_len: int | None
+    finite: bool
+
+
+def field_rules(info: FieldInfo) -> FieldRules | None:
+    """The field's rules, or None for a rule or a type the compiled checks do not know (then pydantic decides)."""
     ann = info.annotation
-    bounds: list[str] = []
+    bounds: list[tuple[str, Any]] = []
     min_len = max_len = None
     finite = False
     metadata = list(info.metadata)
@@ -45,16 +58,15 @@ def _field_expr(name: str, info: FieldInfo, n: int) -> str | None:
         for m in getattr(ann, "__metadata__", ()):
             metadata.extend(m.metadata if isinstance(m, FieldInfo) else [m])
         ann = getattr(ann, "__origin__", ann)
-    v = f"v{n}"
     for m in metadata:
         if isinstance(m, at.Ge):
-            bounds.append(f"{v} >= {m.ge!r}")
+            bounds.append((">=", m.ge))
         elif isinstance(m, at.Gt):
-            bounds.append(f"{v} > {m.gt!r}")
+            bounds.append((">", m.gt))
         elif isinstance(m, at.Le):
-            bounds.append(f"{v} <= {m.le!r}")
+            bounds.append(("<=", m.le))
         elif isinstance(m, at.Lt):
-            bounds.append(f"{v} < {m.lt!r}")
+            bounds.append(("<", m.lt))
         elif isinstance(m, at.MinLen):
             min_len = m.min_length
         elif isinstance(m, at.MaxLen):
@@ -63,24 +75,34 @@ def _field_expr(name: str, info: FieldInfo, n: int) -> str | None:
             finite = True
         else:
             return None
-    if ann is float:
-        if not bounds and not finite:
-            return None  # a float without rules: pydantic also takes strings etc.; not worth a fast path
-        tests = [f"(type({v}) is float or type({v}) is int)", *bounds]
-        if finite:
-            tests.append(f"isfinite({v})")
-    elif ann is int:
-        tests = [f"type({v}) is int", *bounds]
-    elif ann is str:
-        tests = [f"type({v}) is str"]
-        if min_len is not None:
-            tests.append(f"len({v}) >= {min_len}")
-        if max_len is not None:
-            tests.append(f"len({v}) <= {max_len}")
-    else:
+    if ann is float and not bounds and not finite:
+        return None  # a float without rules: pydantic also takes strings etc.; not worth a fast path
+    if ann not in (float, int, str):
         return None
+    return FieldRules(ann, optional, tuple(bounds), min_len, max_len, finite)  # type: ignore[arg-type]
+
+
+def _field_expr(name: str, info: FieldInfo, n: int) -> str | None:
+    """A Python expression over ``rec`` that is true when the field is valid for sure; None for an unknown rule."""
+    r = field_rules(info)
+    if r is None:
+        return None
+    v = f"v{n}"
+    bounds = [f"{v} {op} {value!r}" for op, value in r.bounds]
+    if r.ann is float:
+        tests = [f"(type({v}) is float or type({v}) is int)", *bounds]
+        if r.finite:
+            tests.append(f"isfinite({v})")
+    elif r.ann is int:
+        tests = [f"type({v}) is int", *bounds]
+    else:
+        tests = [f"type({v}) is str"]
+        if r.min_len is not None:
+            tests.append(f"len({v}) >= {r.min_len}")
+        if r.max_len is not None:
+            tests.append(f"len({v}) <= {r.max_len}")
     body = " and ".join(tests)
-    if optional:
+    if r.optional:
         return f"(({v} := rec[{name!r}]) is None or ({body}))"
     return f"(({v} := rec[{name!r}]) is not None and {body})"
 

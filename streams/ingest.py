@@ -150,55 +150,67 @@ class FastDecoder(RecordDecoder):
     def rows(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
              headers: Iterable[tuple[str, bytes | None]] | None) -> Rows:
         out = Rows()
+        datums = self.datums(out, topic, partition, offset, key, value, headers)
+        if datums is None:
+            return out
+        single = len(datums) == 1 and not is_batch(headers)
+        for i, datum in enumerate(datums):
+            self.datum(out, topic, partition, offset, key, datum, -1 if single else i)
+        self.cap(out, topic, partition, offset, key, value, len(datums))
+        return out
+
+    def datums(self, out: Rows, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               headers: Iterable[tuple[str, bytes | None]] | None) -> list[bytes] | None:
+        """The record's datums (counted in *out*), or None when the whole record is a dead letter (added to *out*)."""
         datums = self._split(topic, partition, offset, key, value, headers)
         if isinstance(datums, DeadLettered):
             out.dead.append(datums)
-            return out
+            return None
         if is_batch(headers) and any(not d for d in datums):
             out.dead.append(self.dead_letter(
                 topic, partition, offset, key, value or b"", -1, "decode",
                 f"batch frame broken: it declares an empty datum ({sum(1 for d in datums if not d)} of {len(datums)}); "
                 "the whole record is kept here"))
-            return out
+            return None
         out.datums = len(datums)
+        return datums
+
+    def datum(self, out: Rows, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes, index: int) -> None:
+        """One datum: decoded and checked by the compiled check, or by pydantic when the check cannot vouch for it."""
+        try:
+            name, rec = self.codec.decode(datum)
+        except CodecError as exc:
+            out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, exc.kind, str(exc)))
+            return
+        check = self._checks.get(name) if name in self._checks else self.check_for(name)
         allowed = self.expected.get(topic)
-        decode = self.codec.decode
-        known = self.known_entities
-        kinds = self.entity_kinds
-        single = len(datums) == 1 and not is_batch(headers)
-        for i, datum in enumerate(datums):
-            index = -1 if single else i
-            try:
-                name, rec = decode(datum)
-            except CodecError as exc:
-                out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, exc.kind, str(exc)))
-                continue
-            check = self._checks.get(name) if name in self._checks else self.check_for(name)
-            t = None
-            if check is not None and (allowed is None or name in allowed):
-                t = check(rec)
-                if t is not None and known is not None:
-                    eid = rec["entity_id"]
-                    kind = kinds.get(eid)
-                    if eid not in known or (kind is not None and kind != getattr(check.model, "sensor_kind", kind)):
-                        t = None
-            if t is not None:
-                out.rows.append((name, rec, t))
-                continue
-            # the slow path decides, and says why
-            one = Decoded()
-            self._validate(one, topic, partition, offset, key, datum, index, name, rec)
-            if one.dead:
-                out.dead.extend(one.dead)
-            else:
-                event = one.events[0]
-                rec = {k: getattr(event, k) for k in type(event).model_fields}
-                rec["entity_id"] = str(event.entity_id)
-                out.rows.append((name, rec, event.occurred_at))
+        t = None
+        if check is not None and (allowed is None or name in allowed):
+            t = check(rec)
+            if t is not None and self.known_entities is not None:
+                eid = rec["entity_id"]
+                kind = self.entity_kinds.get(eid)
+                if eid not in self.known_entities or (kind is not None and kind != getattr(check.model, "sensor_kind", kind)):
+                    t = None
+        if t is not None:
+            out.rows.append((name, rec, t))
+            return
+        # the slow path decides, and says why
+        one = Decoded()
+        self._validate(one, topic, partition, offset, key, datum, index, name, rec)
+        if one.dead:
+            out.dead.extend(one.dead)
+        else:
+            event = one.events[0]
+            rec = {k: getattr(event, k) for k in type(event).model_fields}
+            rec["entity_id"] = str(event.entity_id)
+            out.rows.append((name, rec, event.occurred_at))
+
+    def cap(self, out: Rows, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, n: int) -> None:
+        """More than MAX_DEAD_PER_RECORD bad datums: the whole record becomes one dead letter."""
         if len(out.dead) > MAX_DEAD_PER_RECORD:
             reasons = sorted({d.reason for d in out.dead})[:3]
             out.dead = [self.dead_letter(
                 topic, partition, offset, key, value or b"", -1, out.dead[0].error_type,
-                f"{len(out.dead)} of {len(datums)} datums of this record are bad (more than {MAX_DEAD_PER_RECORD}), so the "
+                f"{len(out.dead)} of {n} datums of this record are bad (more than {MAX_DEAD_PER_RECORD}), so the "
                 f"whole record is kept here; first reasons: {'; '.join(reasons)}")]
-        return out

@@ -95,17 +95,19 @@ def fold(partials: dict[str, Partial], readings: Iterable[Reading], sensors: dic
     return fold_rows(partials, rows, sensors, shard, load)
 
 
-_WINDOWED = {
+Acc = dict[tuple[str, str, int | None, int], list[Any]]
+
+WINDOWED = {
     "TrafficCounted": (("traffic_vehicles", "vehicles"),),
     "AirQualityMeasured": (("air_no2_ugm3", "no2_ugm3"), ("air_pm10_ugm3", "pm10_ugm3"), ("air_pm25_ugm3", "pm25_ugm3")),
 }
-_WINDOW_S = {"TrafficCounted": int(TRAFFIC_WINDOW.total_seconds()), "AirQualityMeasured": int(AIR_WINDOW.total_seconds())}
+WINDOW_S = {"TrafficCounted": int(TRAFFIC_WINDOW.total_seconds()), "AirQualityMeasured": int(AIR_WINDOW.total_seconds())}
 
 
 def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, Any], datetime]], sensors: dict[str, Sensor],
               shard: int, load: Any = None) -> dict[str, Partial]:
     """:func:`fold` on light rows ``(record name, Avro dict, occurred_at)``: the hot path's variant, the same result."""
-    acc: dict[tuple[str, str, int | None, int], list[Any]] = {}  # key -> [total, count, min, max, members, member_at]
+    acc: Acc = {}  # key -> [total, count, min, max, members, member_at]
     for name, rec, t in rows:
         sensor = sensors.get(rec["entity_id"])
         if sensor is None:
@@ -123,13 +125,13 @@ def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, 
                 a[4][sid] = (float(rec["occupied"]), float(rec["capacity"]))
                 a[5][sid] = t
             continue
-        metrics = _WINDOWED.get(name)
+        metrics = WINDOWED.get(name)
         if metrics is None:
             continue
         group = str(sensor.road or "") if name == "TrafficCounted" else str(sensor.neighbourhood or "")
         if not group:
             continue
-        ws = _WINDOW_S[name]
+        ws = WINDOW_S[name]
         w: int | None = int(t.timestamp()) // ws * ws
         for metric, fld in metrics:
             value = float(rec[fld])
@@ -144,6 +146,13 @@ def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, 
                     a[2] = value
                 if value > a[3]:
                     a[3] = value
+    return merge(partials, acc, shard, load)
+
+
+def merge(partials: dict[str, Partial], acc: Acc, shard: int, load: Any = None) -> dict[str, Partial]:
+    """Merge a batch's accumulators into the partials (mutated): ``acc[(metric, group, window start s or None,
+    window_s)] = [total, count, min, max, members, member_at]`` (members/member_at: the newest (value, capacity) and
+    time per member for 'current' metrics, else None). Returns the changed partials."""
     changed: dict[str, Partial] = {}
     iso: dict[int, tuple[datetime, str]] = {}
     for (metric, group, w, ws), (total, count, lo, hi, members, member_at) in acc.items():

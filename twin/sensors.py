@@ -90,6 +90,13 @@ def fold_rows(states: dict[str, SensorState | None], rows: Iterable[tuple[str, d
                 continue
             p[0] += 1
             p[1], p[2], p[3] = rec, t, name
+    return build_states(states, pending, sensor_kind)
+
+
+def build_states(states: dict[str, SensorState | None], pending: dict[str, list[Any]],
+                 sensor_kind: Callable[[str], str]) -> dict[str, SensorState]:
+    """One new state per sensor from ``pending[sensor] = [accepted count, last accepted record, its time, record name]``
+    (the batch folds' result); *states* is updated, the changed states are returned."""
     changed: dict[str, SensorState] = {}
     for sid, (n, rec, t, name) in pending.items():
         before = states.get(sid)
