@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from schemas.codec import SINGLE_OBJECT_MAGIC, is_batch
+from schemas.codec import SINGLE_OBJECT_MAGIC, SchemaStore, is_batch
 from streams.fastpath import FieldRules, field_rules
 from streams.ingest import FastDecoder, Rows
 from twin.columnar import micros
@@ -182,6 +182,8 @@ class ColumnarDecoder(FastDecoder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # the schemas by fingerprint (single-object encoding); a registry codec's datums never take the columns
+        self.store: SchemaStore = getattr(self.codec, "store", None) or SchemaStore()
         self._plans: dict[tuple[str, bytes], Plan | None] = {}
         self.columnar_rows = 0
         self.slow_rows = 0
@@ -214,7 +216,7 @@ class ColumnarDecoder(FastDecoder):
     def _make_plan(self, topic: str, header: bytes) -> Plan | None:
         if header[:2] != SINGLE_OBJECT_MAGIC:
             return None
-        entry = self.codec.store.by_fingerprint.get(header[2:10])
+        entry = self.store.by_fingerprint.get(header[2:10])
         if entry is None or entry.version != "current":  # older writer versions are resolved by fastavro, per datum
             return None
         name, raw = entry.name, entry.raw
@@ -376,7 +378,7 @@ def rows_to_frames(dec: ColumnarDecoder, rows: list[tuple[str, dict[str, Any], d
         by_name.setdefault(name, []).append(r)
     frames = {}
     for name, recs in by_name.items():
-        schema = polars_schema(dec.codec.store.schema(name).raw)
+        schema = polars_schema(dec.store.schema(name).raw)
         if schema is None:  # a schema the columns cannot hold: keep Python objects
             frames[name] = pl.DataFrame(recs)
             continue
