@@ -45,11 +45,14 @@ def rows_by_record(frames: Mapping[str, pl.DataFrame]) -> dict[int, list[Row]]:
     parse = datetime.fromisoformat
     for name, df in frames.items():
         cols = fields(df)
-        for rec, k, i in zip(df.select(cols).iter_rows(named=True), df["_m"].to_list(), df["_i"].to_list(), strict=True):
-            keyed.setdefault(k, []).append((i, (name, rec, parse(rec["occurred_at"]))))
+        t_at = cols.index("occurred_at")
+        columns = [df[c].to_list() for c in cols]
+        for k, i, *values in zip(df["_m"].to_list(), df["_i"].to_list(), *columns, strict=True):
+            keyed.setdefault(k, []).append((i, (name, dict(zip(cols, values, strict=True)), parse(values[t_at]))))
     out: dict[int, list[Row]] = {}
     for k, items in keyed.items():
-        items.sort(key=lambda x: x[0])
+        if len(frames) > 1:
+            items.sort(key=lambda x: x[0])
         out[k] = [row for _, row in items]
     return out
 
