@@ -77,7 +77,7 @@ def main() -> None:
     t = time.monotonic()
     w = generate(a.out, a.readings, copies=tuple(int(c) for c in a.copies.split(",") if c))
     size = sum(p.stat().st_size for p in a.out.rglob("*") if p.is_file())
-    print(f"{a.readings:,} readings into {a.out}: {len(w.manifest.files)} files, {len(w.manifest.snapshots)} snapshots, "
+    print(f"{a.readings:,} readings into {a.out}: {len(w.manifest.files)} files, {len(w.manifest.snapshot_index().all())} snapshots, "
           f"{size / 1e6:.0f} MB, {time.monotonic() - t:.0f} s")
 
 
