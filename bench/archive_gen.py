@@ -10,6 +10,7 @@ its progress).
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import sys
 import time
@@ -33,10 +34,16 @@ def generate(root: Path, n: int, pack: RegionPack | None = None, start: datetime
     then to ``<root>-<count>`` (one run gives the smaller sizes of a benchmark too)."""
     pack = pack or bundled_pack()
     writer = ArchiveWriter(root, pack, epoch=epoch)
-    offsets: dict[tuple[str, int], int] = {}
+    # an archive this generator began (stopped, or smaller): go on from its end with the same stream, so the result
+    # equals one straight run (the readings before it are generated again and skipped, not archived)
+    done = writer.manifest.next_seq
+    offsets: dict[tuple[str, int], int] = {(t, p): hi + 1 for (e, t, p), hi in writer.manifest.covered().items() if e == epoch}
+    if done and progress:
+        print(f"  resuming after {done:,} archived readings", file=sys.stderr, flush=True)
     parts: dict[bytes, int] = {}
     t0 = time.monotonic()
-    for i, e in enumerate(readings(pack, n, seed=seed, start=start, spacing_s=1 / RATE), 1):
+    stream = itertools.islice(readings(pack, n, seed=seed, start=start, spacing_s=1 / RATE), done, None)
+    for i, e in enumerate(stream, done + 1):
         topic = SENSOR_TOPICS[type(e).sensor_kind].name
         key = e.entity_id.encode()
         part = parts.get(key)
@@ -51,8 +58,9 @@ def generate(root: Path, n: int, pack: RegionPack | None = None, start: datetime
                 shutil.copytree(root, root.with_name(f"{root.name}-{i}"))
             if progress:
                 el = time.monotonic() - t0
-                print(f"  {i:>11,} readings, {len(writer.manifest.files)} files, {el:6.1f} s, {i / el:,.0f}/s, "
-                      f"eta {el / i * (n - i):5.0f} s", file=sys.stderr, flush=True)
+                rate = (i - done) / el
+                print(f"  {i:>11,} readings, {len(writer.manifest.files)} files, {el:6.1f} s, {rate:,.0f}/s, "
+                      f"eta {(n - i) / rate:5.0f} s", file=sys.stderr, flush=True)
     writer.flush()
     return writer
 
@@ -62,13 +70,14 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--copies", default="", help="comma-separated counts at which to copy the archive to OUT-<count>")
+    ap.add_argument("--resume", action="store_true", help="go on writing an archive this generator began (same stream)")
     a = ap.parse_args()
-    if (a.out / "_manifest.json").exists():
-        raise SystemExit(f"{a.out} holds an archive already; choose an empty folder")
+    if (a.out / "_manifest.json").exists() and not a.resume:
+        raise SystemExit(f"{a.out} holds an archive already; choose an empty folder, or --resume one this generator began")
     t = time.monotonic()
     w = generate(a.out, a.readings, copies=tuple(int(c) for c in a.copies.split(",") if c))
     size = sum(p.stat().st_size for p in a.out.rglob("*") if p.is_file())
-    print(f"{a.readings:,} readings into {a.out}: {len(w.manifest.files)} files, {len(w.manifest.snapshots)} snapshots, "
+    print(f"{a.readings:,} readings into {a.out}: {len(w.manifest.files)} files, {len(w.manifest.snapshot_index().all())} snapshots, "
           f"{size / 1e6:.0f} MB, {time.monotonic() - t:.0f} s")
 
 

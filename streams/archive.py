@@ -111,7 +111,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
         epoch = settings.broker_epoch if epoch is None else epoch
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-                         "isolation.level": "read_committed"})
+                         "isolation.level": "read_committed", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
     writer = ArchiveWriter(root, pack, epoch=epoch, snapshot_every=snapshot_every)
     validator = Validator(codec, pack)
     single = isinstance(codec, SingleObjectCodec)
@@ -170,6 +170,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
             if time.monotonic() - state["last_flush"] >= flush_every_s:
                 commit()
         _drain(consumer, handle, positions, drain_timeout_s)
+        writer.auto_compact = False  # merging is not needed to stop: the next start's first flush merges
         commit()
     except KafkaException as exc:
         log.error("archive sink stopped: %s", exc)
@@ -181,28 +182,51 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
 
 def _drain(consumer: Consumer, handle: Callable[[list[Any]], None], positions: dict[tuple[str, int], int],
            timeout_s: float) -> None:
-    """Read every assigned partition up to its end as of now (Tansu reports the end as the base offset of the last
-    record batch + 1, so a short idle read follows to take the rest of that batch)."""
+    """Read every assigned partition up to its end as of now, fast: the ends come from the high watermarks the
+    consumer's fetch responses cached (one request for the partitions with none cached yet, not a round trip per
+    partition in series), fetches wait at most ``fetch.wait.max.ms`` (short for the sink), a partition is done when its
+    last record or its end-of-partition event (past a transaction's control record) is read, and the ends are raised
+    to what later fetches report while draining. Tansu reports the end as the base offset of the last record batch
+    + 1; the consumer receives whole batches, so the records past that end arrive with the batch."""
     deadline = time.monotonic() + timeout_s
     assignment = consumer.assignment()
     joined_by = min(deadline, time.monotonic() + 15)
     while not assignment and time.monotonic() < joined_by:
-        handle(consumer.consume(1000, 0.2))
+        handle(consumer.consume(1000, 0.1))
         assignment = consumer.assignment()
     ends: dict[tuple[str, int], int] = {}
+    unknown: list[TopicPartition] = []
     for tp in assignment:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
-        if hi > lo:
+        lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+        if hi < 0:
+            unknown.append(TopicPartition(tp.topic, tp.partition))
+        elif hi > lo:
             ends[(tp.topic, tp.partition)] = hi
-    idle_since = time.monotonic()
-    while time.monotonic() < deadline:
-        behind = [k for k, end in ends.items() if positions.get(k, -1) + 1 < end]
-        msgs = consumer.consume(1000, 0.2)
+    if unknown:  # never fetched: their ends in one request (the log-start offsets do not matter here)
+        from confluent_kafka import OFFSET_END
+
+        for tp in consumer.offsets_for_times([TopicPartition(t.topic, t.partition, OFFSET_END) for t in unknown],
+                                             timeout=5):
+            if tp.offset > 0:
+                ends[(tp.topic, tp.partition)] = tp.offset
+    at_eof: dict[tuple[str, int], int] = {}  # the offset of the last end-of-partition event
+
+    def take(msgs: list[Any]) -> None:
+        for msg in msgs:
+            err = msg.error()
+            if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                at_eof[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
         handle(msgs)
-        if msgs:
-            idle_since = time.monotonic()
-        elif not behind and time.monotonic() - idle_since >= 0.5:
+
+    while time.monotonic() < deadline:
+        behind = [k for k, end in ends.items() if positions.get(k, -1) + 1 < end and at_eof.get(k, -1) < end]
+        if not behind:
             return
+        msgs = consumer.consume(1000, 0.05)
+        take(msgs)
+        for k in behind:  # what the fetches saw meanwhile (never below what was asked at the start)
+            _, hi = consumer.get_watermark_offsets(TopicPartition(*k), cached=True)
+            ends[k] = max(ends[k], hi)
     log.warning("archive sink: drain stopped after %.0f s with partitions behind their end", timeout_s)
 
 

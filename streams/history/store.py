@@ -4,8 +4,17 @@ periodic twin snapshots beside it.
 Layout under the archive root (hive style, readable by DuckDB, Spark, Trino, pyarrow alike)::
 
     topic=<topic>/day=<YYYY-MM-DD>/L<level>-<first seq>-<id>.parquet   a row per archived event (``SCHEMA``)
-    _manifest.json                                                       the files, their ranges, epochs, snapshots
-    _snapshots/snap-<seq>.json.gz                                        the twin after every event up to <seq>
+    _manifest.json                                                       the files, their ranges, epochs, snapshot days
+    _snapshots/day=<YYYY-MM-DD>/snap-<seq>.json.gz                       the twin after every event up to <seq>
+    _snapshots/day=<YYYY-MM-DD>/_index.json                              that day's snapshots (seq, as_of, file)
+
+Snapshots are indexed per UTC day of their ``as_of`` (the largest occurred_at they reflect, which never decreases with
+seq), so the manifest names only the days that have snapshots, and finding the snapshot for a time T reads at most two
+small day indexes whatever the archive's age (a sink at 200 readings/s writes ~1,700 snapshots a day; in one list they
+made the manifest, read on every change, grow by ~140 kB a day). A day index is written before the manifest, and its
+entries at or above the manifest's ``next_seq`` are not part of the archive (a crash between the two; they are dropped
+when a writer opens the archive). Version-1 manifests (one list of every snapshot) are read as they are and rewritten
+as version 2 by the next writer that opens the archive (``ArchiveWriter``, ``plietsch archive``).
 
 ``day`` is the UTC day of ``occurred_at``. ``seq`` numbers the events in the order the sink archived them (arrival
 order, per partition the offset order): time travel folds in that order. The manifest is the commit point: a file
@@ -22,6 +31,7 @@ memory limit), so a day of any size merges in bounded memory.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import logging
@@ -55,6 +65,8 @@ SCHEMA = pa.schema([
 ])
 MANIFEST = "_manifest.json"
 SNAPSHOT_DIR = "_snapshots"
+SNAPSHOT_INDEX = "_index.json"
+MANIFEST_VERSION = 2
 SEALED = 9  # the level of a finished day's merged file
 ROW_GROUP = 64 * 1024
 US = 1_000_000
@@ -110,14 +122,88 @@ class Snapshot:
     file: str
 
 
+def snapshot_day(as_of: int) -> str:
+    """The UTC day a snapshot is indexed under (that of its as_of; a snapshot of nothing under 1970-01-01)."""
+    return from_us(max(as_of, 0)).date().isoformat()
+
+
+_DAY_CACHE: dict[Path, tuple[tuple[int, int], list[Snapshot]]] = {}
+_DAY_CACHE_MAX = 64
+
+
+def read_day_index(root: Path, day: str) -> list[Snapshot]:
+    """One day's snapshots in seq order (cached while the file is unchanged; days before the newest never change)."""
+    path = Path(root) / SNAPSHOT_DIR / f"day={day}" / SNAPSHOT_INDEX
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return []
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _DAY_CACHE.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    try:
+        snaps = [Snapshot(**d) for d in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"snapshot index {path} is unreadable ({exc}); delete the folder {path.parent} (time travel "
+                         "then folds from the previous day's snapshot) or restore it from a backup") from exc
+    if len(_DAY_CACHE) >= _DAY_CACHE_MAX:
+        _DAY_CACHE.pop(next(iter(_DAY_CACHE)))
+    _DAY_CACHE[path] = (stamp, snaps)
+    return snaps
+
+
+class SnapshotIndex:
+    """The snapshots of one manifest: the days that have any, each day's list read on demand."""
+
+    def __init__(self, root: Path, days: list[str], next_seq: int, legacy: list[Snapshot] | None = None) -> None:
+        self.root, self.days, self.next_seq, self.legacy = root, days, next_seq, legacy
+
+    def day(self, day: str) -> list[Snapshot]:
+        return [s for s in read_day_index(self.root, day) if s.seq < self.next_seq]
+
+    def latest(self) -> Snapshot | None:
+        if self.legacy is not None:
+            return self.legacy[-1] if self.legacy else None
+        for day in reversed(self.days):
+            snaps = self.day(day)
+            if snaps:
+                return snaps[-1]
+        return None
+
+    def at_or_before(self, t_us: int) -> Snapshot | None:
+        """The latest snapshot whose events all occurred at or before *t_us* (reads one or two day indexes)."""
+        if self.legacy is not None:
+            best = None
+            for s in self.legacy:
+                if s.as_of > t_us:
+                    break
+                best = s
+            return best
+        i = bisect.bisect_right(self.days, snapshot_day(t_us)) - 1
+        while i >= 0:
+            fit = [s for s in self.day(self.days[i]) if s.as_of <= t_us]
+            if fit:
+                return fit[-1]
+            i -= 1  # T lies before the day's first snapshot: the previous day's last one (as_of only grows)
+        return None
+
+    def all(self) -> list[Snapshot]:
+        """Every snapshot (reads every day index: for tests, tools and migration, not for queries)."""
+        if self.legacy is not None:
+            return list(self.legacy)
+        return [s for day in self.days for s in self.day(day)]
+
+
 @dataclass
 class Manifest:
     root: Path
     next_seq: int = 0
     epochs: list[str] = field(default_factory=list)  # in the order they were first archived
     files: dict[str, FileInfo] = field(default_factory=dict)
-    snapshots: list[Snapshot] = field(default_factory=list)
+    snapshot_days: list[str] = field(default_factory=list)  # UTC days with a snapshot index, ascending
     invalid_skipped: int = 0
+    legacy_snapshots: list[Snapshot] | None = None  # a version-1 manifest's list, until it is saved as version 2
 
     @classmethod
     def load(cls, root: Path) -> Manifest:
@@ -129,13 +215,49 @@ class Manifest:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"archive manifest {path} is unreadable ({exc}); restore it from a backup or move the "
                              "archive aside") from exc
+        version = doc.get("version", 1)
+        if version not in (1, MANIFEST_VERSION):
+            raise ValueError(f"archive manifest {path} has version {version!r}, this code reads 1 and "
+                             f"{MANIFEST_VERSION}; run a newer plietsch on this archive")
+        legacy = [Snapshot(**s) for s in doc["snapshots"]] if version == 1 else None
         return cls(Path(root), doc["next_seq"], doc["epochs"], {f["path"]: FileInfo(**f) for f in doc["files"]},
-                   [Snapshot(**s) for s in doc["snapshots"]], doc.get("invalid_skipped", 0))
+                   doc.get("snapshot_days", []), doc.get("invalid_skipped", 0), legacy)
+
+    def snapshot_index(self) -> SnapshotIndex:
+        return SnapshotIndex(self.root, self.snapshot_days, self.next_seq, self.legacy_snapshots)
+
+    def add_snapshots(self, snaps: list[Snapshot]) -> None:
+        """Record snapshots (their files written): each day's index is rewritten now, the manifest on ``save``."""
+        if self.legacy_snapshots is not None:
+            self.migrate()
+        by_day: dict[str, list[Snapshot]] = {}
+        for s in snaps:
+            by_day.setdefault(snapshot_day(s.as_of), []).append(s)
+        for day, new in sorted(by_day.items()):
+            # entries at or above next_seq before these were a crash's leftovers (never committed): dropped
+            kept = [s for s in read_day_index(self.root, day) if s.seq < min(n.seq for n in new)]
+            folder = self.root / SNAPSHOT_DIR / f"day={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / SNAPSHOT_INDEX, json.dumps([asdict(s) for s in kept + new],
+                                                             separators=(",", ":")).encode())
+            if day not in self.snapshot_days:
+                bisect.insort(self.snapshot_days, day)
+
+    def migrate(self) -> None:
+        """Version 1 -> 2: the one snapshot list into day indexes (snapshot files stay where they are)."""
+        legacy, self.legacy_snapshots = self.legacy_snapshots or [], None
+        if legacy:
+            self.add_snapshots(legacy)
+            log.info("archive %s: %d snapshots moved from the manifest into %d day indexes", self.root, len(legacy),
+                     len(self.snapshot_days))
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        doc = {"version": 1, "next_seq": self.next_seq, "epochs": self.epochs, "invalid_skipped": self.invalid_skipped,
-               "files": [asdict(f) for f in self.files.values()], "snapshots": [asdict(s) for s in self.snapshots]}
+        if self.legacy_snapshots is not None:
+            self.migrate()
+        doc = {"version": MANIFEST_VERSION, "next_seq": self.next_seq, "epochs": self.epochs,
+               "invalid_skipped": self.invalid_skipped, "files": [asdict(f) for f in self.files.values()],
+               "snapshot_days": self.snapshot_days}
         atomic_write(self.root / MANIFEST, json.dumps(doc, separators=(",", ":")).encode())
 
     def covered(self) -> dict[tuple[str, str, int], int]:
@@ -167,10 +289,26 @@ def remove_orphans(root: Path, manifest: Manifest) -> int:
         if rel not in manifest.files and (p.suffix in (".parquet", ".tmp")):
             p.unlink(missing_ok=True)
             n += 1
-    snaps = {s.file for s in manifest.snapshots}
-    for p in list((root / SNAPSHOT_DIR).glob("*")) if (root / SNAPSHOT_DIR).is_dir() else []:
-        if str(p.relative_to(root)) not in snaps:
-            p.unlink(missing_ok=True)
+    # snapshot files of no committed snapshot: a crash after writing them and before the manifest (seq >= next_seq);
+    # only the newest snapshot day and days the manifest does not name can hold them, so this stays flat in age
+    folder = root / SNAPSHOT_DIR
+    if folder.is_dir() and manifest.legacy_snapshots is None:
+        named = set(manifest.snapshot_days)
+        for d in folder.iterdir():
+            day = d.name.removeprefix("day=")
+            if d.is_dir() and (day not in named or day == (manifest.snapshot_days or [""])[-1]):
+                snaps = manifest.snapshot_index().day(day) if day in named else []
+                index = d / SNAPSHOT_INDEX
+                if not snaps:
+                    index.unlink(missing_ok=True)
+                elif len(snaps) < len(read_day_index(root, day)):
+                    atomic_write(index, json.dumps([asdict(s) for s in snaps], separators=(",", ":")).encode())
+                keep = {s.file for s in snaps}
+                for p in d.glob("snap-*"):
+                    if str(p.relative_to(root)) not in keep:
+                        p.unlink(missing_ok=True)
+            elif d.is_file() and d.name.startswith("snap-") and int(d.name[5:17]) >= manifest.next_seq:
+                d.unlink(missing_ok=True)  # a version-1 leftover
     return n
 
 
@@ -282,11 +420,13 @@ def compact(manifest: Manifest, fanin: int = 8, seal_after: timedelta = timedelt
 
 
 def write_snapshot(root: Path, seq: int, as_of: datetime | None, doc: dict[str, Any]) -> Snapshot:
-    folder = root / SNAPSHOT_DIR
+    as_of_us = to_us(as_of) if as_of else -1
+    day = snapshot_day(as_of_us)
+    folder = root / SNAPSHOT_DIR / f"day={day}"
     folder.mkdir(parents=True, exist_ok=True)
-    rel = f"{SNAPSHOT_DIR}/snap-{seq:012d}.json.gz"
+    rel = f"{SNAPSHOT_DIR}/day={day}/snap-{seq:012d}.json.gz"
     atomic_write(root / rel, gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), compresslevel=3))
-    return Snapshot(seq, to_us(as_of) if as_of else -1, rel)
+    return Snapshot(seq, as_of_us, rel)
 
 
 def read_snapshot(root: Path, snap: Snapshot) -> dict[str, Any]:

@@ -50,19 +50,10 @@ def events_after(manifest: Manifest, after_seq: int, until: datetime | None = No
 
 
 def base_snapshot(manifest: Manifest, at: datetime | None) -> Snapshot | None:
-    """The latest snapshot whose events all occurred at or before *at* (snapshots' as_of never decreases with seq)."""
-    if not manifest.snapshots:
-        return None
-    if at is None:
-        return manifest.snapshots[-1]
-    t = to_us(at)
-    best = None
-    for s in manifest.snapshots:
-        if s.as_of <= t:
-            best = s
-        else:
-            break
-    return best
+    """The latest snapshot whose events all occurred at or before *at* (snapshots' as_of never decreases with seq);
+    reads at most two day indexes (``streams.history.store.SnapshotIndex``)."""
+    index = manifest.snapshot_index()
+    return index.latest() if at is None else index.at_or_before(to_us(at))
 
 
 def state_at(manifest: Manifest, pack: RegionPack, at: datetime | None, cur: Any = None) -> TwinState:

@@ -70,6 +70,8 @@ class ArchiveWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self.epoch = epoch
         self.manifest = Manifest.load(self.root)
+        if self.manifest.legacy_snapshots is not None:
+            self.manifest.save()  # a version-1 manifest: its snapshot list into day indexes (store.py)
         removed = remove_orphans(self.root, self.manifest)
         if removed:
             log.warning("archive: removed %d files that no manifest names (left by a crash)", removed)
@@ -92,9 +94,9 @@ class ArchiveWriter:
     def _restore_state(self, pack: RegionPack) -> TwinState:
         from streams.history.timetravel import events_after
 
-        snaps = self.manifest.snapshots
-        state = TwinState.empty(pack) if not snaps else from_snapshot(pack, read_snapshot(self.root, snaps[-1]))
-        after = snaps[-1].seq if snaps else -1
+        last = self.manifest.snapshot_index().latest()
+        state = TwinState.empty(pack) if last is None else from_snapshot(pack, read_snapshot(self.root, last))
+        after = last.seq if last is not None else -1
         rest = list(events_after(self.manifest, after))
         self._since_snapshot = len(rest)
         return fold(state, ((a.event, a.partition) for a in rest))
@@ -157,8 +159,7 @@ class ArchiveWriter:
             self.manifest.files[info.path] = info
             paths.append(self.root / info.path)
             self.written += table.num_rows
-        for seq, as_of, doc in self._pending_snaps:
-            self.manifest.snapshots.append(write_snapshot(self.root, seq, as_of, doc))
+        self.manifest.add_snapshots([write_snapshot(self.root, seq, as_of, doc) for seq, as_of, doc in self._pending_snaps])
         if paths or self._pending_snaps or not (self.root / "_manifest.json").exists():
             self.manifest.save()
         self._buf.clear()

@@ -83,7 +83,7 @@ def test_state_at_from_snapshots_equals_the_full_fold(seed: int, n: int, every: 
                 w.flush()
         w.flush()
         m = Manifest.load(root)
-        assert m.snapshots and sum(f.rows for f in m.files.values()) == len(events)
+        assert m.snapshot_index().all() and sum(f.rows for f in m.files.values()) == len(events)
         engine = DuckDBHistory(root, PACK)
         times = [T0 - timedelta(minutes=1), T0 + timedelta(hours=5)] + [
             T0 + timedelta(seconds=rng.randrange(0, 4 * 3600)) for _ in range(6)]
