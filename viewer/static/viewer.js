@@ -76,17 +76,20 @@ function setWater(level) {
   for (const w of waters) w.polygon.height = level;
 }
 function applyCoast(id, s) {
-  state.coast[id] = s;
+  if (s) state.coast[id] = s; else delete state.coast[id];
   const e = coastEntities[id];
   if (e) setMaterial(e, e.entity.polyline, FREEBOARD(s));
 }
+const NO_READING = "#95a5a6";  // a sensor without a reading (yet) at the time shown
 function applySensor(id, s) {
-  state.sensors[id] = s;
+  if (s) state.sensors[id] = s; else delete state.sensors[id];
   const e = sensorEntities[id];
   if (!e) return;
-  e.label.text = `${e.name}\n${Object.entries(s.values).map(([k, v]) => `${k}: ${v}`).join("\n")}`;
-  e.point.pixelSize = 11;
-  if (s.sensor_kind === "water_level" && id.includes(":gauge-holtenau")) setWater(s.values.level_m);
+  e.label.text = s ? `${e.name}\n${Object.entries(s.values).map(([k, v]) => `${k}: ${v}`).join("\n")}` : e.name;
+  e.point.pixelSize = s ? 11 : 8;
+  const css = s ? e.kindColour : NO_READING;
+  if (e.css !== css) { e.css = css; e.point.color = Cesium.Color.fromCssColorString(css); }
+  if (s && s.sensor_kind === "water_level" && id.includes(":gauge-holtenau")) setWater(s.values.level_m);
 }
 function renderAlerts() {
   const list = document.getElementById("alert-list");
@@ -95,6 +98,7 @@ function renderAlerts() {
   for (const a of items) {
     const li = document.createElement("li");
     li.className = `sev-${a.severity}`;
+    li.dataset.id = a.alert_id;
     li.textContent = `${a.severity.toUpperCase()}: ${a.message}`;
     list.appendChild(li);
   }
@@ -108,9 +112,10 @@ function applyDelta(d) {
   else if (d.kind === "alert_cleared") { delete state.alerts[d.data.alert_id]; renderAlerts(); }
 }
 
+let eventSource = null;
 function connect() {
   const status = document.getElementById("status");
-  const es = new EventSource("/stream");
+  const es = eventSource = new EventSource("/stream");
   const onDelta = (ev) => applyDelta(JSON.parse(ev.data));
   ["snapshot", "entity", "alert", "alert_cleared"].forEach((k) => es.addEventListener(k, onDelta));
   es.addEventListener("snapshot_end", () => { colourBuildings(); status.textContent = "live"; state.live = true; });
@@ -118,24 +123,21 @@ function connect() {
   es.onerror = () => { status.textContent = "connection lost, reconnecting ..."; state.live = false; };
 }
 
-async function timeTravel(fraction) {
-  const label = document.getElementById("time-label");
-  const range = state.history;
-  if (!range || !range.start) { label.textContent = "no history archived yet"; return; }
-  const t0 = Date.parse(range.start), t1 = Date.parse(range.end);
-  const at = new Date(t0 + (t1 - t0) * fraction).toISOString();
-  live = false;
-  document.getElementById("live").disabled = false;
-  label.textContent = `as it stood at ${at}`;
-  const snap = await getJSON(`/history/state?time=${encodeURIComponent(at)}`);
-  for (const [id, s] of Object.entries(snap.sensors)) applySensor(id, s);
-  for (const [id, s] of Object.entries(snap.coast)) applyCoast(id, s);
-  state.alerts = {};
-  for (const a of snap.active_alerts) state.alerts[a.alert_id] = a;
-  renderAlerts();
-  colourBuildings();
-  state.timeTravelAt = at;
-}
+// What the time slider (timeslider.js) needs of the scene.
+window.PlietschView = {
+  viewer, state, sensorEntities, coastEntities, applySensor, applyCoast, renderAlerts, colourBuildings, getJSON,
+  setLive(on) { live = on; },
+  // leave live: stop following the stream; back to live: forget what time travel drew, then a fresh snapshot
+  pauseStream() { if (eventSource) { eventSource.close(); eventSource = null; } state.live = false; },
+  resumeStream() {
+    for (const id of Object.keys(sensorEntities)) applySensor(id, null);
+    for (const id of Object.keys(coastEntities)) applyCoast(id, null);
+    state.alerts = {};
+    renderAlerts();
+    live = true;
+    connect();
+  },
+};
 
 // Scenario mode (?scenario=<id>): the slider steps through the surge; the water rises and affected assets are listed.
 const scenarioWater = [];
@@ -223,7 +225,8 @@ async function main() {
         point: { pixelSize: 8, color: Cesium.Color.fromCssColorString(SENSOR_COLOURS[p.sensor_kind] || "#fff"),
                  outlineColor: Cesium.Color.BLACK, outlineWidth: 1 },
         label: { text: p.name, font: "12px sans-serif", show: false, pixelOffset: new Cesium.Cartesian2(0, -20) } });
-      sensorEntities[f.id] = { entity, name: p.name, label: entity.label, point: entity.point };
+      const kindColour = SENSOR_COLOURS[p.sensor_kind] || "#fff";
+      sensorEntities[f.id] = { entity, name: p.name, label: entity.label, point: entity.point, kindColour, css: kindColour };
     }
     const view = new URLSearchParams(location.search).get("view") || "gaarden";
     const spots = { gaarden: [10.1445, 54.2985, 1400], friedrichsort: [10.1800, 54.3800, 1500], fjord: [10.16, 54.27, 9000] };
@@ -240,11 +243,7 @@ async function main() {
       return;
     }
     state.history = await getJSON("/history/range");
-    document.getElementById("slider").addEventListener("change", (ev) => timeTravel(ev.target.value / 100));
-    document.getElementById("live").addEventListener("click", () => {
-      live = true; document.getElementById("live").disabled = true; document.getElementById("slider").value = 100;
-      document.getElementById("time-label").textContent = "live"; location.reload();
-    });
+    window.PlietschSlider.init(state.history);  // the time slider (timeslider.js)
     connect();
     state.ready = true;
   } catch (err) {
