@@ -1,0 +1,110 @@
+"""Kill drill (issue 9, item 3): readings with storm surges stream through real worker processes on the embedded
+broker; the worker is killed with SIGKILL at seeded random moments (one while a second worker joins, a rebalance) and
+restarted each time. Afterwards the twin equals the offline fold of exactly the input that reached the broker: state
+per entity, every aggregate exactly, the alert history (none lost, none doubled, none left raised).
+
+Bounded in ``make test`` (3 kills, about 30,000 readings); ``PLIETSCH_DRILL=full``: 10 kills, 200,000 readings."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.broker import EmbeddedBroker
+from streams.agents import COAST_TABLE, SENSOR_TABLE
+from tests.drills import kit
+from tests.helpers import Worker, wait_for
+from twin.region import load_pack
+
+pytestmark = [pytest.mark.broker, pytest.mark.drill]
+
+KILLS = 10 if kit.FULL else 3
+ROUNDS = 870 if kit.FULL else 130  # x 230 sensors of the big pack: 200,100 or 29,900 readings
+DURATION_S = 150.0 if kit.FULL else 45.0
+SEED = int(os.environ.get("PLIETSCH_DRILL_SEED", "20261123"))
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    """A broker of the drills' own, so that the input is exactly what the drill produced."""
+    from streams.catalogue import ensure_topics
+
+    with EmbeddedBroker() as b:
+        ensure_topics(b.bootstrap_servers)
+        yield b
+
+
+def _kill(w: Worker) -> None:
+    assert w.proc is not None
+    if w.proc.poll() is None:
+        os.kill(w.proc.pid, signal.SIGKILL)
+    w.proc.wait(30)
+
+
+def test_the_worker_killed_at_random_moments_loses_and_doubles_nothing(broker: EmbeddedBroker, big_pack_dir: Path) -> None:
+    bootstrap = broker.bootstrap_servers
+    pack = load_pack(big_pack_dir)
+    app_id = f"plietsch-drill-{uuid.uuid4().hex[:6]}"
+    rng = random.Random(SEED)
+    moments = sorted(rng.uniform(4.0, DURATION_S) for _ in range(KILLS))
+    during_rebalance = rng.randrange(KILLS)
+    print(f"kill drill: seed {SEED}, {KILLS} kills at {[f'{m:.1f}' for m in moments]} s, "
+          f"kill #{during_rebalance + 1} while a second worker joins; {ROUNDS} rounds x {len(pack.sensors)} sensors")
+    one, two = Worker(bootstrap, big_pack_dir, app_id), Worker(bootstrap, big_pack_dir, app_id)
+    one.start()
+    feeder = kit.Feeder(bootstrap, pack, ROUNDS, DURATION_S, SEED).start()
+    started = time.monotonic()
+    kills: list[str] = []
+    try:
+        for n, at in enumerate(moments):
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            if n == during_rebalance and not two.alive():
+                two.start()  # same app id: the group rebalances while the first worker is killed
+                time.sleep(rng.uniform(2.0, 6.0))
+            _kill(one)
+            kills.append(f"{time.monotonic() - started:.1f} s (sent {feeder.sent})"
+                         + (" during the rebalance" if n == during_rebalance else ""))
+            one.start()
+        feeder.join(DURATION_S + 300)
+        print("kills at: " + ", ".join(kills))
+        events = kit.produced(bootstrap)
+        assert len(events) == feeder.total, f"{len(events)} events on the topics, {feeder.total} sent"
+        want = kit.offline(pack, events)
+        assert sum(len(v) for v in want["history"].values()) >= 20, "the surges raise and clear alerts several times"
+
+        def compare() -> list[str]:
+            diffs = kit.differences("sensor table", kit.changelog(bootstrap, app_id, SENSOR_TABLE), want["sensors"])
+            diffs += kit.differences("coast table", kit.changelog(bootstrap, app_id, COAST_TABLE), want["coast"])
+            updates = kit.live_updates(bootstrap)
+            diffs += kit.differences("twin.updates (sensors)", {k: v for k, v in updates.items() if k in pack.sensors},
+                                     want["sensors"])
+            diffs += kit.differences("twin.updates (coast)", {k: v for k, v in updates.items() if k in want["coast"]},
+                                     want["coast"])
+            diffs += kit.differences("aggregates", kit.live_aggregates(bootstrap), want["aggregates"])
+            alerts = kit.live_alerts(bootstrap)
+            diffs += kit.differences("alert history", alerts["history"], want["history"])
+            diffs += kit.differences("alerts left raised", alerts["active"], want["active"])
+            return diffs
+
+        last: list[list[str]] = [[]]
+
+        def equal() -> bool:
+            last[0] = compare()
+            return not last[0]
+
+        try:
+            wait_for(equal, 600 if kit.FULL else 240, "the twin to equal the offline fold", every=5.0)
+        except AssertionError:
+            raise AssertionError("after the kills " + ", ".join(kills) + " the live twin differs from the offline "
+                                 "fold:\n" + "\n".join(last[0]) + "\n" + one.output()[-2000:]) from None
+        assert one.alive() and two.alive(), one.output() + two.output()
+    finally:
+        two.stop()
+        one.stop()
