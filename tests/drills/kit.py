@@ -11,7 +11,6 @@ import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from schemas.codec import SingleObjectCodec
@@ -212,6 +211,82 @@ def differences(name: str, got: dict[str, Any], want: dict[str, Any], limit: int
             "; ".join(f"{k}: live {got.get(k)!r} != offline {want.get(k)!r}" for k in bad[:limit])] if bad else []
 
 
-def data_path(tmp: Path) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    return tmp
+def compare(bootstrap: str, app_id: str, pack: RegionPack, want: dict[str, Any]) -> list[str]:
+    """What differs between the live twin (tables, twin.updates, twin.aggregates, twin.alerts) and the offline fold."""
+    diffs = differences("sensor table", changelog(bootstrap, app_id, "twin-sensor-state"), want["sensors"])
+    diffs += differences("coast table", changelog(bootstrap, app_id, "twin-coast-state"), want["coast"])
+    updates = live_updates(bootstrap)
+    diffs += differences("twin.updates (sensors)", {k: v for k, v in updates.items() if k in pack.sensors}, want["sensors"])
+    diffs += differences("twin.updates (coast)", {k: v for k, v in updates.items() if k in want["coast"]}, want["coast"])
+    diffs += differences("aggregates", live_aggregates(bootstrap), want["aggregates"])
+    alerts = live_alerts(bootstrap)
+    diffs += differences("alert history", alerts["history"], want["history"])
+    diffs += differences("alerts left raised", alerts["active"], want["active"])
+    return diffs
+
+
+def settle(bootstrap: str, app_id: str, pack: RegionPack, want: dict[str, Any], timeout: float, context: str) -> None:
+    """Wait (bounded) until the live twin equals the offline fold; fail with the differences."""
+    from tests.helpers import wait_for
+
+    last: list[list[str]] = [[]]
+
+    def equal() -> bool:
+        last[0] = compare(bootstrap, app_id, pack, want)
+        return not last[0]
+
+    try:
+        wait_for(equal, timeout, "the twin to equal the offline fold", every=5.0)
+    except AssertionError:
+        raise AssertionError(f"{context}: the live twin differs from the offline fold:\n" + "\n".join(last[0])) from None
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples in an exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Api:
+    """The API as its own process over a drill's broker (its read model folds the twin's output topics)."""
+
+    def __init__(self, bootstrap: str, pack_dir: Any, data_dir: Any, log: Any) -> None:
+        self.bootstrap, self.pack_dir, self.data_dir, self.log = bootstrap, pack_dir, data_dir, log
+        self.proc: Any = None
+        self.url = ""
+
+    def start(self, timeout: float = 90.0) -> None:
+        import subprocess
+        import sys
+
+        import httpx
+
+        from infra.broker import free_port
+        from tests.helpers import ROOT, wait_for
+
+        port = free_port()
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, PLIETSCH_REGION_PACK=str(self.pack_dir),
+                   PLIETSCH_DATA_DIR=str(self.data_dir))
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port",
+                                      str(port), "--log-level", "warning"], cwd=ROOT, env=env,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.url = f"http://127.0.0.1:{port}"
+
+        def ok() -> bool:
+            try:
+                return bool(httpx.get(f"{self.url}/health", timeout=2).json()["status"] == "ok")
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+
+        wait_for(ok, timeout, "the API's /health")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            self.proc.wait(30)

@@ -12,15 +12,13 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from infra.broker import EmbeddedBroker
-from streams.agents import COAST_TABLE, SENSOR_TABLE
 from tests.drills import kit
-from tests.helpers import Worker, wait_for
+from tests.helpers import Worker
 from twin.region import load_pack
 
 pytestmark = [pytest.mark.broker, pytest.mark.drill]
@@ -29,16 +27,6 @@ KILLS = 10 if kit.FULL else 3
 ROUNDS = 870 if kit.FULL else 130  # x 230 sensors of the big pack: 200,100 or 29,900 readings
 DURATION_S = 150.0 if kit.FULL else 45.0
 SEED = int(os.environ.get("PLIETSCH_DRILL_SEED", "20261123"))
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    """A broker of the drills' own, so that the input is exactly what the drill produced."""
-    from streams.catalogue import ensure_topics
-
-    with EmbeddedBroker() as b:
-        ensure_topics(b.bootstrap_servers)
-        yield b
 
 
 def _kill(w: Worker) -> None:
@@ -79,31 +67,8 @@ def test_the_worker_killed_at_random_moments_loses_and_doubles_nothing(broker: E
         want = kit.offline(pack, events)
         assert sum(len(v) for v in want["history"].values()) >= 20, "the surges raise and clear alerts several times"
 
-        def compare() -> list[str]:
-            diffs = kit.differences("sensor table", kit.changelog(bootstrap, app_id, SENSOR_TABLE), want["sensors"])
-            diffs += kit.differences("coast table", kit.changelog(bootstrap, app_id, COAST_TABLE), want["coast"])
-            updates = kit.live_updates(bootstrap)
-            diffs += kit.differences("twin.updates (sensors)", {k: v for k, v in updates.items() if k in pack.sensors},
-                                     want["sensors"])
-            diffs += kit.differences("twin.updates (coast)", {k: v for k, v in updates.items() if k in want["coast"]},
-                                     want["coast"])
-            diffs += kit.differences("aggregates", kit.live_aggregates(bootstrap), want["aggregates"])
-            alerts = kit.live_alerts(bootstrap)
-            diffs += kit.differences("alert history", alerts["history"], want["history"])
-            diffs += kit.differences("alerts left raised", alerts["active"], want["active"])
-            return diffs
-
-        last: list[list[str]] = [[]]
-
-        def equal() -> bool:
-            last[0] = compare()
-            return not last[0]
-
-        try:
-            wait_for(equal, 600 if kit.FULL else 240, "the twin to equal the offline fold", every=5.0)
-        except AssertionError:
-            raise AssertionError("after the kills " + ", ".join(kills) + " the live twin differs from the offline "
-                                 "fold:\n" + "\n".join(last[0]) + "\n" + one.output()[-2000:]) from None
+        kit.settle(bootstrap, app_id, pack, want, 600 if kit.FULL else 240,
+                   "after the kills " + ", ".join(kills) + "\n" + one.output()[-1500:])
         assert one.alive() and two.alive(), one.output() + two.output()
     finally:
         two.stop()
