@@ -16,12 +16,13 @@ from typing import Any
 from schemas.codec import SingleObjectCodec
 from streams.catalogue import AGGREGATES, ALERTS, SENSOR_TOPICS, TWIN_UPDATES
 from streams.consume import drain
+from streams.examples.parking_full import ParkingFull
 from streams.ingest import RecordDecoder
 from streams.publisher import EventPublisher
 from streams.simulator import ReadingFactory
 from twin import aggregates as aggregate_model
 from twin import coast as coast_model
-from twin.events import AirQualityMeasured, Event, WaterLevelMeasured
+from twin.events import AirQualityMeasured, AlertRaised, Event, ParkingOccupancyReported, WaterLevelMeasured
 from twin.region import RegionPack
 from twin.state import TwinState, combined_aggregates, fold
 
@@ -112,11 +113,22 @@ def produced(bootstrap: str) -> list[tuple[Event, int]]:
 
 
 def offline(pack: RegionPack, events: list[tuple[Event, int]]) -> dict[str, Any]:
-    """The offline fold (``twin.state.fold``, the functions the agents call) and the alert history it implies."""
+    """The offline fold (``twin.state.fold``, the functions the agents call), the alert history it implies, and the
+    alerts of the parking example processor (its ``handle`` per reading, state in a dict)."""
     state = fold(TwinState.empty(pack), events)
     history: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
+    active = {k: alert_key("AlertRaised", a.model_dump(mode="json")) for k, a in state.alerts.items()}
     coast: dict[str, Any] = {}
-    for e, _ in events:  # per gauge in partition order, which is the order of its readings
+    parking = ParkingFull()  # the example processor the drills' workers run (tests.helpers.Worker): its alerts too
+    parking_state: dict[str, Any] = {}
+    for e, _ in events:  # per sensor in partition order, which is the order of its readings
+        if isinstance(e, ParkingOccupancyReported):
+            for a in parking.handle([e], parking_state):
+                history[a.alert_id].append(alert_key(type(a).__name__, a.model_dump(mode="json")))  # type: ignore[attr-defined]
+                if isinstance(a, AlertRaised):
+                    active[a.alert_id] = alert_key("AlertRaised", a.model_dump(mode="json"))
+                else:
+                    active.pop(a.alert_id, None)
         if isinstance(e, WaterLevelMeasured):
             for seg in pack.coast_by_gauge.get(e.entity_id, ()):
                 new, alerts = coast_model.assess(seg, coast.get(seg.id), e)
@@ -126,7 +138,7 @@ def offline(pack: RegionPack, events: list[tuple[Event, int]]) -> dict[str, Any]
     return {"sensors": {k: v.to_json() for k, v in state.sensors.items()},
             "coast": {k: v.to_json() for k, v in state.coast.items()},
             "aggregates": combined_aggregates(state),
-            "active": {k: alert_key("AlertRaised", a.model_dump(mode="json")) for k, a in state.alerts.items()},
+            "active": active,
             "history": dict(history)}
 
 
@@ -290,3 +302,45 @@ class Api:
         if self.alive():
             self.proc.terminate()
             self.proc.wait(30)
+
+
+class Keeper:
+    """What ``plietsch run``'s supervisor does for the drills' workers: a worker that ends by itself (a fenced zombie
+    ends with code 70 by design, to restart from its committed state) is started again; ``kill`` is the drill's SIGKILL
+    followed by a restart. ``exits`` records every exit that the drill did not cause."""
+
+    def __init__(self, workers: list[Any]) -> None:
+        self.workers = workers
+        self.exits: list[str] = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="drill-keeper", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(1.0):
+            with self.lock:
+                for w in self.workers:
+                    if w.proc is not None and w.proc.poll() is not None:
+                        self.exits.append(f"{w.app_id} pid {w.proc.pid} exited with code {w.proc.returncode}")
+                        w.start()
+
+    def kill(self, w: Any) -> None:
+        import signal
+
+        with self.lock:
+            if w.proc.poll() is None:
+                os.kill(w.proc.pid, signal.SIGKILL)
+            w.proc.wait(30)
+            w.start()
+
+    def add(self, w: Any) -> None:
+        with self.lock:
+            w.start()
+            self.workers.append(w)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(10)
+        for w in self.workers:
+            w.stop()

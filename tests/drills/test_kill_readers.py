@@ -29,8 +29,8 @@ from twin.region import load_pack
 pytestmark = [pytest.mark.broker, pytest.mark.drill]
 
 KILLS = 5 if kit.FULL else 2  # of each
-ROUNDS = 435 if kit.FULL else 100  # x 230 sensors
-DURATION_S = 90.0 if kit.FULL else 40.0
+ROUNDS = 435 if kit.FULL else 60  # x 230 sensors
+DURATION_S = 90.0 if kit.FULL else 30.0
 SEED = int(os.environ.get("PLIETSCH_DRILL_SEED", "20261123")) + 1
 
 

@@ -48,7 +48,7 @@ def test_no_lag_warning_at_the_default_load(broker: EmbeddedBroker, big_pack_dir
     """The worker under ``plietsch simulate --rate 200`` (make run's load) for more than three progress reports: its
     log (at warning level) holds no lag warning, and hardly any warning at all."""
     bootstrap = broker.bootstrap_servers
-    seconds = 120 if kit.FULL else 45
+    seconds = 120 if kit.FULL else 35
     worker = Worker(bootstrap, big_pack_dir, f"plietsch-lagwarn-{uuid.uuid4().hex[:6]}")
     worker.start()
     sim_log = tmp_path / "simulate.log"

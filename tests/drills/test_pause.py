@@ -23,8 +23,8 @@ from twin.region import load_pack
 pytestmark = [pytest.mark.broker, pytest.mark.drill]
 
 PAUSE_S = 20.0
-ROUNDS = 300 if kit.FULL else 120  # x 230 sensors
-DURATION_S = 90.0 if kit.FULL else 50.0
+ROUNDS = 300 if kit.FULL else 80  # x 230 sensors
+DURATION_S = 90.0 if kit.FULL else 40.0
 
 
 def _worker_metrics(w: Worker) -> str:
