@@ -39,6 +39,7 @@ def test_the_worker_killed_at_random_moments_loses_and_doubles_nothing(broker: E
     print(f"kill drill: seed {SEED}, {KILLS} kills at {[f'{m:.1f}' for m in moments]} s, "
           f"kill #{during_rebalance + 1} while a second worker joins; {ROUNDS} rounds x {len(pack.sensors)} sensors")
     one, two = Worker(bootstrap, big_pack_dir, app_id), Worker(bootstrap, big_pack_dir, app_id)
+    one.start()
     keeper = kit.Keeper([one])
     feeder = kit.Feeder(bootstrap, pack, ROUNDS, DURATION_S, SEED).start()
     started = time.monotonic()
