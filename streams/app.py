@@ -39,7 +39,6 @@ SENSOR_AGENT = SensorUnit.agent
 MUNICIPAL_AGENT = MunicipalUnit.agent
 BATCH_RECORDS = 64  # Kafka records taken together (each may carry thousands of datums)
 BATCH_WITHIN_S = 0.02
-LAG_WARNING = 50_000
 
 
 @dataclass
@@ -133,7 +132,8 @@ class TwinApp:
         self.municipal_tx = self._tx(self.municipal_unit, parts.pop())
         self._emitter: Emitter | None = None
         self.last_offsets: dict[tuple[str, int], int] = {}
-        self._lag_history: list[int] = []
+        self.lags: dict[tuple[str, int], int] = {}
+        self.lag_watch = metrics.LagWatch(self.settings.lag_warning_records, every_s=self.settings.lag_warning_every_s)
         # All state work runs in this one thread, one batch at a time (TxTables is not shared between threads)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plietsch-agents")
         tune_faust_consumer(s.fetch_max_wait_ms)
@@ -204,9 +204,21 @@ class TwinApp:
         async def progress() -> None:
             self._report()
 
+        @app.timer(interval=1.0, name="twin-lag")
+        async def lag_gauges() -> None:  # /metrics shows a burst of lag (after a pause) that a 10 s report would miss
+            self._update_lag()
+
         @app.page("/twin/stats")
         async def stats_page(web: Any, request: Any) -> Any:
             return web.json(self.stats)
+
+        @app.page("/health")
+        async def health_page(web: Any, request: Any) -> Any:
+            """The worker in brief: consumer lag (total and per input partition), throughput, dead letters."""
+            lag = {f"{t}[{p}]": int(n) for (t, p), n in self.lags.items()}
+            return web.json({"status": "ok", "lag": sum(lag.values()), "lag_by_partition": lag,
+                             "records": self.stats["records"], "datums": self.stats["datums"],
+                             "dead_letters": self.stats["dead"], "skipped_as_applied": self.stats["skipped"]})
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
@@ -275,15 +287,9 @@ class TwinApp:
                          reason=f"{type(exc).__name__}: {exc}", processor=unit.agent)
         tx.commit(p, {}, dead_outputs(self.codec, unit.agent, [d]), {n: markers for n in unit.tables})
 
-    def _report(self) -> None:
-        s = self.stats
-        rate = 0.0
-        prev = getattr(self, "_prev", None)
-        now = time.monotonic()
-        if prev is not None:
-            rate = (s["datums"] - prev[1]) / max(1e-6, now - prev[0])
-        self._prev = (now, s["datums"])
-        metrics.RATE.labels(SENSOR_AGENT).set(rate)
+    def _update_lag(self) -> int:
+        """Set the lag gauge per input partition (high watermark of the last fetch minus the next offset to process);
+        returns the total."""
         total = 0
         try:
             consumer = self.app.consumer
@@ -294,13 +300,25 @@ class TwinApp:
                 last = self.last_offsets.get((tp.topic, tp.partition))
                 lag = max(0, hw - (last + 1 if last is not None else 0))
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                self.lags[(tp.topic, tp.partition)] = lag
                 total += lag
         except Exception:  # metrics must never stop the worker
             log.debug("lag not available", exc_info=True)
-        h = self._lag_history = [*self._lag_history[-2:], total]
-        if len(h) == 3 and h[0] < h[1] < h[2] and total > LAG_WARNING:
-            log.warning("consumer lag grows: %d records behind (%s); the worker does not keep up", total,
-                        " -> ".join(map(str, h)))
+        return total
+
+    def _report(self) -> None:
+        s = self.stats
+        rate = 0.0
+        prev = getattr(self, "_prev", None)
+        now = time.monotonic()
+        if prev is not None:
+            rate = (s["datums"] - prev[1]) / max(1e-6, now - prev[0])
+        self._prev = (now, s["datums"])
+        metrics.RATE.labels(SENSOR_AGENT).set(rate)
+        total = self._update_lag()
+        warning = self.lag_watch.observe(total, now)
+        if warning:
+            log.warning("%s", warning)
         log.info("processed %d records, %d readings (%.0f/s), %d state changes, %d dead letters, %d skipped as applied",
                  s["records"], s["datums"], rate, s["changed"], s["dead"], s["skipped"])
 

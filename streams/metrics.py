@@ -18,3 +18,27 @@ RATE = Gauge("plietsch_worker_datums_per_second", "datums processed per second o
              ["agent"])
 LAG = Gauge("plietsch_worker_consumer_lag", "records behind the high watermark, per input partition",
             ["topic", "partition"])
+
+
+class LagWatch:
+    """Decides when the worker warns about consumer lag: the total lag above *threshold* and rising over the last
+    *window* samples (one sample per progress report), at most once per *every_s* seconds. ``observe`` returns the
+    warning text, or None."""
+
+    def __init__(self, threshold: int = 50_000, window: int = 3, every_s: float = 60.0) -> None:
+        self.threshold, self.window, self.every_s = threshold, window, every_s
+        self.samples: list[int] = []
+        self._last_warned: float | None = None
+
+    def observe(self, lag: int, now: float) -> str | None:
+        self.samples = [*self.samples[-(self.window - 1):], lag]
+        h = self.samples
+        rising = len(h) == self.window and all(a < b for a, b in zip(h, h[1:], strict=False))
+        if not rising or lag <= self.threshold:
+            return None
+        if self._last_warned is not None and now - self._last_warned < self.every_s:
+            return None
+        self._last_warned = now
+        return (f"consumer lag grows: {lag} records behind ({' -> '.join(map(str, h))}, threshold {self.threshold}); "
+                "the worker does not keep up with its input: start a second worker with the same PLIETSCH_APP_ID, or "
+                "lower the input rate, and check the broker and the machine's load")

@@ -37,6 +37,10 @@ class StreamSettings(BaseSettings):
     broker_epoch: str = "kafka"
     # Aggregate windows older than this (hours of event time behind the newest reading) leave the hot state.
     aggregate_horizon_h: float = 48.0
+    # The worker warns when its consumer lag (records, all input partitions) is above this and rising over three
+    # progress reports (10 s apart), at most once per lag_warning_every_s.
+    lag_warning_records: int = 50_000
+    lag_warning_every_s: float = 60.0
     # Seconds between checkpoints of the twin's state (embedded mode).
     checkpoint_interval_s: float = 60.0
 
