@@ -181,9 +181,57 @@ def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, 
     return changed
 
 
+# -- the horizon: one rule for the worker, time travel and the API ----------------------------------------------------
+#
+# Per shard (the Kafka partition a reading came from) the *watermark* is the newest ``occurred_at`` of any reading of
+# that shard folded so far (every sensor topic counts, also readings that change no state). A windowed partial of the
+# shard stays in the hot state while its window ends after ``watermark - horizon``; once its end is at or before that
+# cutoff it leaves (the worker writes a tombstone, time travel drops it, the API forgets it), and a reading whose window
+# ends at or before the cutoff (the watermark counted with that reading) adds to no partial: it is answered from
+# history only. Current values (parking) never leave. Window ends are multiples of ``EVICT_STEP``, so the partials
+# past the cutoff change only when ``step_of(cutoff)`` grows: evicting then is exact.
+
+EVICT_STEP = 900  # seconds; every window size is a multiple of it
+if any(ws % EVICT_STEP for ws in _WINDOW_S.values()):
+    raise RuntimeError(f"aggregate windows {_WINDOW_S} must be multiples of EVICT_STEP={EVICT_STEP} s")
+
+
+def cutoff(watermark: datetime, horizon: timedelta) -> datetime:
+    """Windows of a shard ending at or before this leave the hot state (``watermark``: the shard's newest reading)."""
+    return watermark - horizon
+
+
+def step_of(cut: datetime) -> int:
+    """The eviction step a cutoff lies in: the set of expired windows changes only when this grows."""
+    return int(cut.timestamp()) // EVICT_STEP
+
+
 def expired(p: Partial, cutoff: datetime) -> bool:
-    """True when the partial's window ended before *cutoff* (the hot state's horizon); current values never expire."""
+    """True when the partial's window ended at or before *cutoff* (the hot state's horizon); current values never
+    expire."""
     return p.window is not None and p.window + timedelta(seconds=p.window_s) <= cutoff
+
+
+def within_horizon(rows: Iterable[tuple[str, dict[str, Any], datetime]], watermark: datetime | None, horizon: timedelta
+                   ) -> tuple[list[tuple[str, dict[str, Any], datetime]], datetime | None]:
+    """The rows (in order) that may add to a partial under the horizon rule, and the shard's watermark after them.
+
+    Each row first advances the watermark; a windowed row whose window ends at or before ``watermark - horizon`` is
+    left out. Rows of other readings only advance the watermark (``fold_rows`` ignores them anyway)."""
+    kept = []
+    h = horizon.total_seconds()
+    wm = None if watermark is None else watermark.timestamp()
+    newest = watermark
+    for row in rows:
+        t = row[2]
+        ts = t.timestamp()
+        if wm is None or ts > wm:
+            wm, newest = ts, t
+        ws = _WINDOW_S.get(row[0])
+        if ws is not None and (ts // ws + 1) * ws <= wm - h:
+            continue
+        kept.append(row)
+    return kept, newest
 
 
 def combine(parts: Iterable[Partial]) -> dict[str, Any]:
