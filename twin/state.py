@@ -6,9 +6,11 @@ works, defect reports and public events, and ``twin.aggregates.fold`` for the pa
 shard, the Kafka partition the reading came from). Replay, time travel (``streams.history``) and scenario forks run it;
 ``apply`` and ``fold`` never change their input.
 
-Aggregate partials are kept for windows that end within ``horizon`` of the newest occurrence time the twin has seen
-(contract: aggregate windows older than the horizon leave the hot state and are answered from history); readings
-older than that horizon add to no partial. Parking occupancy ("current" partials) has no window and always stays.
+Aggregate partials follow the one horizon rule of ``twin.aggregates`` (``within_horizon``, ``cutoff``,
+``expired``): per shard, the watermark is the newest occurred_at of any reading of that shard; a windowed partial
+leaves once its window ends at or before ``watermark - horizon``, and a reading for such a window adds to no partial.
+The worker (``streams.agents.SensorUnit``) and the API's aggregate view apply the same rule, so the twin at T equals
+what the live worker holds after the same events. Parking occupancy ("current" partials) has no window and stays.
 
 ``to_json`` turns a state into plain JSON per entity, to compare a time-travelled twin with the live one;
 ``to_snapshot`` / ``from_snapshot`` round-trip a state exactly (the periodic snapshots beside the archive).
@@ -41,7 +43,7 @@ from twin.sensors import SensorState
 
 DEFAULT_HORIZON = timedelta(hours=48)
 MUNICIPAL_EVENTS = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: per-shard reading watermarks (the horizon rule)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class TwinState:
     as_of: datetime | None = None  # the newest occurrence time folded in
     events_applied: int = 0  # events that changed the twin
     horizon: timedelta = DEFAULT_HORIZON
+    watermarks: dict[int, datetime] = field(default_factory=dict)  # per shard: its newest reading's occurred_at
 
     @classmethod
     def empty(cls, pack: RegionPack, horizon: timedelta = DEFAULT_HORIZON) -> TwinState:
@@ -74,24 +77,39 @@ class Folding:
         self.as_of = s.as_of
         self.applied = s.events_applied
         self.horizon = s.horizon
+        self.watermarks = dict(s.watermarks)
+        self.dirty = False  # changed something (also only a watermark)
+        self.alert_log: list[Event] | None = None  # set to a list to collect every alert raised or cleared, in order
+        self._evicted: dict[int, int] = {}  # per shard: the eviction step last swept (twin.aggregates.step_of)
 
     def freeze(self, copy: bool = False) -> TwinState:
         """The state so far; with *copy*, folding on afterwards does not change it."""
         if copy:
             return TwinState(self.pack, dict(self.sensors), dict(self.coast), dict(self.alerts), dict(self.municipal),
-                             dict(self.aggregates), self.as_of, self.applied, self.horizon)
+                             dict(self.aggregates), self.as_of, self.applied, self.horizon, dict(self.watermarks))
         return TwinState(self.pack, self.sensors, self.coast, self.alerts, self.municipal, self.aggregates, self.as_of,
-                         self.applied, self.horizon)
+                         self.applied, self.horizon, self.watermarks)
 
     def _advance(self, t: datetime) -> None:
-        if self.as_of is not None and t <= self.as_of:
+        if self.as_of is None or t > self.as_of:
+            self.as_of = t
+
+    def _watermark(self, shard: int, t: datetime) -> None:
+        """Advance the shard's watermark to *t*; partials of the shard past the horizon leave (exactly: swept whenever
+        the cutoff enters a new eviction step, and every window end is a multiple of a step)."""
+        wm = self.watermarks.get(shard)
+        if wm is not None and t <= wm:
             return
-        before = self.as_of
-        self.as_of = t
-        if before is None or _hour(before) != _hour(t):  # drop windows beyond the horizon once per hour of event time
-            cut = t - self.horizon
-            self.aggregates = {k: p for k, p in self.aggregates.items()
-                               if p.window is None or p.window + timedelta(seconds=p.window_s) > cut}
+        self.watermarks[shard] = t
+        self.dirty = True
+        cut = aggregate_model.cutoff(t, self.horizon)
+        step = aggregate_model.step_of(cut)
+        if self._evicted.get(shard) == step:
+            return
+        self._evicted[shard] = step
+        gone = [k for k, p in self.aggregates.items() if p.shard == shard and aggregate_model.expired(p, cut)]
+        for k in gone:
+            del self.aggregates[k]
 
     def apply(self, event: Event, shard: int) -> None:
         changed = False
@@ -110,12 +128,16 @@ class Folding:
                     self.coast[seg.id] = new
                     changed = True
                     for a in raised:
+                        if self.alert_log is not None:
+                            self.alert_log.append(a)
                         if isinstance(a, AlertRaised):
                             self.alerts[a.alert_id] = a
                         elif isinstance(a, AlertCleared):
                             self.alerts.pop(a.alert_id, None)
-            recent = self.as_of is None or event.occurred_at >= self.as_of - self.horizon
-            if recent and aggregate_model.fold(self.aggregates, [event], self.pack.sensors, shard):
+            row = (type(event).__name__, event.__dict__, event.occurred_at)
+            admitted, _ = aggregate_model.within_horizon([row], self.watermarks.get(shard), self.horizon)
+            self._watermark(shard, event.occurred_at)
+            if admitted and aggregate_model.fold(self.aggregates, [event], self.pack.sensors, shard):
                 changed = True
         elif isinstance(event, MUNICIPAL_EVENTS):
             new_m = municipal_model.apply(self.municipal.get(event.entity_id), event)
@@ -124,11 +146,8 @@ class Folding:
                 changed = True
         if changed:
             self.applied += 1
+            self.dirty = True
             self._advance(event.occurred_at)
-
-
-def _hour(t: datetime) -> int:
-    return int(t.timestamp()) // 3600
 
 
 def apply(state: TwinState, event: Event, shard: int = 0) -> TwinState:
@@ -136,12 +155,15 @@ def apply(state: TwinState, event: Event, shard: int = 0) -> TwinState:
     changed)."""
     w = Folding(state)
     w.apply(event, shard)
-    return state if w.applied == state.events_applied else w.freeze()
+    return w.freeze() if w.dirty else state
 
 
-def fold(state: TwinState, events: Iterable[Event | tuple[Event, int]], until: datetime | None = None) -> TwinState:
-    """Apply *events* (events, or (event, shard) pairs) in arrival order, skipping those that occurred after *until*."""
+def fold(state: TwinState, events: Iterable[Event | tuple[Event, int]], until: datetime | None = None,
+         alert_log: list[Event] | None = None) -> TwinState:
+    """Apply *events* (events, or (event, shard) pairs) in arrival order, skipping those that occurred after *until*;
+    every alert raised or cleared on the way is appended to *alert_log* when one is given (the alert history)."""
     w = Folding(state)
+    w.alert_log = alert_log
     for item in events:
         event, shard = item if isinstance(item, tuple) else (item, 0)
         if until is None or event.occurred_at <= until:
@@ -172,6 +194,7 @@ def to_snapshot(state: TwinState) -> dict[str, Any]:
     """Everything of a state, as JSON that ``from_snapshot`` turns back into an equal state."""
     return {"version": SNAPSHOT_VERSION, "region": state.pack.id, "as_of": state.as_of.isoformat() if state.as_of else None,
             "events_applied": state.events_applied, "horizon_s": state.horizon.total_seconds(),
+            "watermarks": {str(k): v.isoformat() for k, v in state.watermarks.items()},
             "sensors": [v.to_json() for v in state.sensors.values()],
             "coast": [v.to_json() for v in state.coast.values()],
             "alerts": [a.model_dump(mode="json") for a in state.alerts.values()],
@@ -192,4 +215,5 @@ def from_snapshot(pack: RegionPack, doc: dict[str, Any]) -> TwinState:
                      alerts={a.alert_id: a for a in alerts}, municipal=dict(doc["municipal"]),
                      aggregates={p.key: p for p in parts},
                      as_of=datetime.fromisoformat(doc["as_of"]) if doc["as_of"] else None,
-                     events_applied=int(doc["events_applied"]), horizon=timedelta(seconds=float(doc["horizon_s"])))
+                     events_applied=int(doc["events_applied"]), horizon=timedelta(seconds=float(doc["horizon_s"])),
+                     watermarks={int(k): datetime.fromisoformat(v) for k, v in doc["watermarks"].items()})

@@ -24,7 +24,6 @@ from streams.history.store import (
     SCHEMA,
     Manifest,
     compact,
-    read_snapshot,
     remove_orphans,
     write_parquet,
     write_snapshot,
@@ -32,7 +31,7 @@ from streams.history.store import (
 from streams.serde import to_record
 from twin.events import BY_NAME, Event
 from twin.region import RegionPack
-from twin.state import Folding, TwinState, fold, from_snapshot, to_snapshot
+from twin.state import DEFAULT_HORIZON, Folding, TwinState, fold, to_snapshot
 
 log = logging.getLogger("plietsch.archive")
 COLUMNS = [f.name for f in SCHEMA]
@@ -65,7 +64,7 @@ class DatumDecoder:
 class ArchiveWriter:
     def __init__(self, root: Path, pack: RegionPack | None = None, epoch: str = "kafka", snapshot_every: int = 10_000,
                  fanin: int = 8, seal_after: timedelta = timedelta(hours=1), memory_limit: str = "512MB",
-                 auto_compact: bool = True) -> None:
+                 auto_compact: bool = True, horizon: timedelta = DEFAULT_HORIZON) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.epoch = epoch
@@ -85,15 +84,23 @@ class ArchiveWriter:
         self.written = 0
         self.duplicates = 0
         self.folding: Folding | None = None
+        self.horizon = horizon
         self._since_snapshot = 0
         if pack is not None:
             self.folding = Folding(self._restore_state(pack))
 
     def _restore_state(self, pack: RegionPack) -> TwinState:
-        from streams.history.timetravel import events_after
+        from streams.history.timetravel import events_after, load_snapshot
 
         snaps = self.manifest.snapshots
-        state = TwinState.empty(pack) if not snaps else from_snapshot(pack, read_snapshot(self.root, snaps[-1]))
+        state = None if not snaps else load_snapshot(self.manifest, pack, snaps[-1], self.horizon)
+        if snaps and state is None:  # written by another version or horizon: fold once from the start, new snapshots
+            log.warning("archive: the twin snapshots were written by another version or aggregate horizon; folding the "
+                        "archive once from the start (%d snapshots dropped)", len(snaps))
+            self.manifest.snapshots = []
+            snaps = []
+        if state is None:
+            state = TwinState.empty(pack, self.horizon)
         after = snaps[-1].seq if snaps else -1
         rest = list(events_after(self.manifest, after))
         self._since_snapshot = len(rest)
