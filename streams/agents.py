@@ -37,6 +37,7 @@ SENSOR_TABLE = "twin-sensor-state"
 COAST_TABLE = "twin-coast-state"
 AGGREGATE_TABLE = "twin-aggregates"
 MUNICIPAL_TABLE = "twin-municipal-state"
+WATERMARK_KEY = b"__watermark__"  # aggregate table: the partition's newest reading time (twin.aggregates horizon rule)
 REPLAY_HEADER = "plietsch-replay"
 ORIGIN_HEADER = "plietsch-origin"
 
@@ -142,8 +143,7 @@ class SensorUnit:
                                    known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()})
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
         self.horizon = timedelta(hours=horizon_h)
-        self.newest: dict[int, datetime] = {}
-        self.evicted_to: dict[int, datetime] = {}
+        self.evicted_to: dict[int, int] = {}  # per partition: the eviction step last swept
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "skipped": 0}
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
@@ -226,9 +226,7 @@ class SensorUnit:
                 if new is prev:
                     continue
                 states[seg.id] = changed[seg.id] = new
-                for a in raised:
-                    a = a.model_copy(update={"event_id": stable_id("alert", a.alert_id, type(a).__name__,  # type: ignore[attr-defined]
-                                                                     reading.event_id)})
+                for a in raised:  # event ids derived from the reading (twin.coast.alert_event_id): stable for a replay
                     log.info("%s %s: %s", type(a).__name__, a.alert_id, a.message)  # type: ignore[attr-defined]
                     outputs.append((ALERTS.name, a.alert_id.encode(), encode_event(self.codec, a), None))  # type: ignore[attr-defined]
         encode = self.codec.encode
@@ -244,10 +242,14 @@ class SensorUnit:
             raw = table.get(key.encode())
             return None if raw is None else aggregates.Partial.from_json(raw)
 
-        changed = aggregates.fold_rows({}, rows, self.pack.sensors, p, load)
-        latest = max(t for _, _, t in rows)
+        raw = table.get(WATERMARK_KEY)
+        watermark = None if raw is None else datetime.fromisoformat(raw["watermark"])
+        admitted, newest = aggregates.within_horizon(rows, watermark, self.horizon)  # the one horizon rule
+        if newest is None:  # no rows
+            return
+        changed = aggregates.fold_rows({}, admitted, self.pack.sensors, p, load) if admitted else {}
         encode = self.codec.encode
-        at = latest.isoformat()
+        at = newest.isoformat()  # the shard's watermark: the API applies the same horizon rule from it
         for key, part in changed.items():
             doc = part.to_json()
             text = json.dumps(doc, separators=(",", ":"))
@@ -256,26 +258,27 @@ class SensorUnit:
                    "occurred_at": at, "source": self.agent, "metric": part.metric,
                    "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p, "partial_json": text}
             outputs.append((AGGREGATES.name, key.encode(), encode("AggregateUpdated", rec), None))
-        self._evict(p, table, latest, changes, outputs)
+        self._evict(p, table, newest, changes, outputs)
+        if newest != watermark:  # after the partials: visible only with them (a broker that shows aborted records)
+            changes[WATERMARK_KEY] = {"watermark": at}
 
-    def _evict(self, p: int, table: Mapping[bytes, Any], latest: datetime, changes: dict[bytes, Any],
+    def _evict(self, p: int, table: Mapping[bytes, Any], watermark: datetime, changes: dict[bytes, Any],
                outputs: list[Output]) -> None:
-        """Partials whose window ended more than the horizon before the newest reading leave the hot state:
-        a tombstone in the changelog and on twin.aggregates. Scans the table once per 15 minutes of event time."""
-        newest = self.newest.get(p)
-        if newest is None or latest > newest:
-            newest = self.newest[p] = latest
-        cutoff = newest - self.horizon
-        done = self.evicted_to.get(p)
-        if done is not None and cutoff - done < timedelta(minutes=15):
+        """Partials whose window ended at or before ``watermark - horizon`` (``twin.aggregates.cutoff``) leave the hot
+        state: a tombstone in the changelog and on twin.aggregates. The table is scanned only when the cutoff enters a
+        new eviction step (``twin.aggregates.step_of``, 15 minutes of event time): exact, since window ends are
+        multiples of a step."""
+        cut = aggregates.cutoff(watermark, self.horizon)
+        step = aggregates.step_of(cut)
+        if self.evicted_to.get(p) == step:
             return
-        self.evicted_to[p] = cutoff
+        self.evicted_to[p] = step
         candidates = dict(table)
         candidates.update((k, v.value if isinstance(v, Encoded) else v) for k, v in changes.items())
         for key, doc in candidates.items():
             if key.startswith(b"__") or not isinstance(doc, dict) or not doc.get("window"):
                 continue
-            if datetime.fromisoformat(doc["window"]) + timedelta(seconds=doc["window_s"]) <= cutoff:
+            if datetime.fromisoformat(doc["window"]) + timedelta(seconds=doc["window_s"]) <= cut:
                 changes[key] = None
                 outputs.append((AGGREGATES.name, key, None, None))
 
