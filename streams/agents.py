@@ -37,7 +37,7 @@ SENSOR_TABLE = "twin-sensor-state"
 COAST_TABLE = "twin-coast-state"
 AGGREGATE_TABLE = "twin-aggregates"
 MUNICIPAL_TABLE = "twin-municipal-state"
-WATERMARK_KEY = b"__watermark__"  # aggregate table: the partition's newest reading time (twin.aggregates horizon rule)
+WATERMARK_KEY = b"__watermark__"  # aggregate table: per windowed reading type the newest reading time (horizon rule)
 REPLAY_HEADER = "plietsch-replay"
 ORIGIN_HEADER = "plietsch-origin"
 
@@ -143,7 +143,7 @@ class SensorUnit:
                                    known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()})
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
         self.horizon = timedelta(hours=horizon_h)
-        self.evicted_to: dict[int, int] = {}  # per partition: the eviction step last swept
+        self.evicted_to: dict[int, Any] = {}  # per partition: the sweep key last swept (twin.aggregates.sweep_key)
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "skipped": 0}
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
@@ -243,33 +243,32 @@ class SensorUnit:
             return None if raw is None else aggregates.Partial.from_json(raw)
 
         raw = table.get(WATERMARK_KEY)
-        watermark = None if raw is None else datetime.fromisoformat(raw["watermark"])
-        admitted, newest = aggregates.within_horizon(rows, watermark, self.horizon)  # the one horizon rule
-        if newest is None:  # no rows
-            return
+        marks: dict[str, datetime] = {} if not raw else {n: datetime.fromisoformat(t) for n, t in raw.items()}
+        admitted, moved = aggregates.within_horizon(rows, marks, self.horizon)  # the one horizon rule
         changed = aggregates.fold_rows({}, admitted, self.pack.sensors, p, load) if admitted else {}
         encode = self.codec.encode
-        at = newest.isoformat()  # the shard's watermark: the API applies the same horizon rule from it
+        latest = max(t for _, _, t in rows).isoformat()
+        at = {n: t.isoformat() for n, t in moved.items()}
         for key, part in changed.items():
             doc = part.to_json()
             text = json.dumps(doc, separators=(",", ":"))
             changes[key.encode()] = Encoded(doc, text.encode())
+            # occurred_at: the watermark of the partial's reading type on this shard (the API applies the same rule)
             rec = {"event_id": stable_id("agg", key, part.rev), "entity_id": part.group, "region": self.region,
-                   "occurred_at": at, "source": self.agent, "metric": part.metric,
-                   "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p, "partial_json": text}
+                   "occurred_at": at.get(aggregates.SOURCE.get(part.metric, ""), latest), "source": self.agent,
+                   "metric": part.metric, "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p,
+                   "partial_json": text}
             outputs.append((AGGREGATES.name, key.encode(), encode("AggregateUpdated", rec), None))
-        self._evict(p, table, newest, changes, outputs)
-        if newest != watermark:  # after the partials: visible only with them (a broker that shows aborted records)
-            changes[WATERMARK_KEY] = {"watermark": at}
+        if moved is not marks:
+            self._evict(p, table, moved, changes, outputs)
+            changes[WATERMARK_KEY] = at  # after the partials: visible only with them (a broker that shows aborted records)
 
-    def _evict(self, p: int, table: Mapping[bytes, Any], watermark: datetime, changes: dict[bytes, Any],
+    def _evict(self, p: int, table: Mapping[bytes, Any], marks: dict[str, datetime], changes: dict[bytes, Any],
                outputs: list[Output]) -> None:
-        """Partials whose window ended at or before ``watermark - horizon`` (``twin.aggregates.cutoff``) leave the hot
-        state: a tombstone in the changelog and on twin.aggregates. The table is scanned only when the cutoff enters a
-        new eviction step (``twin.aggregates.step_of``, 15 minutes of event time): exact, since window ends are
-        multiples of a step."""
-        cut = aggregates.cutoff(watermark, self.horizon)
-        step = aggregates.step_of(cut)
+        """Partials past the horizon (``twin.aggregates.expired_by``) leave the hot state: a tombstone in the changelog
+        and on twin.aggregates. The table is scanned only when a cutoff enters a new eviction step
+        (``twin.aggregates.sweep_key``, 15 minutes of event time): exact, since window ends are multiples of a step."""
+        step = aggregates.sweep_key(marks, self.horizon)
         if self.evicted_to.get(p) == step:
             return
         self.evicted_to[p] = step
@@ -278,7 +277,8 @@ class SensorUnit:
         for key, doc in candidates.items():
             if key.startswith(b"__") or not isinstance(doc, dict) or not doc.get("window"):
                 continue
-            if datetime.fromisoformat(doc["window"]) + timedelta(seconds=doc["window_s"]) <= cut:
+            if aggregates.expired_by(doc["metric"], datetime.fromisoformat(doc["window"]), doc["window_s"], marks,
+                                     self.horizon):
                 changes[key] = None
                 outputs.append((AGGREGATES.name, key, None, None))
 
