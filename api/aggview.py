@@ -5,9 +5,9 @@ with the highest ``rev`` (contract 8; a partial without one counts as rev -1; of
 combines the shards of one ``(metric, group, window)`` again only after one of them changed (so a request costs the
 figures it returns and those that changed, never a recombination of every partial held), remembers the newest window
 per ``(metric, group)``, and lets partials leave by the one horizon rule of ``twin.aggregates`` (the worker's and time
-travel's): per shard, a partial leaves once its window ends at or before ``watermark - horizon``, the watermark being
-the shard's newest reading time, which each ``AggregateUpdated`` carries as its ``occurred_at`` (event time, since the
-simulator can run accelerated). A tombstone (a record without a value) deletes its key's partial.
+travel's): per shard and reading type, a partial leaves once its window ends at or before ``watermark - horizon``, the
+watermark being the newest reading time of its type on its shard, which each ``AggregateUpdated`` carries as its
+``occurred_at`` (event time, since the simulator can run accelerated). A tombstone (a record without a value) deletes its key's partial.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from twin.aggregates import Partial, combine, cutoff
+from twin.aggregates import SOURCE, Partial, combine, cutoff
 
 FigureKey = tuple[str, str, datetime | None]  # metric, group, window (None: a current value such as parking)
 
@@ -90,9 +90,10 @@ class AggregateView:
         self._figures: dict[FigureKey, dict[str, Any] | None] = {}
         self._windows: dict[tuple[str, str], set[datetime | None]] = {}
         self._latest: dict[tuple[str, str], datetime | None] = {}
-        self._heaps: dict[int, list[tuple[datetime, str]]] = {}  # per shard (window end, key): candidates for leaving
+        # per (shard, reading type): a heap of (window end, key), the candidates for leaving
+        self._heaps: dict[tuple[int, str], list[tuple[datetime, str]]] = {}
         self._order: list[FigureKey] | None = None  # figures sorted for listing; None after a key came or went
-        self.watermarks: dict[int, datetime] = {}  # per shard: its newest reading time (twin.aggregates horizon rule)
+        self.watermarks: dict[tuple[int, str], datetime] = {}  # per (shard, reading type): the horizon rule's watermark
         self.expired = 0  # partials that left because they fell behind the horizon
 
     def __len__(self) -> int:
@@ -102,9 +103,9 @@ class AggregateView:
     def figures(self) -> int:
         return len(self._figures)
 
-    def cutoff(self, shard: int) -> datetime | None:
-        """The shard's windows ending at or before this have left (None until the shard was seen)."""
-        wm = self.watermarks.get(shard)
+    def cutoff(self, shard: int, metric: str) -> datetime | None:
+        """The metric's windows of the shard ending at or before this have left (None until one was seen)."""
+        wm = self.watermarks.get((shard, SOURCE.get(metric, metric)))
         return None if wm is None else cutoff(wm, self.horizon)
 
     # -- changes ----------------------------------------------------------------------------------------------------
@@ -122,15 +123,15 @@ class AggregateView:
         if kept is not None and rev == kept.rev and partial == kept.partial:
             return "duplicate"
         end = None if partial.window is None else partial.window + timedelta(seconds=partial.window_s)
-        shard = partial.shard
-        wm = watermark if watermark is not None else end
-        advanced = wm is not None and (shard not in self.watermarks or wm > self.watermarks[shard])
+        src = (partial.shard, SOURCE.get(partial.metric, partial.metric))
+        wm = None if end is None else watermark if watermark is not None else end
+        advanced = wm is not None and (src not in self.watermarks or wm > self.watermarks[src])
         if advanced:
-            self.watermarks[shard] = wm  # type: ignore[assignment]
-        cut = self.cutoff(shard)
+            self.watermarks[src] = wm  # type: ignore[assignment]
+        cut = self.cutoff(partial.shard, partial.metric)
         if end is not None and cut is not None and end <= cut:
             if advanced:
-                self._expire(shard)
+                self._expire(src)
             return "beyond_horizon"
         figure: FigureKey = (partial.metric, partial.group, partial.window)
         if kept is not None and kept.figure != figure:  # the key now names another figure: leave the old one
@@ -145,11 +146,11 @@ class AggregateView:
             if mg not in self._latest or _later(partial.window, self._latest[mg]):
                 self._latest[mg] = partial.window
         if end is not None and (kept is None or kept.figure != figure):
-            heapq.heappush(self._heaps.setdefault(shard, []), (end, key))
+            heapq.heappush(self._heaps.setdefault(src, []), (end, key))
         shards[key] = partial
         self._figures[figure] = None
         if advanced:
-            self._expire(shard)
+            self._expire(src)
         return None
 
     def delete(self, key: str) -> bool:
@@ -185,13 +186,14 @@ class AggregateView:
             elif self._latest.get(mg) == window:
                 self._latest[mg] = max(windows, key=_sort_window)
 
-    def _expire(self, shard: int) -> None:
-        cut = self.cutoff(shard)
-        heap = self._heaps.get(shard)
+    def _expire(self, src: tuple[int, str]) -> None:
+        wm = self.watermarks.get(src)
+        cut = None if wm is None else cutoff(wm, self.horizon)
+        heap = self._heaps.get(src)
         while cut is not None and heap and heap[0][0] <= cut:
             end, key = heapq.heappop(heap)
             kept = self._kept.get(key)
-            if kept is None or kept.partial.window is None or kept.partial.shard != shard:
+            if kept is None or kept.partial.window is None:
                 continue
             if kept.partial.window + timedelta(seconds=kept.partial.window_s) != end:
                 continue  # the key was put again with another window: its own heap entry decides

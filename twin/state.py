@@ -7,8 +7,9 @@ shard, the Kafka partition the reading came from). Replay, time travel (``stream
 ``apply`` and ``fold`` never change their input.
 
 Aggregate partials follow the one horizon rule of ``twin.aggregates`` (``within_horizon``, ``cutoff``,
-``expired``): per shard, the watermark is the newest occurred_at of any reading of that shard; a windowed partial
-leaves once its window ends at or before ``watermark - horizon``, and a reading for such a window adds to no partial.
+``expired_by``): per shard and windowed reading type, the watermark is the newest occurred_at of such readings of
+that shard; a windowed partial leaves once its window ends at or before ``watermark - horizon``, and a reading for
+such a window adds to no partial.
 The worker (``streams.agents.SensorUnit``) and the API's aggregate view apply the same rule, so the twin at T equals
 what the live worker holds after the same events. Parking occupancy ("current" partials) has no window and stays.
 
@@ -18,6 +19,7 @@ what the live worker holds after the same events. Parking occupancy ("current" p
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,7 +59,8 @@ class TwinState:
     as_of: datetime | None = None  # the newest occurrence time folded in
     events_applied: int = 0  # events that changed the twin
     horizon: timedelta = DEFAULT_HORIZON
-    watermarks: dict[int, datetime] = field(default_factory=dict)  # per shard: its newest reading's occurred_at
+    # per shard, per windowed reading type: the newest occurred_at (twin.aggregates horizon rule)
+    watermarks: dict[int, dict[str, datetime]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, pack: RegionPack, horizon: timedelta = DEFAULT_HORIZON) -> TwinState:
@@ -80,10 +83,12 @@ class Folding:
         self.watermarks = dict(s.watermarks)
         self.dirty = False  # changed something (also only a watermark)
         self.alert_log: list[Event] | None = None  # set to a list to collect every alert raised or cleared, in order
-        self._evicted: dict[int, int] = {}  # per shard: the eviction step last swept (twin.aggregates.step_of)
+        self._swept: dict[int, Any] = {}  # per shard: the sweep key last swept (twin.aggregates.sweep_key)
+        self._ends: dict[tuple[int, str], list[tuple[datetime, str]]] | None = None  # (shard, type) -> heap of (end, key)
 
     def freeze(self, copy: bool = False) -> TwinState:
-        """The state so far; with *copy*, folding on afterwards does not change it."""
+        """The state so far; with *copy*, folding on afterwards does not change it (the watermarks' inner dicts are
+        replaced, never changed, so a shallow copy suffices)."""
         if copy:
             return TwinState(self.pack, dict(self.sensors), dict(self.coast), dict(self.alerts), dict(self.municipal),
                              dict(self.aggregates), self.as_of, self.applied, self.horizon, dict(self.watermarks))
@@ -94,22 +99,29 @@ class Folding:
         if self.as_of is None or t > self.as_of:
             self.as_of = t
 
-    def _watermark(self, shard: int, t: datetime) -> None:
-        """Advance the shard's watermark to *t*; partials of the shard past the horizon leave (exactly: swept whenever
-        the cutoff enters a new eviction step, and every window end is a multiple of a step)."""
-        wm = self.watermarks.get(shard)
-        if wm is not None and t <= wm:
+    def _push(self, p: aggregate_model.Partial) -> None:
+        if self._ends is not None and p.window is not None:
+            heap = self._ends.setdefault((p.shard, aggregate_model.SOURCE.get(p.metric, "")), [])
+            heapq.heappush(heap, (p.window + timedelta(seconds=p.window_s), p.key))
+
+    def _sweep(self, shard: int) -> None:
+        """Drop the shard's partials past the horizon; exact, since it runs whenever a cutoff enters a new step. Costs
+        what leaves (a heap of window ends per shard and reading type, made on the first sweep of a fold)."""
+        marks = self.watermarks[shard]
+        key = aggregate_model.sweep_key(marks, self.horizon)
+        if self._swept.get(shard) == key:
             return
-        self.watermarks[shard] = t
-        self.dirty = True
-        cut = aggregate_model.cutoff(t, self.horizon)
-        step = aggregate_model.step_of(cut)
-        if self._evicted.get(shard) == step:
-            return
-        self._evicted[shard] = step
-        gone = [k for k, p in self.aggregates.items() if p.shard == shard and aggregate_model.expired(p, cut)]
-        for k in gone:
-            del self.aggregates[k]
+        self._swept[shard] = key
+        if self._ends is None:
+            self._ends = {}
+            for p in self.aggregates.values():
+                self._push(p)
+        for name, t in marks.items():
+            heap = self._ends.get((shard, name))
+            cut = aggregate_model.cutoff(t, self.horizon)
+            while heap and heap[0][0] <= cut:
+                _, k = heapq.heappop(heap)
+                self.aggregates.pop(k, None)
 
     def apply(self, event: Event, shard: int) -> None:
         changed = False
@@ -135,10 +147,19 @@ class Folding:
                         elif isinstance(a, AlertCleared):
                             self.alerts.pop(a.alert_id, None)
             row = (type(event).__name__, event.__dict__, event.occurred_at)
-            admitted, _ = aggregate_model.within_horizon([row], self.watermarks.get(shard), self.horizon)
-            self._watermark(shard, event.occurred_at)
-            if admitted and aggregate_model.fold(self.aggregates, [event], self.pack.sensors, shard):
-                changed = True
+            marks = self.watermarks.get(shard, {})
+            admitted, moved = aggregate_model.within_horizon([row], marks, self.horizon)
+            if moved is not marks:
+                self.watermarks[shard] = moved
+                self.dirty = True
+                self._sweep(shard)
+            if admitted:
+                grown = aggregate_model.fold(self.aggregates, [event], self.pack.sensors, shard)
+                if grown:
+                    changed = True
+                    for p in grown.values():
+                        if p.rev == 1 and p.window is not None:  # a new windowed partial
+                            self._push(p)
         elif isinstance(event, MUNICIPAL_EVENTS):
             new_m = municipal_model.apply(self.municipal.get(event.entity_id), event)
             if new_m is not None:
@@ -194,7 +215,7 @@ def to_snapshot(state: TwinState) -> dict[str, Any]:
     """Everything of a state, as JSON that ``from_snapshot`` turns back into an equal state."""
     return {"version": SNAPSHOT_VERSION, "region": state.pack.id, "as_of": state.as_of.isoformat() if state.as_of else None,
             "events_applied": state.events_applied, "horizon_s": state.horizon.total_seconds(),
-            "watermarks": {str(k): v.isoformat() for k, v in state.watermarks.items()},
+            "watermarks": {str(k): {n: t.isoformat() for n, t in v.items()} for k, v in state.watermarks.items()},
             "sensors": [v.to_json() for v in state.sensors.values()],
             "coast": [v.to_json() for v in state.coast.values()],
             "alerts": [a.model_dump(mode="json") for a in state.alerts.values()],
@@ -216,4 +237,5 @@ def from_snapshot(pack: RegionPack, doc: dict[str, Any]) -> TwinState:
                      aggregates={p.key: p for p in parts},
                      as_of=datetime.fromisoformat(doc["as_of"]) if doc["as_of"] else None,
                      events_applied=int(doc["events_applied"]), horizon=timedelta(seconds=float(doc["horizon_s"])),
-                     watermarks={int(k): datetime.fromisoformat(v) for k, v in doc["watermarks"].items()})
+                     watermarks={int(k): {n: datetime.fromisoformat(t) for n, t in v.items()}
+                                 for k, v in doc["watermarks"].items()})

@@ -66,7 +66,7 @@ def test_rev_tombstone_latest_and_combination_match_a_full_recombination() -> No
         elif why == "duplicate":
             assert old is not None and (rev, part) == old
     def alive_at(part: Partial) -> bool:  # the horizon rule per shard (twin.aggregates): the shard's own watermark
-        cut = view.cutoff(part.shard)
+        cut = view.cutoff(part.shard, part.metric)
         return part.window is not None and (cut is None or part.window + Q > cut)
 
     alive = {k: v for k, v in truth.items() if alive_at(v[1])}
