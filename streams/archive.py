@@ -263,11 +263,16 @@ def read_events(root: Path, until: datetime | None = None) -> Iterator[tuple[str
         yield a.topic, a.event
 
 
-def rebuild(root: Path, pack: RegionPack, at: datetime | None = None) -> TwinState:
-    """The twin as it stood at *at* (or now): the one fold over the archive, from the nearest snapshot."""
+def rebuild(root: Path, pack: RegionPack, at: datetime | None = None, horizon: timedelta | None = None) -> TwinState:
+    """The twin as it stood at *at* (or now): the one fold over the archive, from the nearest snapshot; *horizon*: the
+    aggregate horizon (default: the worker's setting, ``PLIETSCH_AGGREGATE_HORIZON_H``)."""
     from streams.history.timetravel import state_at
 
-    return state_at(Manifest.load(Path(root)), pack, at)
+    if horizon is None:
+        from streams.settings import StreamSettings
+
+        horizon = timedelta(hours=StreamSettings().aggregate_horizon_h)
+    return state_at(Manifest.load(Path(root)), pack, at, horizon=horizon)
 
 
 def replay(root: Path, publisher: EventPublisher, on_progress: Callable[[int], None] | None = None) -> int:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,7 +81,7 @@ LEVELS = [0.1, 0.9, 0.97, 1.02, 1.22, 1.27, 1.47, 1.52, 1.97, 2.03, 2.2, 2.5, 3.
 KINDS = ["traffic", "traffic", "air", "parking", "weather", "water", "water", "works", "defect", "public", "dup"]
 
 profile = "drill" if os.environ.get("PLIETSCH_DRILL") == "full" else "bounded"
-settings.register_profile("onefold-bounded", max_examples=12, deadline=None,
+settings.register_profile("onefold-bounded", max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("onefold-drill", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -304,6 +305,7 @@ def compare(live: dict[str, Any], tt: dict[str, Any], what: str) -> None:
         assert live[part] == tt[part], f"{what}: {part} differ"
 
 
+@pytest.mark.drill  # bounded in make test (20 examples), 150 in make drill (PLIETSCH_DRILL=full)
 @PROFILE
 @given(steps=st.lists(STEP, min_size=5, max_size=90), joins=st.lists(st.booleans(), min_size=1, max_size=30),
        cuts=st.lists(st.integers(0, 8), min_size=1, max_size=30), again=st.lists(st.integers(0, 2), min_size=1, max_size=10),
