@@ -45,6 +45,7 @@ from twin.sensors import SensorState
 
 DEFAULT_HORIZON = timedelta(hours=48)
 MUNICIPAL_EVENTS = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
+WINDOWED_TYPES = frozenset(aggregate_model.SOURCE.values())  # readings the aggregate horizon applies to
 SNAPSHOT_VERSION = 2  # 2: per-shard reading watermarks (the horizon rule)
 
 
@@ -146,13 +147,17 @@ class Folding:
                             self.alerts[a.alert_id] = a
                         elif isinstance(a, AlertCleared):
                             self.alerts.pop(a.alert_id, None)
-            row = (type(event).__name__, event.__dict__, event.occurred_at)
-            marks = self.watermarks.get(shard, {})
-            admitted, moved = aggregate_model.within_horizon([row], marks, self.horizon)
-            if moved is not marks:
-                self.watermarks[shard] = moved
-                self.dirty = True
-                self._sweep(shard)
+            admitted = True
+            name = type(event).__name__
+            if name in WINDOWED_TYPES:  # the horizon rule (twin.aggregates.within_horizon) for a windowed reading
+                marks = self.watermarks.get(shard, {})
+                rows, moved = aggregate_model.within_horizon([(name, event.__dict__, event.occurred_at)], marks,
+                                                             self.horizon)
+                admitted = bool(rows)
+                if moved is not marks:
+                    self.watermarks[shard] = moved
+                    self.dirty = True
+                    self._sweep(shard)
             if admitted:
                 grown = aggregate_model.fold(self.aggregates, [event], self.pack.sensors, shard)
                 if grown:
