@@ -4,8 +4,10 @@
 with the highest ``rev`` (contract 8; a partial without one counts as rev -1; of two with the same rev the later),
 combines the shards of one ``(metric, group, window)`` again only after one of them changed (so a request costs the
 figures it returns and those that changed, never a recombination of every partial held), remembers the newest window
-per ``(metric, group)``, and lets windows leave once they lie more than ``horizon`` behind the newest window end seen
-(event time, since the simulator can run accelerated). A tombstone (a record without a value) deletes its key's partial.
+per ``(metric, group)``, and lets partials leave by the one horizon rule of ``twin.aggregates`` (the worker's and time
+travel's): per shard and reading type, a partial leaves once its window ends at or before ``watermark - horizon``, the
+watermark being the newest reading time of its type on its shard, which each ``AggregateUpdated`` carries as its
+``occurred_at`` (event time, since the simulator can run accelerated). A tombstone (a record without a value) deletes its key's partial.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from twin.aggregates import Partial, combine
+from twin.aggregates import SOURCE, Partial, combine, cutoff
 
 FigureKey = tuple[str, str, datetime | None]  # metric, group, window (None: a current value such as parking)
 
@@ -88,10 +90,11 @@ class AggregateView:
         self._figures: dict[FigureKey, dict[str, Any] | None] = {}
         self._windows: dict[tuple[str, str], set[datetime | None]] = {}
         self._latest: dict[tuple[str, str], datetime | None] = {}
-        self._heap: list[tuple[datetime, str, str]] = []  # (window, metric, group): candidates for leaving
+        # per (shard, reading type): a heap of (window end, key), the candidates for leaving
+        self._heaps: dict[tuple[int, str], list[tuple[datetime, str]]] = {}
         self._order: list[FigureKey] | None = None  # figures sorted for listing; None after a key came or went
-        self.newest_end: datetime | None = None
-        self.expired = 0  # figures that left because they fell behind the horizon
+        self.watermarks: dict[tuple[int, str], datetime] = {}  # per (shard, reading type): the horizon rule's watermark
+        self.expired = 0  # partials that left because they fell behind the horizon
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -100,25 +103,35 @@ class AggregateView:
     def figures(self) -> int:
         return len(self._figures)
 
-    @property
-    def cutoff(self) -> datetime | None:
-        """Windows ending at or before this have left (None until a windowed partial was seen)."""
-        return None if self.newest_end is None else self.newest_end - self.horizon
+    def cutoff(self, shard: int, metric: str) -> datetime | None:
+        """The metric's windows of the shard ending at or before this have left (None until one was seen)."""
+        wm = self.watermarks.get((shard, SOURCE.get(metric, metric)))
+        return None if wm is None else cutoff(wm, self.horizon)
 
     # -- changes ----------------------------------------------------------------------------------------------------
-    def put(self, key: str, rev: int, partial: Partial) -> str | None:
+    def put(self, key: str, rev: int, partial: Partial, watermark: datetime | None = None) -> str | None:
         """Keep *partial* under *key*; returns None when kept, else why not ('stale_rev', 'duplicate', 'beyond_horizon').
 
-        Of two partials with the same rev the later one wins unless they are equal (a redelivery changes nothing): the
-        same rev with other figures comes from a transaction that was aborted and redone, and the redone one is later
-        in the partition (a broker that hands aborted records to read_committed readers, as Tansu does, shows both)."""
+        *watermark*: the shard's newest reading time when the partial was written (the record's ``occurred_at``); None
+        counts the window's end. Of two partials with the same rev the later one wins unless they are equal (a
+        redelivery changes nothing): the same rev with other figures comes from a transaction that was aborted and
+        redone, and the redone one is later in the partition (a broker that hands aborted records to read_committed
+        readers, as Tansu does, shows both)."""
         kept = self._kept.get(key)
         if kept is not None and rev < kept.rev:
             return "stale_rev"
         if kept is not None and rev == kept.rev and partial == kept.partial:
             return "duplicate"
         end = None if partial.window is None else partial.window + timedelta(seconds=partial.window_s)
-        if end is not None and self.cutoff is not None and end <= self.cutoff:
+        src = (partial.shard, SOURCE.get(partial.metric, partial.metric))
+        wm = None if end is None else watermark if watermark is not None else end
+        advanced = wm is not None and (src not in self.watermarks or wm > self.watermarks[src])
+        if advanced:
+            self.watermarks[src] = wm  # type: ignore[assignment]
+        cut = self.cutoff(partial.shard, partial.metric)
+        if end is not None and cut is not None and end <= cut:
+            if advanced:
+                self._expire(src)
             return "beyond_horizon"
         figure: FigureKey = (partial.metric, partial.group, partial.window)
         if kept is not None and kept.figure != figure:  # the key now names another figure: leave the old one
@@ -132,13 +145,12 @@ class AggregateView:
             self._windows.setdefault(mg, set()).add(partial.window)
             if mg not in self._latest or _later(partial.window, self._latest[mg]):
                 self._latest[mg] = partial.window
-            if partial.window is not None:
-                heapq.heappush(self._heap, (partial.window, partial.metric, partial.group))
+        if end is not None and (kept is None or kept.figure != figure):
+            heapq.heappush(self._heaps.setdefault(src, []), (end, key))
         shards[key] = partial
         self._figures[figure] = None
-        if end is not None and (self.newest_end is None or end > self.newest_end):
-            self.newest_end = end
-            self._expire()
+        if advanced:
+            self._expire(src)
         return None
 
     def delete(self, key: str) -> bool:
@@ -174,19 +186,19 @@ class AggregateView:
             elif self._latest.get(mg) == window:
                 self._latest[mg] = max(windows, key=_sort_window)
 
-    def _expire(self) -> None:
-        cutoff = self.cutoff
-        while cutoff is not None and self._heap:
-            window, metric, group = self._heap[0]
-            figure: FigureKey = (metric, group, window)
-            shards = self._shards.get(figure)
-            end = window + timedelta(seconds=next(iter(shards.values())).window_s) if shards else None
-            if end is not None and end > cutoff:
-                break
-            heapq.heappop(self._heap)
-            if shards is not None:
-                self._drop_figure(figure)
-                self.expired += 1
+    def _expire(self, src: tuple[int, str]) -> None:
+        wm = self.watermarks.get(src)
+        cut = None if wm is None else cutoff(wm, self.horizon)
+        heap = self._heaps.get(src)
+        while cut is not None and heap and heap[0][0] <= cut:
+            end, key = heapq.heappop(heap)
+            kept = self._kept.get(key)
+            if kept is None or kept.partial.window is None:
+                continue
+            if kept.partial.window + timedelta(seconds=kept.partial.window_s) != end:
+                continue  # the key was put again with another window: its own heap entry decides
+            self.delete(key)
+            self.expired += 1
 
     # -- reading ----------------------------------------------------------------------------------------------------
     def list(self, metric: str | None = None, group: str | None = None, latest: bool = False) -> list[dict[str, Any]]:

@@ -399,8 +399,15 @@ class ReadModel:
         pkey = partial.key
         if key is not None and key != pkey:
             raise BrokenRecord("key_mismatch", f"record key {key!r}, but its partial is {pkey!r}")
+        at = rec.get("occurred_at")
+        try:  # the shard's newest reading time when the partial was written (the horizon rule's watermark)
+            watermark = datetime.fromisoformat(at) if isinstance(at, str) else at if isinstance(at, datetime) else None
+        except ValueError:
+            watermark = None
+        if watermark is not None and watermark.tzinfo is None:
+            watermark = None
         with self._lock:
-            why = self.aggs.put(pkey, rev, partial)
+            why = self.aggs.put(pkey, rev, partial, watermark)
             if why is not None:
                 return why
             self.seq += 1

@@ -41,6 +41,7 @@ COAST_TABLE = "twin-coast-state"
 AGGREGATE_TABLE = "twin-aggregates"
 MUNICIPAL_TABLE = "twin-municipal-state"
 AGGREGATED = ("TrafficCounted", "AirQualityMeasured", "ParkingOccupancyReported")
+WATERMARK_KEY = b"__watermark__"  # aggregate table: per windowed reading type the newest reading time (horizon rule)
 REPLAY_HEADER = "plietsch-replay"
 ORIGIN_HEADER = "plietsch-origin"
 
@@ -147,8 +148,7 @@ class SensorUnit:
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
         self.groups = columnar.Groups(sensors)
         self.horizon = timedelta(hours=horizon_h)
-        self.newest: dict[int, datetime] = {}
-        self.evicted_to: dict[int, datetime] = {}
+        self.evicted_to: dict[int, Any] = {}  # per partition: the sweep key last swept (twin.aggregates.sweep_key)
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "skipped": 0}
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
@@ -233,9 +233,7 @@ class SensorUnit:
                 if new is prev:
                     continue
                 states[seg.id] = changed[seg.id] = new
-                for a in raised:
-                    a = a.model_copy(update={"event_id": stable_id("alert", a.alert_id, type(a).__name__,  # type: ignore[attr-defined]
-                                                                     reading.event_id)})
+                for a in raised:  # event ids derived from the reading (twin.coast.alert_event_id): stable for a replay
                     log.info("%s %s: %s", type(a).__name__, a.alert_id, a.message)  # type: ignore[attr-defined]
                     outputs.append((ALERTS.name, a.alert_id.encode(), encode_event(self.codec, a), None))  # type: ignore[attr-defined]
         encode = self.codec.encode
@@ -251,40 +249,46 @@ class SensorUnit:
             raw = table.get(key.encode())
             return None if raw is None else aggregates.Partial.from_json(raw)
 
-        changed = columnar.fold_aggregates({}, frames, self.groups, p, load)
-        latest = columnar.newest(frames)
-        if latest is None:
+        raw = table.get(WATERMARK_KEY)
+        marks: dict[str, datetime] = {} if not raw else {n: datetime.fromisoformat(t) for n, t in raw.items()}
+        admitted, moved = columnar.within_horizon(frames, marks, self.horizon)  # the one horizon rule, on columns
+        changed = columnar.fold_aggregates({}, admitted, self.groups, p, load) if admitted else {}
+        newest = columnar.newest(frames)
+        if newest is None:
             return
         encode = self.codec.encode
-        at = latest.isoformat()
+        latest = newest.isoformat()
+        at = {n: t.isoformat() for n, t in moved.items()}
         for key, part in changed.items():
             doc = part.to_json()
             text = json.dumps(doc, separators=(",", ":"))
             changes[key.encode()] = Encoded(doc, text.encode())
+            # occurred_at: the watermark of the partial's reading type on this shard (the API applies the same rule)
             rec = {"event_id": stable_id("agg", key, part.rev), "entity_id": part.group, "region": self.region,
-                   "occurred_at": at, "source": self.agent, "metric": part.metric,
-                   "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p, "partial_json": text}
+                   "occurred_at": at.get(aggregates.SOURCE.get(part.metric, ""), latest), "source": self.agent,
+                   "metric": part.metric, "window_start": doc["window"] or "", "window_s": part.window_s, "shard": p,
+                   "partial_json": text}
             outputs.append((AGGREGATES.name, key.encode(), encode("AggregateUpdated", rec), None))
-        self._evict(p, table, latest, changes, outputs)
+        if moved is not marks:
+            self._evict(p, table, moved, changes, outputs)
+            changes[WATERMARK_KEY] = at  # after the partials: visible only with them (a broker that shows aborted records)
 
-    def _evict(self, p: int, table: Mapping[bytes, Any], latest: datetime, changes: dict[bytes, Any],
+    def _evict(self, p: int, table: Mapping[bytes, Any], marks: dict[str, datetime], changes: dict[bytes, Any],
                outputs: list[Output]) -> None:
-        """Partials whose window ended more than the horizon before the newest reading leave the hot state:
-        a tombstone in the changelog and on twin.aggregates. Scans the table once per 15 minutes of event time."""
-        newest = self.newest.get(p)
-        if newest is None or latest > newest:
-            newest = self.newest[p] = latest
-        cutoff = newest - self.horizon
-        done = self.evicted_to.get(p)
-        if done is not None and cutoff - done < timedelta(minutes=15):
+        """Partials past the horizon (``twin.aggregates.expired_by``) leave the hot state: a tombstone in the changelog
+        and on twin.aggregates. The table is scanned only when a cutoff enters a new eviction step
+        (``twin.aggregates.sweep_key``, 15 minutes of event time): exact, since window ends are multiples of a step."""
+        step = aggregates.sweep_key(marks, self.horizon)
+        if self.evicted_to.get(p) == step:
             return
-        self.evicted_to[p] = cutoff
+        self.evicted_to[p] = step
         candidates = dict(table)
         candidates.update((k, v.value if isinstance(v, Encoded) else v) for k, v in changes.items())
         for key, doc in candidates.items():
             if key.startswith(b"__") or not isinstance(doc, dict) or not doc.get("window"):
                 continue
-            if datetime.fromisoformat(doc["window"]) + timedelta(seconds=doc["window_s"]) <= cutoff:
+            if aggregates.expired_by(doc["metric"], datetime.fromisoformat(doc["window"]), doc["window_s"], marks,
+                                     self.horizon):
                 changes[key] = None
                 outputs.append((AGGREGATES.name, key, None, None))
 

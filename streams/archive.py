@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +100,21 @@ def archive_message(writer: ArchiveWriter, validator: Validator, msg: Any, singl
 
 def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-archive", flush_every_s: float = 2.0,
              should_stop: Callable[[], bool] = lambda: False, pack: RegionPack | None = None, epoch: str | None = None,
-             drain_timeout_s: float = 30.0, snapshot_every: int = 10_000) -> int:
+             drain_timeout_s: float = 30.0, snapshot_every: int = 10_000, horizon_h: float | None = None) -> int:
     """Consume the input topics into the archive until *should_stop*, then drain; returns the events archived."""
     from streams.settings import StreamSettings
     from twin.region import load_pack
 
-    if pack is None or epoch is None:
+    if pack is None or epoch is None or horizon_h is None:
         settings = StreamSettings()
         pack = pack or load_pack(settings.region_pack)
         epoch = settings.broker_epoch if epoch is None else epoch
+        horizon_h = settings.aggregate_horizon_h if horizon_h is None else horizon_h
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                          "isolation.level": "read_committed", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
-    writer = ArchiveWriter(root, pack, epoch=epoch, snapshot_every=snapshot_every)
+    # its snapshots are of the twin with the worker's aggregate horizon (time travel folds on from them)
+    writer = ArchiveWriter(root, pack, epoch=epoch, snapshot_every=snapshot_every, horizon=timedelta(hours=horizon_h))
     validator = Validator(codec, pack)
     single = isinstance(codec, SingleObjectCodec)
     consumer.subscribe(list(ARCHIVED_TOPICS))
@@ -285,11 +287,16 @@ def read_events(root: Path, until: datetime | None = None) -> Iterator[tuple[str
         yield a.topic, a.event
 
 
-def rebuild(root: Path, pack: RegionPack, at: datetime | None = None) -> TwinState:
-    """The twin as it stood at *at* (or now): the one fold over the archive, from the nearest snapshot."""
+def rebuild(root: Path, pack: RegionPack, at: datetime | None = None, horizon: timedelta | None = None) -> TwinState:
+    """The twin as it stood at *at* (or now): the one fold over the archive, from the nearest snapshot; *horizon*: the
+    aggregate horizon (default: the worker's setting, ``PLIETSCH_AGGREGATE_HORIZON_H``)."""
     from streams.history.timetravel import state_at
 
-    return state_at(Manifest.load(Path(root)), pack, at)
+    if horizon is None:
+        from streams.settings import StreamSettings
+
+        horizon = timedelta(hours=StreamSettings().aggregate_horizon_h)
+    return state_at(Manifest.load(Path(root)), pack, at, horizon=horizon)
 
 
 def replay(root: Path, publisher: EventPublisher, on_progress: Callable[[int], None] | None = None) -> int:

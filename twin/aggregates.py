@@ -190,9 +190,80 @@ def merge(partials: dict[str, Partial], acc: Acc, shard: int, load: Any = None) 
     return changed
 
 
+# -- the horizon: one rule for the worker, time travel and the API ----------------------------------------------------
+#
+# Per shard (the Kafka partition a reading came from) and per windowed reading type (one input topic each:
+# TrafficCounted, AirQualityMeasured), the *watermark* is the newest ``occurred_at`` of such readings of that shard
+# folded so far. A windowed partial stays in the hot state while its window ends after ``watermark - horizon`` (the
+# watermark of its metric's reading type and its shard); once its end is at or before that cutoff it leaves (the worker
+# writes a tombstone, time travel drops it, the API forgets it), and a reading whose window ends at or before the cutoff
+# (the watermark counted with that reading) adds to no partial: it is answered from history only. Current values
+# (parking) never leave. A watermark follows one topic partition, so it depends only on that partition's offset order,
+# which the broker, the archive and a replay all keep (not on how a consumer interleaves topics). Window ends are
+# multiples of ``EVICT_STEP``: the partials past a cutoff change only when ``step_of(cutoff)`` grows, so sweeping then
+# is exact.
+
+EVICT_STEP = 900  # seconds; every window size is a multiple of it
+if any(ws % EVICT_STEP for ws in WINDOW_S.values()):
+    raise RuntimeError(f"aggregate windows {WINDOW_S} must be multiples of EVICT_STEP={EVICT_STEP} s")
+SOURCE = {metric: name for name, metrics in WINDOWED.items() for metric, _ in metrics}  # metric -> reading type
+
+
+def cutoff(watermark: datetime, horizon: timedelta) -> datetime:
+    """Windows ending at or before this leave the hot state (``watermark``: the newest reading of their type and shard)."""
+    return watermark - horizon
+
+
+def step_of(cut: datetime) -> int:
+    """The eviction step a cutoff lies in: the set of expired windows changes only when this grows."""
+    return int(cut.timestamp()) // EVICT_STEP
+
+
+def sweep_key(watermarks: dict[str, datetime], horizon: timedelta) -> tuple[tuple[str, int], ...]:
+    """Changes exactly when some reading type's cutoff enters a new step: the moments a sweep finds something new."""
+    return tuple(sorted((name, step_of(cutoff(t, horizon))) for name, t in watermarks.items()))
+
+
 def expired(p: Partial, cutoff: datetime) -> bool:
-    """True when the partial's window ended before *cutoff* (the hot state's horizon); current values never expire."""
+    """True when the partial's window ended at or before *cutoff* (the hot state's horizon); current values never
+    expire."""
     return p.window is not None and p.window + timedelta(seconds=p.window_s) <= cutoff
+
+
+def expired_by(metric: str, window: datetime | None, window_s: int, watermarks: dict[str, datetime],
+               horizon: timedelta) -> bool:
+    """The horizon rule for one partial of a shard, given that shard's watermarks (by reading type)."""
+    if window is None:
+        return False
+    wm = watermarks.get(SOURCE.get(metric, ""))
+    return wm is not None and window + timedelta(seconds=window_s) <= cutoff(wm, horizon)
+
+
+def within_horizon(rows: Iterable[tuple[str, dict[str, Any], datetime]], watermarks: dict[str, datetime],
+                   horizon: timedelta) -> tuple[list[tuple[str, dict[str, Any], datetime]], dict[str, datetime]]:
+    """The rows (in order) that may add to a partial under the horizon rule, and the shard's watermarks after them.
+
+    A windowed row first advances its type's watermark and is left out when its window ends at or before
+    ``watermark - horizon``; other rows pass (``fold_rows`` keeps parking, ignores the rest). *watermarks* is not
+    changed: the result is a new dict when a watermark moved."""
+    kept = []
+    h = horizon.total_seconds()
+    marks = watermarks
+    ts_of = {name: t.timestamp() for name, t in watermarks.items()}
+    for row in rows:
+        name, _, t = row
+        ws = WINDOW_S.get(name)
+        if ws is not None:
+            ts = t.timestamp()
+            wm = ts_of.get(name)
+            if wm is None or ts > wm:
+                if marks is watermarks:
+                    marks = dict(watermarks)
+                ts_of[name], marks[name], wm = ts, t, ts
+            if (ts // ws + 1) * ws <= wm - h:
+                continue
+        kept.append(row)
+    return kept, marks
 
 
 def combine(parts: Iterable[Partial]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ class, and alerts when a class or the freeboard threshold is crossed and when it
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -60,6 +61,15 @@ class LevelReading(Protocol):
     @property
     def level_m(self) -> float: ...
 
+    @property
+    def event_id(self) -> str: ...
+
+
+def alert_event_id(alert_id: str, kind: str, cause_event_id: str) -> str:
+    """The id of an alert event, derived from its cause (the reading): the same in the live agent, in a batch done
+    again after a crash, and in time travel (equal to ``streams.agents.stable_id("alert", alert_id, kind, cause)``)."""
+    return hashlib.blake2b(f"alert|{alert_id}|{kind}|{cause_event_id}".encode(), digest_size=16).hexdigest()
+
 
 @dataclass(frozen=True, slots=True)
 class CoastState:
@@ -107,11 +117,13 @@ def assess(segment: CoastSegment, prev: CoastState | None, reading: WaterLevelMe
     if cls != prev_cls:
         aid = f"{segment.id}:storm_surge"
         if cls is None:
-            alerts.append(AlertCleared(**env, alert_id=aid, category="storm_surge",
+            alerts.append(AlertCleared(**env, event_id=alert_event_id(aid, "AlertCleared", reading.event_id),
+                                       alert_id=aid, category="storm_surge",
                                        message=f"{segment.name or segment.id}: water level {level:+.2f} m, storm surge over"))
         else:
             threshold = next(b for b, n in SURGE_CLASSES if n == cls)
-            alerts.append(AlertRaised(**env, alert_id=aid, severity=SEVERITY[cls], category="storm_surge", public=True,
+            alerts.append(AlertRaised(**env, event_id=alert_event_id(aid, "AlertRaised", reading.event_id), alert_id=aid,
+                                      severity=SEVERITY[cls], category="storm_surge", public=True,
                                       message=f"{segment.name or segment.id}: {LABEL[cls]}, water level {level:+.2f} m "
                                               f"above mean", value=level, threshold=threshold))
     for flag, before, cat, thr, sev, text in (
@@ -122,12 +134,14 @@ def assess(segment: CoastSegment, prev: CoastState | None, reading: WaterLevelMe
             continue
         aid = f"{segment.id}:{cat}"
         if flag:
-            alerts.append(AlertRaised(**env, alert_id=aid, severity=sev, category=cat, public=True,  # type: ignore[arg-type]
+            alerts.append(AlertRaised(**env, event_id=alert_event_id(aid, "AlertRaised", reading.event_id),  # type: ignore[arg-type]
+                                      alert_id=aid, severity=sev, category=cat, public=True,
                                       message=f"{segment.name or segment.id}: {text.format(thr=thr)} "
                                               f"(crest {segment.crest_m:.2f} m, freeboard {freeboard:+.2f} m)",
                                       value=freeboard, threshold=thr))
         else:
-            alerts.append(AlertCleared(**env, alert_id=aid, category=cat,
+            alerts.append(AlertCleared(**env, event_id=alert_event_id(aid, "AlertCleared", reading.event_id),
+                                       alert_id=aid, category=cat,
                                        message=f"{segment.name or segment.id}: freeboard {freeboard:+.2f} m, cleared"))
     return state, alerts
 

@@ -166,3 +166,32 @@ def newest(frames: Mapping[str, pl.DataFrame]) -> datetime | None:
         if best is None or t > best[0]:
             best = (t, text)
     return None if best is None else datetime.fromisoformat(best[1])
+
+
+def within_horizon(frames: Mapping[str, pl.DataFrame], watermarks: dict[str, datetime],
+                   horizon: timedelta) -> tuple[dict[str, pl.DataFrame], dict[str, datetime]]:
+    """``twin.aggregates.within_horizon`` on frames: per windowed reading type the watermark after each row is the
+    newest time so far (the shard's and the earlier rows'); a row whose window ends at or before its watermark minus
+    the horizon is left out. Returns the admitted frames and the watermarks (a new dict when one moved)."""
+    out: dict[str, pl.DataFrame] = {}
+    marks = watermarks
+    h_us = horizon // _US
+    for name, df in frames.items():
+        ws = aggregates.WINDOW_S.get(name)
+        if ws is None or not len(df):
+            out[name] = df
+            continue
+        prev = watermarks.get(name)
+        t = pl.col("_t")
+        wm = t.cum_max() if prev is None else pl.max_horizontal(t.cum_max(), pl.lit(micros(prev), pl.Int64))
+        w_us = ws * 1_000_000
+        kept = df.filter((t // w_us + 1) * w_us > wm - h_us)
+        i = df["_t"].arg_max()
+        assert i is not None  # noqa: S101 - a non-empty Int64 column has a maximum
+        if prev is None or df["_t"][i] > micros(prev):
+            if marks is watermarks:
+                marks = dict(watermarks)
+            marks[name] = datetime.fromisoformat(df["occurred_at"][i])
+        if len(kept):
+            out[name] = kept
+    return out, marks

@@ -5,6 +5,7 @@ time (time travel). Routes never open archive files themselves."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -31,7 +32,8 @@ def history_engine(request: Request) -> HistoryEngine:
                 s = state.settings
                 engine = state.history_engine = DuckDBHistory(s.archive_dir, state.pack,
                                                               memory_limit=getattr(s, "history_memory_limit", "512MB"),
-                                                              threads=getattr(s, "history_threads", 2))
+                                                              threads=getattr(s, "history_threads", 2),
+                                                              horizon=timedelta(hours=s.aggregate_horizon_h))
     return engine
 
 

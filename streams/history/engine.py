@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ import duckdb
 from streams.history.store import MANIFEST, FileInfo, Manifest, to_us
 from streams.history.writer import ArchivedEvent, DatumDecoder
 from twin.region import RegionPack
-from twin.state import TwinState
+from twin.state import DEFAULT_HORIZON, TwinState
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,11 @@ class ArchiveGone(RuntimeError):
 class DuckDBHistory:
     """``HistoryEngine`` over an archive root. Thread-safe: each call runs on its own cursor of one connection."""
 
-    def __init__(self, root: Path, pack: RegionPack, memory_limit: str = "512MB", threads: int = 2) -> None:
+    def __init__(self, root: Path, pack: RegionPack, memory_limit: str = "512MB", threads: int = 2,
+                 horizon: timedelta = DEFAULT_HORIZON) -> None:
         self.root = Path(root)
         self.pack = pack
+        self.horizon = horizon  # the aggregate horizon of the worker (PLIETSCH_AGGREGATE_HORIZON_H)
         self.con = connect(memory_limit, threads)
         self._lock = threading.Lock()
         self._manifest: Manifest | None = None
@@ -126,7 +128,7 @@ class DuckDBHistory:
     def state_at(self, at: datetime | None) -> TwinState:
         from streams.history.timetravel import state_at
 
-        state: TwinState = self.query(lambda cur, manifest: state_at(manifest, self.pack, at, cur))
+        state: TwinState = self.query(lambda cur, manifest: state_at(manifest, self.pack, at, cur, self.horizon))
         return state
 
     def close(self) -> None:

@@ -1,5 +1,12 @@
 """Time travel: the twin at T = the one fold (``twin.state``) over the archived events with occurred_at <= T, in the
-order they were archived.
+order they were archived (arrival order; per partition the offset order).
+
+Defined precisely: state(T) is what the live worker would hold had every event that occurred after T never been sent,
+the others arriving as they did. Late events that occurred before T but arrived after T count (the twin at T as the
+archive knows it now, not the screen as it looked at T: the archive keeps no arrival clock). The aggregate horizon is
+the live one (``twin.aggregates``: per shard, relative to the newest reading of that shard at or before T), so a
+window near T is answered here exactly as the worker held it. ``tests/twin/test_onefold.py`` proves it equal to the live
+agents' units fed the same events (random batches, redeliveries, restarts).
 
 Fast through the snapshots beside the archive: each holds the twin after every event up to an archive position (seq)
 and records the largest occurred_at among them. The latest snapshot whose events all occurred at or before T is the
@@ -11,13 +18,13 @@ proves it equal to the full fold for random T.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from streams.history.store import Manifest, Snapshot, read_snapshot, to_us
 from streams.history.writer import ArchivedEvent, DatumDecoder
 from twin.region import RegionPack
-from twin.state import TwinState, fold, from_snapshot
+from twin.state import DEFAULT_HORIZON, SNAPSHOT_VERSION, TwinState, fold, from_snapshot
 
 BATCH = 20_000
 
@@ -56,13 +63,31 @@ def base_snapshot(manifest: Manifest, at: datetime | None) -> Snapshot | None:
     return index.latest() if at is None else index.at_or_before(to_us(at))
 
 
-def state_at(manifest: Manifest, pack: RegionPack, at: datetime | None, cur: Any = None) -> TwinState:
+def load_snapshot(manifest: Manifest, pack: RegionPack, snap: Snapshot, horizon: timedelta) -> TwinState | None:
+    """The twin a snapshot holds; None when it was written by another version or with another aggregate horizon
+    (then the caller folds from an earlier point)."""
+    doc = read_snapshot(manifest.root, snap)
+    if doc.get("version") != SNAPSHOT_VERSION or float(doc.get("horizon_s", -1)) != horizon.total_seconds():
+        return None
+    return from_snapshot(pack, doc)
+
+
+def state_at(manifest: Manifest, pack: RegionPack, at: datetime | None, cur: Any = None,
+             horizon: timedelta = DEFAULT_HORIZON, alert_log: list[Any] | None = None) -> TwinState:
+    """The twin at *at* (None: after every archived event); *alert_log* collects the alerts raised or cleared by the
+    events folded after the snapshot."""
     snap = base_snapshot(manifest, at)
-    state = TwinState.empty(pack) if snap is None else from_snapshot(pack, read_snapshot(manifest.root, snap))
+    state = None if snap is None else load_snapshot(manifest, pack, snap, horizon)
+    if state is None:
+        snap = None
+        state = TwinState.empty(pack, horizon)
     rest = events_after(manifest, -1 if snap is None else snap.seq, at, cur)
-    return fold(state, ((a.event, a.partition) for a in rest))
+    return fold(state, ((a.event, a.partition) for a in rest), alert_log=alert_log)
 
 
-def full_fold(manifest: Manifest, pack: RegionPack, at: datetime | None) -> TwinState:
-    """The reference: every archived event from the start, no snapshot (for tests and benchmarks)."""
-    return fold(TwinState.empty(pack), ((a.event, a.partition) for a in events_after(manifest, -1, at)))
+def full_fold(manifest: Manifest, pack: RegionPack, at: datetime | None, horizon: timedelta = DEFAULT_HORIZON,
+              alert_log: list[Any] | None = None) -> TwinState:
+    """The reference: every archived event from the start, no snapshot (for tests and benchmarks); *alert_log*
+    collects the whole alert history up to *at*."""
+    return fold(TwinState.empty(pack, horizon), ((a.event, a.partition) for a in events_after(manifest, -1, at)),
+                alert_log=alert_log)

@@ -24,7 +24,6 @@ from streams.history.store import (
     SCHEMA,
     Manifest,
     compact,
-    read_snapshot,
     remove_orphans,
     write_parquet,
     write_snapshot,
@@ -32,7 +31,7 @@ from streams.history.store import (
 from streams.serde import to_record
 from twin.events import BY_NAME, Event
 from twin.region import RegionPack
-from twin.state import Folding, TwinState, fold, from_snapshot, to_snapshot
+from twin.state import DEFAULT_HORIZON, Folding, TwinState, fold, to_snapshot
 
 log = logging.getLogger("plietsch.archive")
 COLUMNS = [f.name for f in SCHEMA]
@@ -65,7 +64,7 @@ class DatumDecoder:
 class ArchiveWriter:
     def __init__(self, root: Path, pack: RegionPack | None = None, epoch: str = "kafka", snapshot_every: int = 10_000,
                  fanin: int = 8, seal_after: timedelta = timedelta(hours=1), memory_limit: str = "512MB",
-                 auto_compact: bool = True) -> None:
+                 auto_compact: bool = True, horizon: timedelta = DEFAULT_HORIZON) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.epoch = epoch
@@ -87,15 +86,22 @@ class ArchiveWriter:
         self.written = 0
         self.duplicates = 0
         self.folding: Folding | None = None
+        self.horizon = horizon
         self._since_snapshot = 0
         if pack is not None:
             self.folding = Folding(self._restore_state(pack))
 
     def _restore_state(self, pack: RegionPack) -> TwinState:
-        from streams.history.timetravel import events_after
+        from streams.history.timetravel import events_after, load_snapshot
 
         last = self.manifest.snapshot_index().latest()
-        state = TwinState.empty(pack) if last is None else from_snapshot(pack, read_snapshot(self.root, last))
+        state = None if last is None else load_snapshot(self.manifest, pack, last, self.horizon)
+        if last is not None and state is None:  # another version or horizon: fold once from the start
+            log.warning("archive: the newest twin snapshot was written by another version or aggregate horizon; folding "
+                        "the archive once from the start (time travel before the next snapshot folds from the start too)")
+            last = None
+        if state is None:
+            state = TwinState.empty(pack, self.horizon)
         after = last.seq if last is not None else -1
         rest = list(events_after(self.manifest, after))
         self._since_snapshot = len(rest)

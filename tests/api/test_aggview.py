@@ -36,7 +36,7 @@ def test_a_month_of_windows_stays_within_the_horizon() -> None:
     figures = view.list()
     newest = T0 + (30 * 24 * 4 - 1) * Q
     assert {f["window"] for f in figures} == {(newest - k * Q).isoformat() for k in range(48 * 4)}
-    assert view.expired == (30 * 24 * 4 - 48 * 4) * len(ROADS)
+    assert view.expired == (30 * 24 * 4 - 48 * 4) * len(ROADS) * 4  # partials, one per shard
     latest = view.list(latest=True)
     assert [f["window"] for f in latest] == [newest.isoformat()] * len(ROADS)
     assert latest[0]["sum"] == 4 * float(30 * 24 * 4 - 1)
@@ -65,9 +65,11 @@ def test_rev_tombstone_latest_and_combination_match_a_full_recombination() -> No
             assert old is not None and rev < old[0]
         elif why == "duplicate":
             assert old is not None and (rev, part) == old
-    cutoff = view.cutoff
-    assert cutoff is not None
-    alive = {k: v for k, v in truth.items() if v[1].window is not None and v[1].window + Q > cutoff}
+    def alive_at(part: Partial) -> bool:  # the horizon rule per shard (twin.aggregates): the shard's own watermark
+        cut = view.cutoff(part.shard, part.metric)
+        return part.window is not None and (cut is None or part.window + Q > cut)
+
+    alive = {k: v for k, v in truth.items() if alive_at(v[1])}
     groups: dict[tuple[str, str, str], list[Partial]] = {}
     for _, part in alive.values():
         groups.setdefault((part.metric, part.group, part.window.isoformat() if part.window else ""), []).append(part)
@@ -85,7 +87,12 @@ def test_current_values_never_leave_and_a_tombstone_of_the_newest_window_falls_b
     view.put(parking.key, 0, parking)
     view.put(p(T0, 0, 1.0).key, 0, p(T0, 0, 1.0))
     view.put(p(T0 + Q, 0, 2.0).key, 0, p(T0 + Q, 0, 2.0))
+    view.put(p(T0 + Q, 1, 2.0).key, 0, p(T0 + Q, 1, 2.0))
     view.put(p(T0 + 30 * 24 * Q, 1, 3.0, ROADS[1]).key, 0, p(T0 + 30 * 24 * Q, 1, 3.0, ROADS[1]))
+    # the horizon is per shard: shard 1 moved on, so its window of road 0 left; shard 0's have not (yet)
+    assert [(f["group"], f["count"]) for f in view.list(metric="traffic_vehicles")] == [
+        (ROADS[0], 1), (ROADS[0], 1), (ROADS[1], 1)]
+    view.put(p(T0 + 30 * 24 * Q, 0, 3.0, ROADS[1]).key, 0, p(T0 + 30 * 24 * Q, 0, 3.0, ROADS[1]))
     assert [f["metric"] for f in view.list()] == ["parking_occupancy", "traffic_vehicles"]  # road 0's windows left
     view.put(p(T0 + 30 * 24 * Q, 0, 5.0).key, 0, p(T0 + 30 * 24 * Q, 0, 5.0))
     view.put(p(T0 + 30 * 24 * Q + Q, 0, 6.0).key, 0, p(T0 + 30 * 24 * Q + Q, 0, 6.0))

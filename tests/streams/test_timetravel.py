@@ -50,7 +50,8 @@ def _events(rng: random.Random, n: int) -> list[tuple[str, int, Event]]:
                                      starts_at=t, ends_at=t + timedelta(hours=5), expected_visitors=i, lon=10.1, lat=54.3)
             topic = MUNICIPAL_TOPICS["public_events"].name
         elif r < 0.25:
-            gauge = next(s for s in SENSORS if s.sensor_kind == "water_level")
+            # a gauge that feeds coast segments (the first water-level sensor feeds none: no alerts were tested)
+            gauge = next(s for s in SENSORS if s.sensor_kind == "water_level" and PACK.coast_by_gauge.get(s.id))
             e = WaterLevelMeasured(entity_id=gauge.id, region="kiel", occurred_at=t, source="t",
                                    level_m=round(rng.uniform(-0.5, 2.8), 2))  # surges raise and clear alerts
             topic = SENSOR_TOPICS["water_level"].name

@@ -53,8 +53,13 @@ def test_aggregates_by_shard_horizon_and_snapshot_round_trip() -> None:
     late = TrafficCounted(entity_id=sid, region="kiel", occurred_at=T - timedelta(hours=5), source="t", vehicles=7,
                           interval_s=300)
     assert apply(s, late) is s  # older than the sensor state and beyond the aggregate horizon
-    far = fold(s, [TrafficCounted(entity_id=sid, region="kiel", occurred_at=T + timedelta(hours=6), source="t",
-                                  vehicles=1, interval_s=300)])
+    def later(shard: int) -> tuple[TrafficCounted, int]:
+        return TrafficCounted(entity_id=sid, region="kiel", occurred_at=T + timedelta(hours=6), source="t", vehicles=1,
+                              interval_s=300), shard
+
+    half = fold(s, [later(0)])  # the horizon is per shard: shard 0 moved on, shard 1 keeps its windows
+    assert {p.shard for p in half.aggregates.values() if p.window != T + timedelta(hours=6)} == {1}
+    far = fold(half, [later(1)])
     assert [a["window"] for a in to_json(far)["aggregates"].values()] == [(T + timedelta(hours=6)).isoformat()]
     doc = json.loads(json.dumps(to_snapshot(s)))
     back = from_snapshot(pack, doc)
