@@ -202,3 +202,17 @@ def test_the_columnar_folds_equal_the_per_reading_folds(rows: list[tuple[str, di
     if batch:
         newest = max(t for _, _, t in batch)
         assert columnar.newest(frames_of(batch)) == newest
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reading_rows(), st.integers(0, 40), st.sampled_from([1, 2, 48]))
+def test_the_horizon_rule_on_columns_equals_the_rule_on_rows(rows: list[tuple[str, dict[str, Any], datetime]], cut: int,
+                                                             hours: int) -> None:
+    horizon = timedelta(hours=hours)
+    _, marks = aggregates.within_horizon(rows[:cut], {}, horizon)
+    batch = rows[cut:]
+    want_rows, want_marks = aggregates.within_horizon(batch, marks, horizon)
+    got_frames, got_marks = columnar.within_horizon(frames_of(batch), marks, horizon)
+    assert got_marks == want_marks and (got_marks is marks) == (want_marks is marks)
+    got = sorted((r[1]["event_id"], r[0]) for name, df in got_frames.items() for r in columnar.to_rows(name, df))
+    assert got == sorted((r[1]["event_id"], r[0]) for r in want_rows)
