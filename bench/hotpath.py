@@ -83,7 +83,7 @@ def units(pack: Any, msgs: list[Msg]) -> tuple[float, int]:
     unit, tx = SensorUnit(CODEC, pack, "e1", 48.0), CountingTx(SensorUnit.tables)
     proc = ProcessorUnit(ParkingFull(), CODEC, pack, "e1", {t.name for t in SENSOR_TOPICS.values()})
     ptx = CountingTx(proc.tables)
-    by: dict[tuple[str, int], list[Msg]] = {}
+    by: dict[tuple[str, int], list[Any]] = {}
     for m in msgs:
         by.setdefault((m.topic, m.partition), []).append(m)
     start = time.perf_counter()

@@ -141,8 +141,9 @@ def test_a_batch_of_zero_bytes_is_one_dead_letter_and_many_bad_datums_are_capped
     good = [encode_event(CODEC, traffic(sid, i)) for i in range(3)]
     junk = [b"\xc3\x01" + bytes([i]) * 20 for i in range(MAX_DEAD_PER_RECORD + 5)]
     unit.process(tx, 0, [Msg("sensor.traffic-count", 0, 1, frame_batch(good[:1] + junk + good[1:]))])
-    dead = tx.decoded(DEAD_LETTERS.name)[1:]
-    assert len(dead) == 1 and dead[0]["batch_index"] == -1 and f"{len(junk)} of {len(junk) + 3} datums" in dead[0]["reason"]
+    dead_letters = tx.decoded(DEAD_LETTERS.name)[1:]
+    assert len(dead_letters) == 1 and dead_letters[0]["batch_index"] == -1
+    assert f"{len(junk)} of {len(junk) + 3} datums" in dead_letters[0]["reason"]
     assert tx.part(0)[SENSOR_TABLE][sid.encode()]["revision"] == 2  # the good neighbours went through
 
 
