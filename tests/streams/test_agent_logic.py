@@ -49,6 +49,13 @@ class MemoryTx:
     def applied(self, p: int, epoch: str, topic: str, partition: int, table: str | None = None) -> int:
         return int(self.part(p)[table or self.names[0]].get(marker_key(epoch, topic, partition), -1))
 
+    def stored(self, v: Any) -> Any:
+        """A value as the table gives it back after a round trip through the changelog (JSON)."""
+        return json.loads(v.data) if isinstance(v, Encoded) else json.loads(json.dumps(v))
+
+    def keep(self, outputs: list[Any]) -> None:
+        self.outputs.extend(outputs)
+
     def commit(self, p: int, changes: dict[str, dict[bytes, Any]], outputs: list[Any], markers: dict[str, Any]) -> None:
         tables = self.part(p)
         for n, kv in changes.items():
@@ -56,11 +63,11 @@ class MemoryTx:
                 if v is None:
                     tables[n].pop(k, None)
                 else:
-                    tables[n][k] = json.loads(v.data) if isinstance(v, Encoded) else json.loads(json.dumps(v))
+                    tables[n][k] = self.stored(v)
         for n, ms in markers.items():
             for (e, t, part), off in ms.items():
                 tables[n][marker_key(e, t, part)] = off
-        self.outputs.extend(outputs)
+        self.keep(outputs)
         self.commits += 1
 
     def decoded(self, topic: str) -> list[dict[str, Any]]:
