@@ -119,7 +119,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
     single = isinstance(codec, SingleObjectCodec)
     consumer.subscribe(list(ARCHIVED_TOPICS))
     state = {"consumed": 0, "last_flush": time.monotonic(), "last_log": time.monotonic()}
-    positions: dict[tuple[str, int], int] = {}
+    positions: dict[tuple[str, int], int] = {}  # per partition: the last offset read (or passed, at its end)
 
     checked: set[tuple[str, int]] = set()
 
@@ -140,7 +140,10 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
     def handle(msgs: list[Any]) -> None:
         for msg in msgs:
             if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
+                if msg.error().code() == KafkaError._PARTITION_EOF:  # the end (past any control record) was reached
+                    k = (str(msg.topic()), int(msg.partition() or 0))
+                    positions[k] = max(positions.get(k, -1), int(msg.offset() or 0) - 1)
+                else:
                     log.warning("archive sink: consumer error %s", msg.error())
                 continue
             if (msg.topic(), msg.partition()) not in checked:
@@ -196,36 +199,30 @@ def _drain(consumer: Consumer, handle: Callable[[list[Any]], None], positions: d
     while not assignment and time.monotonic() < joined_by:
         handle(consumer.consume(1000, 0.1))
         assignment = consumer.assignment()
+    # the ends as of now, from the broker in one request: a cached high watermark is as old as the last fetch
+    # response, so records produced since (the ones a stop must not leave behind) would be missed
     ends: dict[tuple[str, int], int] = {}
-    unknown: list[TopicPartition] = []
-    for tp in assignment:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
-        if hi < 0:
-            unknown.append(TopicPartition(tp.topic, tp.partition))
-        elif hi > lo:
-            ends[(tp.topic, tp.partition)] = hi
-    if unknown:  # never fetched: their ends in one request (the log-start offsets do not matter here)
+    if assignment:
         from confluent_kafka import OFFSET_END
 
-        for tp in consumer.offsets_for_times([TopicPartition(t.topic, t.partition, OFFSET_END) for t in unknown],
-                                             timeout=5):
+        try:
+            asked = consumer.offsets_for_times([TopicPartition(t.topic, t.partition, OFFSET_END) for t in assignment],
+                                               timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:  # the cache is all there is then; the loop below still raises the ends
+            log.warning("archive sink: partition ends not available (%s); draining up to the cached ends", exc)
+            asked = []
+        for tp in asked:
             if tp.offset > 0:
                 ends[(tp.topic, tp.partition)] = tp.offset
-    at_eof: dict[tuple[str, int], int] = {}  # the offset of the last end-of-partition event
-
-    def take(msgs: list[Any]) -> None:
-        for msg in msgs:
-            err = msg.error()
-            if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                at_eof[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
-        handle(msgs)
-
+        for tp in assignment:
+            _, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            if hi > 0:
+                ends[(tp.topic, tp.partition)] = max(hi, ends.get((tp.topic, tp.partition), 0))
     while time.monotonic() < deadline:
-        behind = [k for k, end in ends.items() if positions.get(k, -1) + 1 < end and at_eof.get(k, -1) < end]
+        behind = [k for k, end in ends.items() if positions.get(k, -1) + 1 < end]
         if not behind:
             return
-        msgs = consumer.consume(1000, 0.05)
-        take(msgs)
+        handle(consumer.consume(1000, 0.05))
         for k in behind:  # what the fetches saw meanwhile (never below what was asked at the start)
             _, hi = consumer.get_watermark_offsets(TopicPartition(*k), cached=True)
             ends[k] = max(ends[k], hi)
