@@ -26,7 +26,7 @@ from streams.columnar import ColumnarDecoder
 from streams.fastpath import light_to_model
 from streams.ingest import RecordDecoder
 from streams.serde import Codec, encode_event
-from streams.tables import Encoded, Output
+from streams.tables import Encoded, Output, is_internal
 from twin import aggregates, columnar, municipal
 from twin.coast import CoastState, assess
 from twin.events import BY_NAME as EVENT_TYPES
@@ -359,6 +359,8 @@ class StateView(MutableMapping[str, Any]):
         return self.table[k]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if is_internal(key.encode()):
+            raise ProcessorError(f"state key {key!r} is reserved for the platform's markers; choose another key")
         json.dumps(value)  # state must be JSON: fail here, with the processor's key, not in the transaction
         self.changes[key.encode()] = value
 
@@ -367,7 +369,7 @@ class StateView(MutableMapping[str, Any]):
         self.changes[key.encode()] = None
 
     def _keys(self) -> set[bytes]:
-        keys = {k for k in self.table if not k.startswith(b"__applied__|")}
+        keys = {k for k in self.table if not is_internal(k)}
         for k, v in self.changes.items():
             if v is None:
                 keys.discard(k)

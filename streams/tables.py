@@ -15,6 +15,14 @@ changes to the in-memory table. So the in-memory state never runs ahead of the c
 process with a clear message, to restart and recover. A partition's tables are loaded (read_committed: aborted writes
 are never seen) the first time a record of that partition arrives, after its producer has fenced the previous owner,
 and dropped when the partition is revoked.
+
+A broker that shows an aborted transaction's records to read_committed readers (Tansu does) could show part of a
+transaction that a crash cut short: a table with some of its new values but the old markers, so the redo would fold the
+same input into those values a second time. Hence every changelog record of a transaction carries its number
+(header ``plietsch-txseq``; one more than the partition's last committed number) and each table's write ends with the
+``__txseq__`` record. :func:`apply_changelog` undoes a write that never reached its end when the next transaction
+carries the same number (it is the redo) or when the log ends; a later, larger number proves the earlier write was
+committed, so compaction that removed an end record loses nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +45,14 @@ from streams.publisher import producer_config
 log = logging.getLogger("plietsch.streams.tables")
 
 MARKER_PREFIX = b"__applied__|"
+SEQ_KEY = b"__txseq__"  # per table and partition: the number of the last transaction that wrote it (ends each write)
+SEQ_HEADER = "plietsch-txseq"
+_MISSING = object()
+
+
+def is_internal(key: bytes) -> bool:
+    """A table key the platform keeps for itself (markers, transaction numbers), not agent or processor state."""
+    return key.startswith(MARKER_PREFIX) or key == SEQ_KEY
 Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
@@ -156,6 +172,7 @@ class TxTables:
             if not todo:
                 return tables
             c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in todo])
+            logs = {t: ChangelogReader(by_topic[t], f"{self.agent} partition {p} {t}") for t in todo}
             deadline = time.monotonic() + timeout
             while todo:
                 if time.monotonic() > deadline:
@@ -165,15 +182,16 @@ class TxTables:
                     err = msg.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
-                            todo.discard(msg.topic())
+                            if msg.topic() in todo:
+                                todo.discard(msg.topic())
+                                undone = logs[str(msg.topic())].end()
+                                if undone:
+                                    log.warning("%s: partition %d of %s held transactions cut short by a crash; their "
+                                                "%d records were undone (the redo writes them again)", self.agent, p,
+                                                msg.topic(), undone)
                             continue
                         raise KafkaException(err)
-                    table = by_topic[str(msg.topic())]
-                    key, value = msg.key() or b"", msg.value()
-                    if value is None:
-                        table.pop(key, None)
-                    else:
-                        table[key] = json.loads(value)
+                    logs[str(msg.topic())].add(msg.key() or b"", msg.value(), msg.headers())
         finally:
             c.close()
         return tables
@@ -203,6 +221,11 @@ class TxTables:
         for n, ms in markers.items():
             for (epoch, topic, partition), offset in ms.items():
                 changes.setdefault(n, {})[marker_key(epoch, topic, partition)] = offset  # insertion order: markers last
+        seq = 1 + max(int(t.get(SEQ_KEY, 0)) for t in tables.values())
+        for kv in changes.values():
+            kv.pop(SEQ_KEY, None)
+            kv[SEQ_KEY] = seq  # each table's write ends with its transaction number
+        seq_header = [(SEQ_HEADER, str(seq).encode())]
         records: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]] = []
         for topic, key, value, headers in outputs:
             records.append((topic, key, value, None, headers))
@@ -211,7 +234,7 @@ class TxTables:
             topic = self.changelog(n)
             for k, v in kv.items():
                 data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
-                records.append((topic, k, data, p, None))
+                records.append((topic, k, data, p, seq_header))
         prod = self.producer(p)
         attempt = 0
         began = False
@@ -287,3 +310,69 @@ class TxTables:
                 return
             except BufferError:
                 prod.poll(0.05)
+
+
+class ChangelogReader:
+    """Applies one changelog partition, record by record, to *table*, undoing a transaction's write that was cut short
+    (see the module's docstring). Records without a transaction number (written before numbers existed) apply as
+    they are."""
+
+    def __init__(self, table: dict[bytes, Any], name: str = "changelog") -> None:
+        self.table = table
+        self.name = name
+        self.open_seq = -1
+        self.undo: dict[bytes, Any] = {}  # the open write's keys -> their value before it (or _MISSING)
+        self.undone = 0
+
+    def add(self, key: bytes, value: bytes | None, headers: Any = None) -> None:
+        seq = _seq(headers)
+        if seq is not None and seq != self.open_seq:
+            if self.undo and seq < self.open_seq:
+                log.warning("%s: transaction number %d after %d; the log is not one producer's", self.name, seq,
+                            self.open_seq)
+            if self.undo and seq <= self.open_seq:  # the redo of a write that never reached its end
+                self._revert()
+            self.undo = {}  # a larger number: the open write was committed (its end may have been compacted away)
+            self.open_seq = seq
+        if seq is not None and key != SEQ_KEY and key not in self.undo:
+            self.undo[key] = self.table.get(key, _MISSING)
+        if value is None:
+            self.table.pop(key, None)
+        else:
+            self.table[key] = json.loads(value)
+        if key == SEQ_KEY:
+            self.undo = {}
+
+    def end(self) -> int:
+        """At the end of the log: undo a write that has not reached its end; returns how many records were undone in
+        all (cut-short writes met while reading included)."""
+        if self.undo:
+            self._revert()
+        return self.undone
+
+    def _revert(self) -> None:
+        self.undone += len(self.undo)
+        for key, before in self.undo.items():
+            if before is _MISSING:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = before
+        self.undo = {}
+
+
+def apply_changelog(table: dict[bytes, Any], records: Iterable[tuple[bytes, bytes | None, Any]]) -> int:
+    """Apply (key, value, headers) records of one changelog partition in log order; returns the records undone."""
+    reader = ChangelogReader(table)
+    for key, value, headers in records:
+        reader.add(key, value, headers)
+    reader.end()
+    return reader.undone
+
+
+def _seq(headers: Any) -> int | None:
+    if not headers:
+        return None
+    for k, v in (headers.items() if isinstance(headers, dict) else headers):
+        if k == SEQ_HEADER and v is not None:
+            return int(v)
+    return None
