@@ -29,28 +29,41 @@ from twin.state import DEFAULT_HORIZON, SNAPSHOT_VERSION, TwinState, fold, from_
 BATCH = 20_000
 
 
-def events_after(manifest: Manifest, after_seq: int, until: datetime | None = None, cur: Any = None
-                 ) -> Iterator[ArchivedEvent]:
-    """Archived events with seq > *after_seq* (and occurred_at <= *until*), in archive order."""
+def events_after(manifest: Manifest, after_seq: int, until: datetime | None = None, cur: Any = None,
+                 attempts: int = 3) -> Iterator[ArchivedEvent]:
+    """Archived events with seq > *after_seq* (and occurred_at <= *until*), in archive order.
+
+    A sink that merges files meanwhile deletes the ones it merged: the read then goes on from the last event it gave,
+    on a fresh manifest (the merged file holds the same events with the same seq), up to *attempts* times."""
+    import duckdb
+
     until_us = to_us(until) if until is not None else None
-    files = [f for f in manifest.files.values()
-             if f.seq_max > after_seq and (until_us is None or f.t_min <= until_us)]
-    if not files:
-        return
     own = cur is None
     if own:
         from streams.history.engine import connect
 
         cur = connect()
     decoder = DatumDecoder()
+    sql = ("SELECT seq, topic, partition, datum FROM read_parquet(?, hive_partitioning=true, hive_types_autocast=false)"
+           " WHERE seq > ?" + (" AND occurred_at <= ?" if until is not None else "") + " ORDER BY seq")
     try:
-        sql = ("SELECT seq, topic, partition, datum FROM read_parquet(?, hive_partitioning=true, hive_types_autocast=false)"
-               " WHERE seq > ?" + (" AND occurred_at <= ?" if until is not None else "") + " ORDER BY seq")
-        params: list[Any] = [manifest.paths(files), after_seq] + ([until] if until is not None else [])
-        res = cur.execute(sql, params)
-        while rows := res.fetchmany(BATCH):
-            for seq, topic, partition, datum in rows:
-                yield ArchivedEvent(seq, topic, partition, decoder.event(datum))
+        for attempt in range(1, attempts + 1):
+            files = [f for f in manifest.files.values()
+                     if f.seq_max > after_seq and (until_us is None or f.t_min <= until_us)]
+            if not files:
+                return
+            params: list[Any] = [manifest.paths(files), after_seq] + ([until] if until is not None else [])
+            try:
+                res = cur.execute(sql, params)
+                while rows := res.fetchmany(BATCH):
+                    for seq, topic, partition, datum in rows:
+                        yield ArchivedEvent(seq, topic, partition, decoder.event(datum))
+                        after_seq = seq
+                return
+            except duckdb.IOException:
+                if attempt == attempts:
+                    raise
+                manifest = Manifest.load(manifest.root)  # a merge replaced files: go on from after_seq
     finally:
         if own:
             cur.close()
