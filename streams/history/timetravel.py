@@ -104,3 +104,49 @@ def full_fold(manifest: Manifest, pack: RegionPack, at: datetime | None, horizon
     collects the whole alert history up to *at*."""
     return fold(TwinState.empty(pack, horizon), ((a.event, a.partition) for a in events_after(manifest, -1, at)),
                 alert_log=alert_log)
+
+
+def rebuild_snapshots(manifest: Manifest, pack: RegionPack, horizon: timedelta = DEFAULT_HORIZON,
+                      report: Any = None, every_s: float = 10.0) -> tuple[TwinState, int]:
+    """Fold the whole archive once and write every snapshot again, at the positions the archive has them, with this
+    version's fold and *horizon* (after an upgrade that changed the snapshot format, or a new aggregate horizon). The
+    day indexes are rewritten at the end (until then readers use the old ones, and fold from the start where a snapshot
+    is stale, as before); files no index names are deleted. Returns the twin after every archived event and how many
+    events follow the last snapshot. *report* gets a line of progress every *every_s* seconds."""
+    import time
+
+    from streams.history.store import SNAPSHOT_DIR, write_snapshot
+    from twin.state import Folding, to_snapshot
+
+    index = manifest.snapshot_index()
+    old = index.all()
+    positions = sorted({s.seq for s in old})
+    total = manifest.next_seq
+    w = Folding(TwinState.empty(pack, horizon))
+    new = []
+    i = 0
+    since = 0
+    started = last_report = time.monotonic()
+    for a in events_after(manifest, -1):
+        w.apply(a.event, a.partition)
+        since += 1
+        if i < len(positions) and a.seq >= positions[i]:
+            while i < len(positions) and positions[i] <= a.seq:
+                i += 1
+            new.append(write_snapshot(manifest.root, a.seq, w.as_of, to_snapshot(w.freeze())))
+            since = 0
+        if report is not None and time.monotonic() - last_report >= every_s:
+            last_report = time.monotonic()
+            report(f"archive: rebuilding the twin snapshots: {a.seq + 1:,} of {total:,} events folded, {len(new)} of "
+                   f"{len(positions)} snapshots written ({time.monotonic() - started:.0f} s)")
+    keep = {s.file for s in new}
+    manifest.replace_snapshots(new)
+    removed = 0
+    for f in (manifest.root / SNAPSHOT_DIR).glob("day=*/snap-*.json.gz"):
+        if str(f.relative_to(manifest.root)) not in keep:
+            f.unlink(missing_ok=True)
+            removed += 1
+    if report is not None:
+        report(f"archive: {len(new)} twin snapshots rebuilt from {total:,} events in {time.monotonic() - started:.0f} s "
+               f"({removed} old files removed)")
+    return w.freeze(), since
