@@ -142,7 +142,7 @@ def rebuild_snapshots(manifest: Manifest, pack: RegionPack, horizon: timedelta =
     keep = {s.file for s in new}
     manifest.replace_snapshots(new)
     removed = 0
-    for f in (manifest.root / SNAPSHOT_DIR).glob("day=*/snap-*.json.gz"):
+    for f in (manifest.root / SNAPSHOT_DIR).rglob("snap-*.json.gz"):  # in day folders, and version-1 ones above them
         if str(f.relative_to(manifest.root)) not in keep:
             f.unlink(missing_ok=True)
             removed += 1

@@ -204,13 +204,14 @@ def test_snapshots_of_another_twin_version_are_rebuilt_by_the_next_writer(tmp_pa
     assert all(load_snapshot(m, PACK, s, DEFAULT_HORIZON) is None for s in m.snapshot_index().all())
     times = [T0 + timedelta(hours=h) for h in (3, 20, 30, 47, 60, 71)]
     want = [to_json(full_fold(m, PACK, at)) for at in times]
+    _as_version_1(root)  # and in the version-1 layout (files above the day folders), as the oldest archives are
 
     w = ArchiveWriter(root, PACK, epoch="e", snapshot_every=20, auto_compact=False)
     m = Manifest.load(root)
     snaps = m.snapshot_index().all()
     assert [s.seq for s in snaps] == positions
     assert all(load_snapshot(m, PACK, s, DEFAULT_HORIZON) is not None for s in snaps)
-    assert sorted(str(p.relative_to(root)) for p in root.glob("_snapshots/day=*/snap-*")) == sorted(s.file for s in snaps)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("snap-*")) == sorted(s.file for s in snaps)  # old ones gone
     assert [to_json(state_at(m, PACK, at)) for at in times] == want
     assert all(base_snapshot(m, at) is not None for at in times[1:])  # from a snapshot, not from the start
     assert w.folding is not None and to_json(w.folding.freeze()) == to_json(full_fold(m, PACK, None))  # and folds on
