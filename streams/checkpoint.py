@@ -41,6 +41,7 @@ from schemas.codec import CodecError
 from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES, TopicSpec, ensure_topics
 from streams.history.store import fsync_dir
 from streams.serde import Codec
+from streams.tables import SEQ_KEY, txseq
 
 log = logging.getLogger("plietsch.checkpoint")
 
@@ -234,6 +235,33 @@ def restore(bootstrap: str, ck: Checkpoint, timeout: float = 60.0) -> int:
 
 
 # -- the checkpointer ----------------------------------------------------------------------------------------------
+class _TxGate:
+    """Holds back a changelog partition's records of a transaction until its write ends (the ``__txseq__`` record,
+    ``streams.tables``): a write a crash cut short (visible on Tansu) is dropped when its redo (same number) comes,
+    so a checkpoint never holds part of a transaction. A larger number proves the held write committed (compaction
+    may have removed its end). Records without a number pass at once."""
+
+    def __init__(self) -> None:
+        self.seq = -1
+        self.held: list[tuple[bytes | None, Entry | None]] = []
+
+    def feed(self, key: bytes | None, entry: Entry | None, headers: Any) -> list[tuple[bytes | None, Entry | None]]:
+        seq = txseq(headers)
+        if seq is None:
+            return [(key, entry)]
+        out: list[tuple[bytes | None, Entry | None]] = []
+        if seq != self.seq:
+            if seq > self.seq:
+                out, self.held = self.held, []
+            else:  # the redo of a write that never ended: what it left is dropped
+                self.held = []
+            self.seq = seq
+        self.held.append((key, entry))
+        if key == SEQ_KEY:
+            out, self.held = out + self.held, []
+        return out
+
+
 class _TopicView:
     """Latest record per (partition, key) of one topic; a partition's pending changes are promoted at a boundary."""
 
@@ -279,6 +307,7 @@ class Checkpointer:
         self.agent_tables = [tuple(t) for t in (worker_agent_tables() if agent_tables is None else agent_tables)]
         self.interval_s, self.keep, self.epoch, self.report = interval_s, keep, epoch, report
         self.views: dict[str, _TopicView] = {}
+        self._gates: dict[tuple[str, int], _TxGate] = {}
         self.written: list[Path] = []
         self.error: str | None = None
         self._dirty = False
@@ -374,12 +403,15 @@ class Checkpointer:
             if view is None:
                 continue
             value, key = msg.value(), msg.key()
-            if value is None:
-                view.add(part, key, None)
-            else:
+            entry = None
+            if value is not None:
                 entry = Entry(part, int(msg.offset() or 0), key, value, _headers(msg.headers()))
                 if topic == ALERT_TOPIC:
                     entry.keep = self._is_raised(value)
+            if is_changelog(topic, self.app_id):
+                for k, e in self._gates.setdefault((topic, part), _TxGate()).feed(key, entry, msg.headers()):
+                    view.add(part, k, e)
+            else:
                 view.add(part, key, entry)
             touched.add((topic, part))
         self._promote_at_boundaries(touched | {(v.name, p) for v in self.views.values() for p in v.pending})

@@ -325,7 +325,7 @@ class ChangelogReader:
         self.undone = 0
 
     def add(self, key: bytes, value: bytes | None, headers: Any = None) -> None:
-        seq = _seq(headers)
+        seq = txseq(headers)
         if seq is not None and seq != self.open_seq:
             if self.undo and seq < self.open_seq:
                 log.warning("%s: transaction number %d after %d; the log is not one producer's", self.name, seq,
@@ -369,7 +369,8 @@ def apply_changelog(table: dict[bytes, Any], records: Iterable[tuple[bytes, byte
     return reader.undone
 
 
-def _seq(headers: Any) -> int | None:
+def txseq(headers: Any) -> int | None:
+    """The transaction number a changelog record carries (header ``plietsch-txseq``), None when it has none."""
     if not headers:
         return None
     for k, v in (headers.items() if isinstance(headers, dict) else headers):

@@ -196,3 +196,33 @@ def test_a_checkpoint_without_markers_is_not_restored(broker: str, tmp_path: Pat
     said: list[str] = []
     assert restore_latest(broker, root, said.append) == (None, {})
     assert "no applied-offset markers" in said[0]
+
+
+def test_a_checkpoint_never_holds_part_of_a_transaction() -> None:
+    """On Tansu a transaction a crash cut short is visible; the checkpointer holds each write back until its end record
+    (``__txseq__``) and drops what a cut-short write left when its redo (same number) arrives."""
+    import json as _json
+
+    from streams.checkpoint import Entry, _TxGate
+    from streams.tables import SEQ_HEADER, SEQ_KEY
+
+    def rec(seq: int | None, key: bytes, value: int | None) -> tuple[bytes, Entry | None, list[tuple[str, bytes]] | None]:
+        h = None if seq is None else [(SEQ_HEADER, str(seq).encode())]
+        entry = None if value is None else Entry(0, 0, key, _json.dumps(value).encode(), list(h or []))
+        return key, entry, h
+
+    log = [rec(None, b"old", 1),                                          # written before numbers existed
+           rec(1, b"a", 1), rec(1, b"b", 1), rec(1, SEQ_KEY, 1),          # committed
+           rec(2, b"a", 20),                                              # cut short
+           rec(2, b"a", 2), rec(2, b"c", 2), rec(2, SEQ_KEY, 2),          # its redo
+           rec(3, b"b", None),                                            # committed, end compacted away
+           rec(4, b"c", 4), rec(4, SEQ_KEY, 4),                           # committed
+           rec(5, b"a", 50)]                                              # cut short, nothing after it yet
+    gate, view = _TxGate(), {}
+    for key, entry, headers in log:
+        for k, e in gate.feed(key, entry, headers):
+            if e is None:
+                view.pop(k, None)
+            else:
+                view[k] = _json.loads(e.value)
+    assert view == {b"old": 1, b"a": 2, b"c": 4, SEQ_KEY: 4}
