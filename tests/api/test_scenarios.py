@@ -9,6 +9,7 @@ import httpx
 import pytest
 import tifffile
 
+from tests.credentials import OPERATOR
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.broker
@@ -24,7 +25,7 @@ def _run(c: httpx.Client, body: dict[str, Any]) -> str:
 
 
 def test_preset_surge_results_and_comparison(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         sid = _run(c, {"name": "20 Oct 2023", "preset": "kiel-2023-10-20", "duration_h": 24})
         status = c.get(f"/scenarios/{sid}").json()
         assert status["status"] == "completed", status
@@ -51,7 +52,7 @@ def test_preset_surge_results_and_comparison(api_url: str) -> None:
 
 
 def test_bad_requests_get_clear_4xx(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "breaches": [{"segment": "kiel:_:coast:nowhere"}]})
         assert r.status_code == 422 and "unknown coast segment(s): kiel:_:coast:nowhere" in r.json()["detail"]
         r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "duration_h": -5})
@@ -66,7 +67,7 @@ def test_bad_requests_get_clear_4xx(api_url: str) -> None:
 
 
 def test_a_running_scenario_can_be_cancelled(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         r = c.post("/scenarios", json={"curve": [{"hour": 0, "level_m": 0.5}, {"hour": 150, "level_m": 2.5}], "duration_h": 150})
         sid = r.json()["id"]
         wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200, 60, "the scenario to start")

@@ -15,6 +15,7 @@ from PIL import Image
 from schemas.codec import SingleObjectCodec
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
+from tests.credentials import OPERATOR
 from tests.helpers import Worker
 from twin.events import WaterLevelMeasured
 
@@ -137,7 +138,7 @@ async def test_viewer_shows_a_scenario_rising(browser: Any, api_url: str) -> Non
 
     from tests.helpers import wait_for
 
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         sid = c.post("/scenarios", json={"name": "viewer", "preset": "kiel-2023-10-20", "duration_h": 24}).json()["id"]
         wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200 and c.get(f"/scenarios/{sid}").json()["status"] == "completed",
                  120, "the scenario")

@@ -29,6 +29,7 @@ import pytest
 from bench.slider import DAY, day_archive
 from streams.history.store import Manifest
 from streams.history.timetravel import full_fold
+from tests.credentials import OPERATOR
 from twin.region import bundled_pack
 from twin.state import combined_aggregates
 
@@ -199,7 +200,7 @@ async def test_the_slider_scrubs_a_day_by_keyboard_and_drag_and_draws_the_state_
     walk: list[int] = []
     seen: list[dict[str, Any]] = []
     offline = 0
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, headers=OPERATOR) as c:
         async def check(position: int) -> None:
             nonlocal offline
             drawn = await _settle(page, position)
