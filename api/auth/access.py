@@ -11,7 +11,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from api.auth.oidc import OidcVerifier, TokenError
+from api.auth.oidc import IssuerUnavailable, OidcVerifier, TokenError
 from api.auth.store import KEY_PREFIX, AuthStore, Identity
 
 LEVEL = {"public": 0, "planner": 1, "operator": 2}
@@ -101,6 +101,8 @@ def identify(request: Request) -> Identity:
                 raise _unauthorized("this API has no OIDC issuer configured (PLIETSCH_OIDC_ISSUER); use an API key or log in")
             try:
                 who = verifier.verify(token)
+            except IssuerUnavailable as exc:
+                raise HTTPException(503, f"{exc}; the login cannot be checked now, try again") from None
             except TokenError as exc:
                 raise _unauthorized(str(exc)) from None
     elif (sid := request.cookies.get(SESSION_COOKIE)) is not None:

@@ -24,6 +24,10 @@ class TokenError(Exception):
     """A token that does not prove who sent it; the message says what was wrong."""
 
 
+class IssuerUnavailable(TokenError):
+    """The issuer's keys cannot be read (not the caller's fault: answered 503, try again)."""
+
+
 class OidcVerifier:
     def __init__(self, issuer: str, audience: str, roles_claim: str = "realm_access.roles", jwks_url: str | None = None,
                  leeway_s: int = 30) -> None:
@@ -32,6 +36,7 @@ class OidcVerifier:
         self.roles_claim = roles_claim.split(".")
         self.jwks_url = jwks_url
         self.leeway_s = leeway_s
+        self.refetch_after_s = REFETCH_AFTER_S
         self._keys: KeySet | None = None
         self._fetched = 0.0
         self._lock = threading.Lock()
@@ -48,13 +53,13 @@ class OidcVerifier:
 
     def _keyset(self, refresh: bool) -> KeySet:
         with self._lock:
-            if self._keys is None or (refresh and time.monotonic() - self._fetched > REFETCH_AFTER_S):
+            if self._keys is None or (refresh and time.monotonic() - self._fetched > self.refetch_after_s):
                 try:
                     url = self._discover()
                     self._keys = KeySet.import_key_set(httpx.get(url, timeout=10).raise_for_status().json())
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     if self._keys is None:
-                        raise TokenError(f"cannot read the signing keys of issuer {self.issuer}: {exc}") from None
+                        raise IssuerUnavailable(f"cannot read the signing keys of issuer {self.issuer}: {exc}") from None
                     log.warning("cannot refresh the signing keys of issuer %s (%s); using the ones read before", self.issuer, exc)
                 self._fetched = time.monotonic()
             return self._keys
