@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -21,7 +22,7 @@ from api.metrics import RequestMetrics, metrics_registry, render
 from api.places import places
 from api.readmodel import ReadModel
 from api.routes import auth, coast, entities, history, live, scenarios
-from api.security import SecurityHeaders, hide_client_addresses
+from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from streams.serde import make_codec
 from twin.region import load_pack
@@ -147,7 +148,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         from viewer.scene import build_scene
 
         states = {cid: rec["state"] for cid in pack.coast if (rec := rm.get(cid))}
-        return HTMLResponse(build_scene(pack, states))
+        nonce = secrets.token_urlsafe(16)  # cesiumpy writes inline scripts: this response allows those it carries, no others
+        page = build_scene(pack, states).replace("<script", f'<script nonce="{nonce}"')
+        csp = CESIUM_CSP.replace("script-src 'self'", f"script-src 'self' 'nonce-{nonce}'")
+        return HTMLResponse(page, headers={"Content-Security-Policy": csp})
 
     @app.get("/kiosk", include_in_schema=False)
     def kiosk() -> FileResponse:

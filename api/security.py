@@ -10,9 +10,14 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Measured with the real Chromium (tests/viewer/test_safe_pages.py): CesiumJS 1.x runs its workers from its own files
-# ('self') and builds some from blob: URLs; it loads no remote code and needs no eval. Styles: Cesium's widgets set
-# style attributes, so style-src keeps 'unsafe-inline' (styles cannot run code). No inline scripts anywhere.
+# Every response gets CSP: no eval, no inline script, nothing from elsewhere. Measured with the real Chromium
+# (tests/viewer): the CesiumJS Viewer cannot start under it. Its widgets (info box, selection indicator) bind their DOM
+# with Knockout, which compiles each data-bind with `new Function` ('unsafe-eval'), and its workers instantiate
+# WebAssembly ('wasm-unsafe-eval'); the workers start as blob: scripts that importScripts() blob: URLs (script-src
+# blob:, since a blob worker inherits the page's policy). So the two Cesium pages (/ and /scene) get CESIUM_CSP and Cesium's own files
+# (/cesium/*, its workers) WORKER_CSP; the kiosk and all else keep the strict one. Styles: Cesium's widgets and the
+# legend set style attributes, so style-src keeps 'unsafe-inline' (a style cannot run code). No inline scripts anywhere
+# (the cesiumpy page /scene carries a nonce per response).
 CSP = "; ".join((
     "default-src 'self'",
     "script-src 'self'",
@@ -27,6 +32,9 @@ CSP = "; ".join((
     "form-action 'self'",
     "frame-ancestors 'none'",
 ))
+CESIUM_CSP = CSP.replace("script-src 'self'", "script-src 'self' blob: 'unsafe-eval' 'wasm-unsafe-eval'")
+WORKER_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+CESIUM_PAGES = ("/", "/scene")
 DOCS_CSP = CSP.replace("script-src 'self'", "script-src 'self' https://cdn.jsdelivr.net 'unsafe-inline'").replace(
     "style-src 'self' 'unsafe-inline'", "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net").replace(
     "img-src 'self' data: blob:", "img-src 'self' data: blob: https://fastapi.tiangolo.com")
@@ -44,12 +52,21 @@ class SecurityHeaders:
             base.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
         self.headers = [*base, (b"content-security-policy", CSP.encode())]
         self.docs_headers = [*base, (b"content-security-policy", DOCS_CSP.encode())]
+        self.cesium_headers = [*base, (b"content-security-policy", CESIUM_CSP.encode())]
+        self.worker_headers = [*base, (b"content-security-policy", WORKER_CSP.encode())]
+
+    def _for(self, path: str) -> list[tuple[bytes, bytes]]:
+        if path in CESIUM_PAGES:
+            return self.cesium_headers
+        if path.startswith("/cesium/"):
+            return self.worker_headers
+        return self.docs_headers if path in ("/docs", "/redoc") else self.headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self.docs_headers if scope.get("path") in ("/docs", "/redoc") else self.headers
+        extra = self._for(scope.get("path", ""))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
