@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from api.auth.access import allowed, check_coverage, enforce, identify
 from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
+from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
 from api.places import places
 from api.readmodel import ReadModel
@@ -95,7 +96,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                                           subscriber_queue=settings.subscriber_queue)
     registry = app.state.metrics_registry = metrics_registry(rm)
     app.add_middleware(RequestMetrics, registry=registry)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
+    app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
+    app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
     for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router):
         app.include_router(router)
 

@@ -34,6 +34,15 @@ class ApiSettings(BaseSettings):
     operator_api_key: str = Field(default="", repr=False)
     first_operator: str = "operator"  # created with a one-time password (printed to the log) when there is no operator
 
+    # Limits (api/limits.py): request bodies, live streams per caller and in total, requests a second without a login,
+    # scenarios queued or running per user, the area of a bbox.
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    sse_per_caller: int = Field(default=5, ge=1)
+    sse_total: int = Field(default=200, ge=1)
+    public_rate: float = Field(default=20.0, gt=0)
+    public_burst: int = Field(default=40, ge=1)
+    scenario_quota: int = Field(default=3, ge=1)
+
     @property
     def auth_db(self) -> Path:
         return self.data_dir / "auth.sqlite3"

@@ -126,6 +126,8 @@ async def enforce(request: Request) -> None:
     if need is None:  # create_app refuses to start with such a route; this is the second lock
         raise HTTPException(403, f"no access rule for {request.method} {getattr(route, 'path', '?')}; refused")
     who = identify(request)
+    if need == "public" and who.role == "public":  # callers without a login share a rate limit per address
+        request.app.state.public_rate.check(request.client.host if request.client else "?")
     if not allowed(who, need):
         if who.role == "public":
             raise _unauthorized(f"{request.method} {route.path} needs a login as {need}; log in at / or send an API key")
@@ -148,3 +150,9 @@ def check_coverage(app: FastAPI) -> None:
     if missing or unguarded:
         raise RuntimeError("routes without an access rule in api/auth/access.py RULES: "
                            f"{', '.join(missing) or '-'}; non-API routes that are not public: {', '.join(unguarded) or '-'}")
+
+
+def stream_caller(request: Request) -> str:
+    """Whose live stream this is, for the caps: the login, or the address of a caller without one."""
+    who = identify(request)
+    return who.subject if who.role != "public" else f"public:{request.client.host if request.client else '?'}"

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_
 CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE,
                                      created_by TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, subject TEXT NOT NULL, role TEXT NOT NULL, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS scenario_owners (sid TEXT PRIMARY KEY, owner TEXT NOT NULL, shared INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS scenario_owners (sid TEXT PRIMARY KEY, owner TEXT NOT NULL, shared INTEGER NOT NULL DEFAULT 0,
+                                            created_at REAL NOT NULL DEFAULT 0);
 """
 
 
@@ -165,7 +166,7 @@ class AuthStore:
 
     # scenario owners ---------------------------------------------------------------------------------------------
     def own_scenario(self, sid: str, owner: str) -> None:
-        self._db().execute("INSERT OR IGNORE INTO scenario_owners VALUES (?, ?, 0)", (sid, owner))
+        self._db().execute("INSERT OR IGNORE INTO scenario_owners VALUES (?, ?, 0, ?)", (sid, owner, time.time()))
 
     def share_scenario(self, sid: str) -> None:
         self._db().execute("UPDATE scenario_owners SET shared = 1 WHERE sid = ?", (sid,))
@@ -173,6 +174,11 @@ class AuthStore:
     def scenario_owner(self, sid: str) -> tuple[str, bool] | None:
         row = self._db().execute("SELECT owner, shared FROM scenario_owners WHERE sid = ?", (sid,)).fetchone()
         return (row[0], bool(row[1])) if row else None
+
+    def owned_since(self, owner: str, since: float) -> list[tuple[str, float]]:
+        """(scenario id, created at) of *owner*'s scenarios asked for after *since* (epoch seconds)."""
+        rows = self._db().execute("SELECT sid, created_at FROM scenario_owners WHERE owner = ? AND created_at >= ?", (owner, since))
+        return [(sid, at) for sid, at in rows]
 
     def scenario_owners(self) -> dict[str, tuple[str, bool]]:
         return {s: (o, bool(sh)) for s, o, sh in self._db().execute("SELECT sid, owner, shared FROM scenario_owners")}

@@ -13,6 +13,7 @@ from shapely.geometry import box, mapping
 from shapely.geometry.polygon import orient
 
 from api import privacy
+from api.auth.access import stream_caller
 from api.deps import PackDep, ReadModelDep
 from api.routes.entities import feature
 
@@ -70,18 +71,29 @@ def public_summary(pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
 @router.get("/public/stream", operation_id="public_stream", response_class=StreamingResponse,
             summary="Public live feed (SSE): the public summary (aggregates, public alerts) whenever it changes")
 async def public_stream(request: Request, pack: PackDep, rm: ReadModelDep) -> StreamingResponse:
+    release = request.app.state.stream_slots.acquire(stream_caller(request))  # 429 over the caps
+
     async def events() -> AsyncIterator[bytes]:
-        last_seq, last_doc, idle = -1, "", 0.0
-        while not await request.is_disconnected():
-            if rm.seq != last_seq or idle >= HEARTBEAT_S:
-                last_seq, idle = rm.seq, 0.0
-                doc = json.dumps(privacy.public_summary(pack, rm), separators=(",", ":"), default=str)
-                if doc != last_doc:
-                    last_doc = doc
-                    yield f"event: summary\ndata: {doc}\n\n".encode()
-                else:
-                    yield b": keep-alive\n\n"
-            await asyncio.sleep(PUBLIC_PUSH_S)
-            idle += PUBLIC_PUSH_S
+        try:
+            async for chunk in _public_events(request, pack, rm):
+                yield chunk
+        finally:
+            release()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _public_events(request: Request, pack: Any, rm: Any) -> AsyncIterator[bytes]:
+    """The summary when it changed (looked at every PUBLIC_PUSH_S), a keep-alive at least every HEARTBEAT_S."""
+    last_seq, last_doc, idle = -1, "", 0.0
+    while not await request.is_disconnected():
+        if rm.seq != last_seq or idle >= HEARTBEAT_S:
+            last_seq, idle = rm.seq, 0.0
+            doc = json.dumps(privacy.public_summary(pack, rm), separators=(",", ":"), default=str)
+            if doc != last_doc:
+                last_doc = doc
+                yield f"event: summary\ndata: {doc}\n\n".encode()
+            else:
+                yield b": keep-alive\n\n"
+        await asyncio.sleep(PUBLIC_PUSH_S)
+        idle += PUBLIC_PUSH_S

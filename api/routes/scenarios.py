@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from twin.importers import read_geotiff
 from twin.scenario import ScenarioRequest, compare
 
 router = APIRouter(tags=["scenarios"])
+FINISHED = ("completed", "failed", "cancelled")
 MAX_CELL_STEPS = 50_000_000  # terrain cells x time steps one run may take (its step rasters, about 200 MB)
 
 
@@ -35,7 +37,8 @@ def _produce(request: Request, topic: str, key: str, event: Any) -> None:
         raise HTTPException(503, "Kafka did not take the request within 10 s; is the broker up? Try again.")
 
 
-@router.post("/scenarios", operation_id="request_scenario", status_code=202, summary="Ask for a storm-surge scenario")
+@router.post("/scenarios", operation_id="request_scenario", status_code=202, summary="Ask for a storm-surge scenario",
+             responses={413: {"description": "too large a run or body"}, 429: {"description": "your scenario quota is used up"}})
 def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> dict[str, Any]:
     try:
         body.check_against(pack)
@@ -45,12 +48,29 @@ def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> 
     if cells * body.steps > MAX_CELL_STEPS:
         raise HTTPException(413, f"{cells:,} terrain cells x {body.steps} steps is above the limit of {MAX_CELL_STEPS:,}; "
                                  "use fewer steps (longer step_minutes) or a coarser terrain")
+    _check_quota(request)
     sid = f"{pack.id}:_:scenario:s-{uuid.uuid4().hex[:10]}"
     event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
                               request_json=body.model_dump_json())
     request.app.state.auth_store.own_scenario(sid, identify(request).subject)  # before the event: never an unowned run
     _produce(request, SCENARIO_REQUESTS.name, sid, event)
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
+
+
+UNSEEN_S = 600.0  # a request the worker has not shown progress for after this long no longer counts against the quota
+
+
+def _check_quota(request: Request) -> None:
+    """At most PLIETSCH_SCENARIO_QUOTA scenarios per user queued or running (asked for and not yet finished)."""
+    who, rm = identify(request), request.app.state.read_model
+    quota = request.app.state.settings.scenario_quota
+    now = time.time()
+    busy = [sid for sid, at in request.app.state.auth_store.owned_since(who.subject, now - 7 * 86400)
+            if (rec := rm.scenarios.get(sid)) is not None and rec["status"] not in FINISHED
+            or rec is None and now - at < UNSEEN_S]
+    if len(busy) >= quota:
+        raise HTTPException(429, f"you have {len(busy)} scenarios queued or running, the limit per user "
+                                 f"(PLIETSCH_SCENARIO_QUOTA={quota}); wait for one to finish or cancel one: {', '.join(sorted(busy))}")
 
 
 def _visible(request: Request, sid: str, owners: dict[str, tuple[str, bool]] | None = None) -> bool:
