@@ -59,7 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     first = store.ensure_first_operator(settings.first_operator)
     if first is not None:
         log.warning("first start: created the operator %r with the one-time password %s; log in at / and create your "
-                    "own users (POST /auth/users) - this password is not shown again", settings.first_operator, first)
+                    "own users (POST /auth/users) - this password is not shown again", *first)
     if settings.oidc_issuer and not settings.oidc_audience:
         raise RuntimeError("PLIETSCH_OIDC_ISSUER is set but PLIETSCH_OIDC_AUDIENCE is not: tokens must name this API's audience")
     app.state.oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_roles_claim,

@@ -101,18 +101,21 @@ class AuthStore:
             return None
         return Identity(name, row[0])
 
-    def ensure_first_operator(self, name: str = "operator") -> str | None:
-        """On a store without any operator, creates *name* and returns its one-time password; else None."""
+    def ensure_first_operator(self, name: str = "operator") -> tuple[str, str] | None:
+        """On a store without any operator, creates one (*name*, or *name*-xxxx when a user of that name exists: never
+        promotes someone) and returns (name, one-time password); else None."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("SELECT 1 FROM users WHERE role = 'operator' LIMIT 1").fetchone():
                 db.execute("COMMIT")
                 return None
+            if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                name = f"{name}-{secrets.token_hex(2)}"
             password = secrets.token_urlsafe(15)
-            db.execute("INSERT OR REPLACE INTO users VALUES (?, 'operator', ?, ?)", (name, self.hasher.hash(password), time.time()))
+            db.execute("INSERT INTO users VALUES (?, 'operator', ?, ?)", (name, self.hasher.hash(password), time.time()))
             db.execute("COMMIT")
-            return password
+            return name, password
         except BaseException:
             db.execute("ROLLBACK")
             raise

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from api.auth.store import AuthStore
 from api.main import create_app
 from api.settings import ApiSettings
 from tests.credentials import OPERATOR
@@ -178,3 +179,8 @@ def test_first_start_creates_one_operator_and_says_how_to_log_in(topics: str, tm
     with caplog.at_level(logging.WARNING, logger="plietsch.api"):
         create_app(settings)  # a second start (or a second API process): no new operator, no password in the log
     assert not [r for r in caplog.records if "one-time password" in r.getMessage()]
+    store = AuthStore(tmp_path / "auth.sqlite3")
+    assert store.delete_user("operator")
+    store.add_user("operator", "planner")  # no operator left, and a planner holds the name: never promoted
+    assert (made := store.ensure_first_operator()) is not None and made[0].startswith("operator-")
+    assert {u["name"]: u["role"] for u in store.users()} == {"operator": "planner", made[0]: "operator"}
