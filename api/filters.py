@@ -6,6 +6,8 @@ from datetime import datetime
 
 from fastapi import HTTPException
 
+MAX_BBOX_DEG2 = 1.0  # a region is a few tenths of a degree across; larger boxes only cost
+
 
 def parse_bbox(raw: str) -> tuple[float, float, float, float]:
     try:
@@ -17,6 +19,9 @@ def parse_bbox(raw: str) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = parts
     if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
         raise HTTPException(422, f"bbox {raw!r} is not a WGS84 box with min < max (lon in -180..180, lat in -90..90)")
+    if (x1 - x0) * (y1 - y0) > MAX_BBOX_DEG2:
+        raise HTTPException(422, f"bbox {raw!r} covers {(x1 - x0) * (y1 - y0):.2f} square degrees, above the limit of "
+                                 f"{MAX_BBOX_DEG2} (about 70 x 110 km at Kiel); ask for a smaller area")
     return x0, y0, x1, y1
 
 

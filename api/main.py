@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.auth.access import allowed, check_coverage, enforce, identify
+from api.auth.oidc import OidcVerifier
+from api.auth.store import AuthStore
+from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
 from api.places import places
 from api.readmodel import ReadModel
-from api.routes import coast, entities, history, live, scenarios
+from api.routes import auth, coast, entities, history, live, scenarios
+from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from streams.serde import make_codec
 from twin.region import load_pack
@@ -42,9 +48,22 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         yield
         app.state.read_model.stop()
 
-    app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan,
-                  description="The live digital twin of the KielRegion. Layers marked synthetic are made up.")
+    app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan, dependencies=[Depends(enforce)],
+                  description="The live digital twin of the KielRegion. Layers marked synthetic are made up. "
+                              "Roles: public (no login), planner, operator; see api/auth/access.py.")
     app.state.settings = settings
+    hide_client_addresses()
+    store = app.state.auth_store = AuthStore(settings.auth_db)
+    if settings.operator_api_key:
+        store.ensure_key("env", settings.operator_api_key, "operator")
+    first = store.ensure_first_operator(settings.first_operator)
+    if first is not None:
+        log.warning("first start: created the operator %r with the one-time password %s; log in at / and create your "
+                    "own users (POST /auth/users) - this password is not shown again", *first)
+    if settings.oidc_issuer and not settings.oidc_audience:
+        raise RuntimeError("PLIETSCH_OIDC_ISSUER is set but PLIETSCH_OIDC_AUDIENCE is not: tokens must name this API's audience")
+    app.state.oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_roles_claim,
+                                  settings.oidc_jwks_url or None) if settings.oidc_issuer else None
     app.state.pack = pack = load_pack(settings.region_pack)
     app.state.places = places(pack)
     app.state.entity_index = entities.EntityIndex(pack.entities())
@@ -77,15 +96,22 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                                           subscriber_queue=settings.subscriber_queue)
     registry = app.state.metrics_registry = metrics_registry(rm)
     app.add_middleware(RequestMetrics, registry=registry)
-    for router in (entities.router, coast.router, live.router, history.router, scenarios.router):
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
+    app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
+    app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
+    for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router):
         app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the read model (503 when degraded)",
              responses={503: {"description": "the read model has stopped or cannot reach Kafka"}})
-    def health(response: Response) -> dict[str, Any]:
+    def health(request: Request, response: Response) -> dict[str, Any]:
+        """Status and reason for everyone (probes); the read model's details and the viewer's for operators."""
         status, reason = rm.status()
         if status == "degraded":
             response.status_code = 503
+        if not allowed(identify(request), "operator"):
+            return {"status": status, "reason": reason}
         return {"status": status, "reason": reason,
                 "read_model": {"status": status, "reason": reason, "entities": len(rm.state), "alerts": len(rm.alerts),
                                "aggregate_partials": len(rm.aggs), "seq": rm.seq, "error": rm.error,
@@ -126,10 +152,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         from viewer.scene import build_scene
 
         states = {cid: rec["state"] for cid in pack.coast if (rec := rm.get(cid))}
-        return HTMLResponse(build_scene(pack, states))
+        nonce = secrets.token_urlsafe(16)  # cesiumpy writes inline scripts: this response allows those it carries, no others
+        page = build_scene(pack, states).replace("<script", f'<script nonce="{nonce}"')
+        csp = CESIUM_CSP.replace("script-src 'self'", f"script-src 'self' 'nonce-{nonce}'")
+        return HTMLResponse(page, headers={"Content-Security-Policy": csp})
 
     @app.get("/kiosk", include_in_schema=False)
     def kiosk() -> FileResponse:
         return FileResponse(STATIC / "kiosk.html")
 
+    check_coverage(app)
     return app

@@ -22,6 +22,31 @@ class ApiSettings(BaseSettings):
     delta_buffer: int = Field(default=200_000, ge=1)
     subscriber_queue: int = Field(default=10_000, ge=1)
 
+    # Login: local users and API keys in <data_dir>/auth.sqlite3; OIDC bearer tokens when an issuer is set (Keycloak:
+    # https://<host>/realms/<realm>), with the audience the tokens must name and the claim that lists the roles.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""  # found by discovery (<issuer>/.well-known/openid-configuration) when empty
+    oidc_roles_claim: str = "realm_access.roles"
+    session_ttl_h: float = Field(default=12.0, gt=0)
+    cookie_secure: bool = False  # set true behind TLS, so the browser sends the session cookie over HTTPS only
+    # An operator API key given as a secret from the environment (deployments, tests); at least 32 characters.
+    operator_api_key: str = Field(default="", repr=False)
+    first_operator: str = "operator"  # created with a one-time password (printed to the log) when there is no operator
+
+    # Limits (api/limits.py): request bodies, live streams per caller and in total, requests a second without a login,
+    # scenarios queued or running per user, the area of a bbox.
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    sse_per_caller: int = Field(default=5, ge=1)
+    sse_total: int = Field(default=200, ge=1)
+    public_rate: float = Field(default=20.0, gt=0)
+    public_burst: int = Field(default=40, ge=1)
+    scenario_quota: int = Field(default=3, ge=1)
+
+    @property
+    def auth_db(self) -> Path:
+        return self.data_dir / "auth.sqlite3"
+
     @property
     def archive_dir(self) -> Path:
         return self.data_dir / "archive"

@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from infra.broker import ENV_BOOTSTRAP, EmbeddedBroker
+from tests.credentials import OPERATOR_KEY
 from tests.helpers import Worker
+
+# Every API the tests start (in this process or as a child) knows the tests' operator key; requests send it.
+os.environ["PLIETSCH_OPERATOR_API_KEY"] = OPERATOR_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORELINE = ROOT / "twin" / "regions" / "kiel" / "shoreline_gshhg.txt"

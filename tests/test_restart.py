@@ -23,6 +23,7 @@ from streams.archive import read_events
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
 from streams.simulator import ReadingFactory
+from tests.credentials import OPERATOR
 from tests.helpers import ROOT, wait_for
 from twin.region import bundled_pack
 
@@ -49,7 +50,7 @@ def _stop(proc: subprocess.Popen[bytes], how: str = "ctrl-c") -> None:
 def _sensor_states(api: str, ids: list[str]) -> dict[str, dict]:
     out = {}
     for sid in ids:
-        r = httpx.get(f"{api}/entities/{sid}", timeout=5)
+        r = httpx.get(f"{api}/entities/{sid}", timeout=5, headers=OPERATOR)
         reported = r.json()["properties"].get("reported") if r.status_code == 200 else None
         if reported:
             out[sid] = {k: reported[k] for k in ("values", "observed_at", "last_event_id")}
@@ -160,7 +161,7 @@ def _archived_readings(root: Path) -> dict[str, list[tuple[str, str]]]:
 
 
 def _reported(api: str, sid: str) -> dict | None:
-    r = httpx.get(f"{api}/entities/{sid}", timeout=5)
+    r = httpx.get(f"{api}/entities/{sid}", timeout=5, headers=OPERATOR)
     return r.json()["properties"].get("reported") if r.status_code == 200 else None
 
 
@@ -270,12 +271,13 @@ def _twin(api: str, ids: list[str]) -> dict:
             return [clean(v) for v in x]
         return x
 
+    active = httpx.get(f"{api}/alerts", timeout=10, headers=OPERATOR).json()
     return clean({"sensors": {sid: _reported(api, sid) for sid in ids},
-                  "coast": httpx.get(f"{api}/coast", timeout=10).json()["features"],
+                  "coast": httpx.get(f"{api}/coast", timeout=10, headers=OPERATOR).json()["features"],
                   # an alert's event id names one emission of it (a rebuild emits it anew); alert id and content compare
-                  "alerts": sorted(({k: v for k, v in a.items() if k != "event_id"} for a in httpx.get(f"{api}/alerts", timeout=10).json()),
+                  "alerts": sorted(({k: v for k, v in a.items() if k != "event_id"} for a in active),
                                    key=lambda a: a["alert_id"]),
-                  "aggregates": httpx.get(f"{api}/aggregates", timeout=10).json()})  # type: ignore[return-value]
+                  "aggregates": httpx.get(f"{api}/aggregates", timeout=10, headers=OPERATOR).json()})  # type: ignore[return-value]
 
 
 def _publish(bootstrap: str, pack: object, readings: list) -> None:  # type: ignore[type-arg]

@@ -43,20 +43,25 @@ class Breach(BaseModel):
     from_hour: float = Field(default=0.0, ge=0.0, le=240.0, description="hours after the start when it fails")
 
 
+MAX_CURVE_POINTS = 1000  # a point per 15 minutes over the longest run (240 h) is 961
+MAX_SEGMENTS = 500  # breaches and raised crests: more than any region pack's coast segments
+
+
 class ScenarioRequest(BaseModel):
     """What a planner asks for. Either a preset or a curve; levels are metres above mean water level."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(default="", max_length=200)
-    preset: str | None = Field(default=None, description=f"one of {', '.join(PRESETS)}")
-    curve: list[CurvePoint] | None = Field(default=None, description="water level over time, interpolated linearly")
+    preset: str | None = Field(default=None, max_length=64, description=f"one of {', '.join(PRESETS)}")
+    curve: list[CurvePoint] | None = Field(default=None, max_length=MAX_CURVE_POINTS,
+                                           description=f"water level over time, interpolated linearly; at most {MAX_CURVE_POINTS} points")
     start: AwareDatetime | None = Field(default=None, description="start of the scenario; default: the preset's or now")
     duration_h: float = Field(default=24.0, gt=0.0, le=240.0, description="hours to simulate")
     step_minutes: float = Field(default=60.0, ge=5.0, le=1440.0, description="time step")
     sea_level_rise_m: float = Field(default=0.0, ge=0.0, le=3.0, description="added to every level")
-    breaches: list[Breach] = Field(default_factory=list)
+    breaches: list[Breach] = Field(default_factory=list, max_length=MAX_SEGMENTS, description=f"at most {MAX_SEGMENTS}")
     raised_crests: dict[str, Annotated[float, Field(ge=-3.0, le=5.0)]] = Field(
-        default_factory=dict, description="coast segment id -> metres added to its crest")
+        default_factory=dict, max_length=MAX_SEGMENTS, description=f"coast segment id -> metres added to its crest; at most {MAX_SEGMENTS}")
 
     @model_validator(mode="after")
     def _one_source(self) -> ScenarioRequest:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from shapely.geometry import box, mapping
 from shapely.geometry.polygon import orient
 
+from api import privacy
+from api.auth.access import stream_caller
 from api.deps import PackDep, ReadModelDep
 from api.routes.entities import feature
 
 router = APIRouter(tags=["coast"])
-PUBLIC_METRICS = ("parking_occupancy", "traffic_vehicles", "air_no2_ugm3", "air_pm10_ugm3", "air_pm25_ugm3")
+PUBLIC_PUSH_S = 2.0  # the public feed looks for a change this often (the kiosk needs no more)
+HEARTBEAT_S = 10.0
 
 
 @router.get("/coast", operation_id="list_coast_segments", summary="Coast segments with level, freeboard and surge class")
@@ -57,29 +64,36 @@ def aggregates(rm: ReadModelDep, metric: str | None = None, group: str | None = 
 
 @router.get("/public/summary", operation_id="public_summary", summary="Figures safe for public screens: aggregates only")
 def public_summary(pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
-    aggs = rm.aggregates(latest=True)
-    road_hood = {r.id: r.neighbourhood for r in pack.roads.values()}
-    hoods: dict[str, dict[str, Any]] = {n.id: {"id": n.id, "name": n.name} for n in pack.neighbourhoods.values()}
-    for a in aggs:
-        if a["metric"] not in PUBLIC_METRICS:
-            continue
-        hood = road_hood.get(a["group"]) if a["metric"] == "traffic_vehicles" else a["group"]
-        if hood not in hoods:
-            continue
-        h = hoods[hood]
-        if a["metric"] == "parking_occupancy":
-            h["parking_occupancy_pct"] = None if a["ratio"] is None else round(100 * a["ratio"])
-        elif a["metric"] == "traffic_vehicles":
-            h["traffic_vehicles_15min"] = h.get("traffic_vehicles_15min", 0) + int(a["sum"])
-        else:
-            h[a["metric"] + "_hourly_mean"] = None if a["mean"] is None else round(a["mean"], 1)
-    segments = [rm.get(c) for c in pack.coast]
-    levels = [s["state"]["level_m"] for s in segments if s]
-    classes = [s["state"]["surge_class"] for s in segments if s and s["state"]["surge_class"]]
-    public_alerts = [{"category": a["category"], "severity": a["severity"], "message": a["message"]}
-                     for a in rm.active_alerts() if a["public"]]
-    return {"region": pack.manifest.name, "synthetic_layers": pack.synthetic_layers(),
-            "neighbourhoods": list(hoods.values()),
-            "coast": {"water_level_m": max(levels) if levels else None, "surge_class": max(classes) if classes else None,
-                      "segments": len(pack.coast)},
-            "alerts": public_alerts}
+    """The rules per sensor kind are in ``api/privacy.py``: aggregates only, counts under 5 as "<5", no free text."""
+    return privacy.public_summary(pack, rm)
+
+
+@router.get("/public/stream", operation_id="public_stream", response_class=StreamingResponse,
+            summary="Public live feed (SSE): the public summary (aggregates, public alerts) whenever it changes")
+async def public_stream(request: Request, pack: PackDep, rm: ReadModelDep) -> StreamingResponse:
+    release = request.app.state.stream_slots.acquire(stream_caller(request))  # 429 over the caps
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in _public_events(request, pack, rm):
+                yield chunk
+        finally:
+            release()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _public_events(request: Request, pack: Any, rm: Any) -> AsyncIterator[bytes]:
+    """The summary when it changed (looked at every PUBLIC_PUSH_S), a keep-alive at least every HEARTBEAT_S."""
+    last_seq, last_doc, idle = -1, "", 0.0
+    while not await request.is_disconnected():
+        if rm.seq != last_seq or idle >= HEARTBEAT_S:
+            last_seq, idle = rm.seq, 0.0
+            doc = json.dumps(privacy.public_summary(pack, rm), separators=(",", ":"), default=str)
+            if doc != last_doc:
+                last_doc = doc
+                yield f"event: summary\ndata: {doc}\n\n".encode()
+            else:
+                yield b": keep-alive\n\n"
+        await asyncio.sleep(PUBLIC_PUSH_S)
+        idle += PUBLIC_PUSH_S

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from api.auth.access import stream_caller
 from api.deps import PackDep, ReadModelDep
 from api.filters import parse_bbox
 from api.readmodel import Delta, Subscriber
@@ -24,7 +25,7 @@ def _frame(d: Delta, event: str | None = None) -> bytes:
 
 
 @router.get("/stream", operation_id="stream_deltas", summary="Live deltas (SSE): snapshot first, then changes in order",
-            response_class=StreamingResponse)
+            response_class=StreamingResponse, responses={429: {"description": "too many live streams (per caller or in total)"}})
 async def stream(
     request: Request, pack: PackDep, rm: ReadModelDep,
     region: Annotated[str | None, Query(description="region id")] = None,
@@ -47,6 +48,7 @@ async def stream(
             raise HTTPException(422, f"Last-Event-ID {last_event_id!r} must be a sequence number") from None
     places = request.app.state.places
     accept = _filter(places, neighbourhood, type, box)
+    release = request.app.state.stream_slots.acquire(stream_caller(request))  # 429 over the caps
     sub = Subscriber(asyncio.get_running_loop(), accept, rm.subscriber_queue)
     backlog = rm.subscribe(sub, after)
 
@@ -81,6 +83,7 @@ async def stream(
                 last = item.seq
         finally:
             rm.unsubscribe(sub)
+            release()
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from shapely.geometry import mapping
 
+from api.auth.access import allowed, identify
 from api.deps import PackDep, ReadModelDep, SettingsDep
 from streams.catalogue import SCENARIO_REQUESTS
 from streams.scenarios import scenario_dir
@@ -24,6 +26,7 @@ from twin.importers import read_geotiff
 from twin.scenario import ScenarioRequest, compare
 
 router = APIRouter(tags=["scenarios"])
+FINISHED = ("completed", "failed", "cancelled")
 MAX_CELL_STEPS = 50_000_000  # terrain cells x time steps one run may take (its step rasters, about 200 MB)
 
 
@@ -34,7 +37,8 @@ def _produce(request: Request, topic: str, key: str, event: Any) -> None:
         raise HTTPException(503, "Kafka did not take the request within 10 s; is the broker up? Try again.")
 
 
-@router.post("/scenarios", operation_id="request_scenario", status_code=202, summary="Ask for a storm-surge scenario")
+@router.post("/scenarios", operation_id="request_scenario", status_code=202, summary="Ask for a storm-surge scenario",
+             responses={413: {"description": "too large a run or body"}, 429: {"description": "your scenario quota is used up"}})
 def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> dict[str, Any]:
     try:
         body.check_against(pack)
@@ -44,43 +48,93 @@ def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> 
     if cells * body.steps > MAX_CELL_STEPS:
         raise HTTPException(413, f"{cells:,} terrain cells x {body.steps} steps is above the limit of {MAX_CELL_STEPS:,}; "
                                  "use fewer steps (longer step_minutes) or a coarser terrain")
+    _check_quota(request)
     sid = f"{pack.id}:_:scenario:s-{uuid.uuid4().hex[:10]}"
     event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
                               request_json=body.model_dump_json())
+    request.app.state.auth_store.own_scenario(sid, identify(request).subject)  # before the event: never an unowned run
     _produce(request, SCENARIO_REQUESTS.name, sid, event)
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
 
 
-def _status(rm: Any, sid: str) -> dict[str, Any]:
+UNSEEN_S = 600.0  # a request the worker has not shown progress for after this long no longer counts against the quota
+
+
+def _check_quota(request: Request) -> None:
+    """At most PLIETSCH_SCENARIO_QUOTA scenarios per user queued or running (asked for and not yet finished)."""
+    who, rm = identify(request), request.app.state.read_model
+    quota = request.app.state.settings.scenario_quota
+    now = time.time()
+    busy = [sid for sid, at in request.app.state.auth_store.owned_since(who.subject, now - 7 * 86400)
+            if (rec := rm.scenarios.get(sid)) is not None and rec["status"] not in FINISHED
+            or rec is None and now - at < UNSEEN_S]
+    if len(busy) >= quota:
+        raise HTTPException(429, f"you have {len(busy)} scenarios queued or running, the limit per user "
+                                 f"(PLIETSCH_SCENARIO_QUOTA={quota}); wait for one to finish or cancel one: {', '.join(sorted(busy))}")
+
+
+def _visible(request: Request, sid: str, owners: dict[str, tuple[str, bool]] | None = None) -> bool:
+    """A planner sees their own scenarios and shared ones; an operator sees all."""
+    who = identify(request)
+    if allowed(who, "operator"):
+        return True
+    own = owners.get(sid) if owners is not None else request.app.state.auth_store.scenario_owner(sid)
+    return own is not None and (own[0] == who.subject or own[1])
+
+
+def _may_change(request: Request, sid: str) -> None:
+    """Cancel and share: only the owner or an operator."""
+    who = identify(request)
+    own = request.app.state.auth_store.scenario_owner(sid)
+    if not allowed(who, "operator") and (own is None or own[0] != who.subject):
+        raise HTTPException(403, f"scenario {sid} is not yours ({who.subject}); only its owner or an operator may change it")
+
+
+def _status(rm: Any, sid: str, request: Request) -> dict[str, Any]:
     rec = rm.scenarios.get(sid)
     if rec is None:
         raise HTTPException(404, f"no scenario {sid!r} (yet); a new one shows once the worker picks it up: list them with GET /scenarios")
-    return rec
+    if not _visible(request, sid):
+        raise HTTPException(403, f"scenario {sid} belongs to another planner and is not shared")
+    owner, shared = request.app.state.auth_store.scenario_owner(sid) or (None, False)
+    return {**rec, "owner": owner, "shared": shared}
 
 
-@router.get("/scenarios", operation_id="list_scenarios")
-def list_scenarios(rm: ReadModelDep) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k != "summary_json"} for r in sorted(rm.scenarios.values(), key=lambda r: r["_seq"])]
+@router.get("/scenarios", operation_id="list_scenarios", summary="Your scenarios and shared ones (an operator: all)")
+def list_scenarios(rm: ReadModelDep, request: Request) -> list[dict[str, Any]]:
+    owners = request.app.state.auth_store.scenario_owners()
+    return [{**{k: v for k, v in r.items() if k != "summary_json"}, "owner": owners.get(r["entity_id"], (None, False))[0],
+             "shared": owners.get(r["entity_id"], (None, False))[1]}
+            for r in sorted(rm.scenarios.values(), key=lambda r: r["_seq"]) if _visible(request, r["entity_id"], owners)]
 
 
 @router.get("/scenarios/{sid}", operation_id="get_scenario")
-def get_scenario(sid: str, rm: ReadModelDep) -> dict[str, Any]:
-    rec = _status(rm, sid)
+def get_scenario(sid: str, rm: ReadModelDep, request: Request) -> dict[str, Any]:
+    rec = _status(rm, sid, request)
     return {k: v for k, v in rec.items() if k != "summary_json"}
 
 
-@router.delete("/scenarios/{sid}", operation_id="cancel_scenario", status_code=202)
+@router.post("/scenarios/{sid}/share", operation_id="share_scenario", summary="Share a scenario with every planner (owner or operator)")
+def share_scenario(sid: str, request: Request, rm: ReadModelDep) -> dict[str, Any]:
+    _status(rm, sid, request)
+    _may_change(request, sid)
+    request.app.state.auth_store.share_scenario(sid)
+    return {"id": sid, "shared": True}
+
+
+@router.delete("/scenarios/{sid}", operation_id="cancel_scenario", status_code=202, summary="Cancel a scenario (owner or operator)")
 def cancel_scenario(sid: str, request: Request, rm: ReadModelDep, pack: PackDep) -> dict[str, Any]:
-    rec = _status(rm, sid)
+    rec = _status(rm, sid, request)
+    _may_change(request, sid)
     if rec["status"] in ("completed", "failed", "cancelled"):
         raise HTTPException(409, f"scenario {sid} is already {rec['status']}; nothing to cancel")
     _produce(request, SCENARIO_REQUESTS.name, sid, ScenarioCancelRequested(
-        entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason="cancelled by a planner"))
+        entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason=f"cancelled by {identify(request).subject}"))
     return {"id": sid, "status": "cancel requested"}
 
 
-def _completed(rm: Any, settings: Any, sid: str) -> Path:
-    rec = _status(rm, sid)
+def _completed(rm: Any, settings: Any, sid: str, request: Request) -> Path:
+    rec = _status(rm, sid, request)
     if rec["status"] != "completed":
         raise HTTPException(409, f"scenario {sid} is {rec['status']} ({rec['step']}/{rec['steps']} steps); results come when it completes")
     out = scenario_dir(settings.data_dir, sid)
@@ -90,13 +144,13 @@ def _completed(rm: Any, settings: Any, sid: str) -> Path:
 
 
 @router.get("/scenarios/{sid}/summary", operation_id="scenario_summary")
-def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep) -> dict[str, Any]:
-    return json.loads((_completed(rm, settings, sid) / "summary.json").read_text())  # type: ignore[no-any-return]
+def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    return json.loads((_completed(rm, settings, sid, request) / "summary.json").read_text())  # type: ignore[no-any-return]
 
 
 @router.get("/scenarios/{sid}/assets", operation_id="scenario_assets", summary="Affected assets as GeoJSON")
 def scenario_assets(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
-    assets = json.loads((_completed(rm, settings, sid) / "assets.json").read_text())
+    assets = json.loads((_completed(rm, settings, sid, request) / "assets.json").read_text())
     places = request.app.state.places
     feats = []
     for a in sorted(assets, key=lambda a: (-a["max_depth_m"], a["entity_id"])):
@@ -115,8 +169,8 @@ def _raster(out: Path, name: str) -> tuple[Grid, np.ndarray]:
 
 
 @router.get("/scenarios/{sid}/flooded", operation_id="scenario_flooded", summary="Flooded area as GeoJSON (a step, or the maximum)")
-def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, step: int | None = None) -> dict[str, Any]:
-    out = _completed(rm, settings, sid)
+def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request, step: int | None = None) -> dict[str, Any]:
+    out = _completed(rm, settings, sid, request)
     summary = json.loads((out / "summary.json").read_text())
     if step is not None and not 0 <= step < summary["steps"]:
         raise HTTPException(422, f"step {step} is outside 0..{summary['steps'] - 1}")
@@ -130,25 +184,25 @@ def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, step: in
 
 
 @router.get("/scenarios/{sid}/depth/{step}.tif", operation_id="scenario_depth_raster", summary="Depth raster of a step (GeoTIFF)")
-def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep) -> FileResponse:
-    path = _completed(rm, settings, sid) / "steps" / f"depth_{step:03d}.tif"
+def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep, request: Request) -> FileResponse:
+    path = _completed(rm, settings, sid, request) / "steps" / f"depth_{step:03d}.tif"
     if not path.is_file():
         raise HTTPException(404, f"no step {step} for scenario {sid}")
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_depth_{step:03d}.tif")
 
 
 @router.get("/scenarios/{sid}/rasters/{name}.tif", operation_id="scenario_raster", summary="max_depth, duration_h or first_wet_step")
-def scenario_raster(sid: str, name: str, rm: ReadModelDep, settings: SettingsDep) -> FileResponse:
+def scenario_raster(sid: str, name: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> FileResponse:
     if name not in ("max_depth", "duration_h", "first_wet_step"):
         raise HTTPException(404, f"no raster {name!r}; there are max_depth, duration_h and first_wet_step")
-    path = _completed(rm, settings, sid) / f"{name}.tif"
+    path = _completed(rm, settings, sid, request) / f"{name}.tif"
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_{name}.tif")
 
 
 @router.get("/scenarios/{sid}/compare/{other}", operation_id="compare_scenarios")
-def compare_scenarios(sid: str, other: str, rm: ReadModelDep, settings: SettingsDep) -> dict[str, Any]:
+def compare_scenarios(sid: str, other: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
     def load(s: str) -> dict[str, Any]:
-        out = _completed(rm, settings, s)
+        out = _completed(rm, settings, s, request)
         return {"summary": json.loads((out / "summary.json").read_text()), "assets": json.loads((out / "assets.json").read_text())}
 
     return {"first": sid, "second": other, **compare(load(sid), load(other))}

@@ -13,6 +13,7 @@ from api.settings import ApiSettings
 from schemas.codec import SingleObjectCodec
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
+from tests.credentials import OPERATOR
 from tests.helpers import API_SENSOR, Worker, wait_for
 from twin.events import ParkingOccupancyReported
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.broker
 def test_entities_with_live_state_and_clear_errors(worker: Worker, big_pack_dir: Path, api_url: str) -> None:
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, region_pack=big_pack_dir))
     sid = API_SENSOR
-    with TestClient(app) as client:
+    with TestClient(app, headers=OPERATOR) as client:
         pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
         pub.send(SENSOR_TOPICS["parking"].name, sid, ParkingOccupancyReported(
             entity_id=sid, region="kiel", occurred_at=datetime(2001, 1, 1, tzinfo=UTC), source="api-test",
@@ -44,6 +45,6 @@ def test_entities_with_live_state_and_clear_errors(worker: Worker, big_pack_dir:
         # a second API process (the session's) over the same topics holds the same state
         import httpx
 
-        other = wait_for(lambda: (r := httpx.get(f"{api_url}/entities/{sid}", timeout=5).json())["properties"]
+        other = wait_for(lambda: (r := httpx.get(f"{api_url}/entities/{sid}", timeout=5, headers=OPERATOR).json())["properties"]
                          .get("reported", {}).get("values", {}).get("occupied") == 77 and r, 30, "the reading in the other API")
         assert other["properties"]["reported"] == got["properties"]["reported"]

@@ -12,6 +12,7 @@ from api.main import create_app
 from api.settings import ApiSettings
 from streams.archive import ArchiveWriter, archive_files
 from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+from tests.credentials import OPERATOR
 from twin.events import RoadWorksAnnounced, TrafficCounted, WaterLevelMeasured
 from twin.region import BUNDLED_DIR
 
@@ -37,7 +38,7 @@ def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
     w.add(MUNICIPAL_TOPICS["road_works"].name, 1, 0, works)
     w.flush()
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=topics, region_pack=BUNDLED_DIR / "kiel", data_dir=tmp_path))
-    with TestClient(app) as c:
+    with TestClient(app, headers=OPERATOR) as c:
         hist = c.get(f"/history/entities/{SID}", params={"start": (T + timedelta(minutes=2)).isoformat(),
                                                         "end": (T + timedelta(minutes=5)).isoformat()}).json()
         assert hist["type"] == "FeatureCollection" and hist["total"] == 4

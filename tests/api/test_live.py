@@ -13,6 +13,7 @@ from schemas.codec import SingleObjectCodec
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
 from tests.api.readside import metric
+from tests.credentials import OPERATOR
 from tests.helpers import SSE_SENSORS, Worker, wait_for
 from twin.events import BikeStationStatusReported
 
@@ -45,7 +46,7 @@ def test_snapshot_then_filtered_deltas_and_resume(api_url: str, worker: Worker) 
     t = datetime(2031, 1, 1, tzinfo=UTC)
     send(worker, t, 1, FR1, FR2, GA)
     params = {"type": "sensor", "neighbourhood": "friedrichsort"}
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as client:
         wait_for(lambda: all(client.get(f"/entities/{s}").json()["properties"].get("reported", {}).get("observed_at", "")
                              .startswith("2031") for s in SSE_SENSORS), 60, "the first readings in the API")
         with client.stream("GET", "/stream", params=params) as r:
@@ -91,7 +92,7 @@ def test_snapshot_then_filtered_deltas_and_resume(api_url: str, worker: Worker) 
 
 
 def test_rest_coast_alerts_aggregates_history_and_openapi(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         coast = c.get("/coast").json()
         assert coast["type"] == "FeatureCollection" and coast["features"][0]["geometry"]["type"] == "LineString"
         surface = c.get("/regions/kiel/surface").json()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import tifffile
 
+from api.auth.store import AuthStore
+from tests.credentials import OPERATOR
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.broker
@@ -24,7 +27,7 @@ def _run(c: httpx.Client, body: dict[str, Any]) -> str:
 
 
 def test_preset_surge_results_and_comparison(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         sid = _run(c, {"name": "20 Oct 2023", "preset": "kiel-2023-10-20", "duration_h": 24})
         status = c.get(f"/scenarios/{sid}").json()
         assert status["status"] == "completed", status
@@ -51,7 +54,7 @@ def test_preset_surge_results_and_comparison(api_url: str) -> None:
 
 
 def test_bad_requests_get_clear_4xx(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "breaches": [{"segment": "kiel:_:coast:nowhere"}]})
         assert r.status_code == 422 and "unknown coast segment(s): kiel:_:coast:nowhere" in r.json()["detail"]
         r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "duration_h": -5})
@@ -66,7 +69,7 @@ def test_bad_requests_get_clear_4xx(api_url: str) -> None:
 
 
 def test_a_running_scenario_can_be_cancelled(api_url: str) -> None:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         r = c.post("/scenarios", json={"curve": [{"hour": 0, "level_m": 0.5}, {"hour": 150, "level_m": 2.5}], "duration_h": 150})
         sid = r.json()["id"]
         wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200, 60, "the scenario to start")
@@ -75,3 +78,28 @@ def test_a_running_scenario_can_be_cancelled(api_url: str) -> None:
         assert c.get(f"/scenarios/{sid}").json()["status"] == "cancelled"
         assert c.get(f"/scenarios/{sid}/summary").status_code == 409
         assert c.delete(f"/scenarios/{sid}").status_code == 409
+
+
+def test_planners_see_their_own_and_shared_scenarios_and_only_owner_or_operator_cancels(api_url: str, data_dir: Path) -> None:
+    store = AuthStore(data_dir / "auth.sqlite3")  # the API process's own store (same data dir)
+    keys = {who: {"Authorization": f"Bearer {store.add_key(who, 'planner', 'test')[1]}"} for who in ("anna", "ben")}
+    body = {"preset": "kiel-2023-10-20", "duration_h": 24, "step_minutes": 60}
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        r = c.post("/scenarios", json=body, headers=keys["anna"])
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        wait_for(lambda: c.get(f"/scenarios/{sid}", headers=keys["anna"]).status_code == 200, 120, f"scenario {sid} for its owner")
+        mine = c.get(f"/scenarios/{sid}", headers=keys["anna"]).json()
+        assert mine["owner"].startswith("key:") and mine["shared"] is False
+        assert sid in [s["entity_id"] for s in c.get("/scenarios", headers=keys["anna"]).json()]
+        assert sid not in [s["entity_id"] for s in c.get("/scenarios", headers=keys["ben"]).json()]
+        assert c.get(f"/scenarios/{sid}", headers=keys["ben"]).status_code == 403
+        assert c.delete(f"/scenarios/{sid}", headers=keys["ben"]).status_code == 403
+        assert c.post(f"/scenarios/{sid}/share", headers=keys["ben"]).status_code == 403
+        assert c.post(f"/scenarios/{sid}/share", headers=keys["anna"]).json() == {"id": sid, "shared": True}
+        assert sid in [s["entity_id"] for s in c.get("/scenarios", headers=keys["ben"]).json()]
+        assert c.get(f"/scenarios/{sid}", headers=keys["ben"]).status_code == 200  # shared: he may look
+        r = c.delete(f"/scenarios/{sid}", headers=keys["ben"])
+        assert r.status_code == 403 and "only its owner or an operator" in r.json()["detail"]  # but not cancel
+        assert c.delete(f"/scenarios/{sid}", headers=OPERATOR).status_code in (202, 409)  # 409: it had finished already
+        assert sid in [s["entity_id"] for s in c.get("/scenarios", headers=OPERATOR).json()]

@@ -153,7 +153,7 @@ def alert_key(name: str, rec: dict[str, Any]) -> tuple[str, str, str | None]:
 def changelog(bootstrap: str, app_id: str, table: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in drain(bootstrap, f"{app_id}-{table}-changelog", missing_ok=True, timeout=120):
-        if is_internal(m.key()):  # markers and transaction numbers, not state
+        if is_internal(m.key()):  # markers and the tables' transaction numbers (__txseq__): not state
             continue
         key = m.key().decode()
         if m.value() is None:

@@ -22,6 +22,7 @@ import pytest
 
 from infra.broker import EmbeddedBroker
 from streams.archive import read_events
+from tests.credentials import OPERATOR
 from tests.drills import kit
 from tests.helpers import ROOT, Worker, wait_for
 from twin.region import load_pack
@@ -56,7 +57,7 @@ def _entities(url: str, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     offset = 0
     while True:
-        page = httpx.get(f"{url}/entities", params={"type": kind, "limit": 100, "offset": offset}, timeout=30).json()
+        page = httpx.get(f"{url}/entities", params={"type": kind, "limit": 100, "offset": offset}, timeout=30, headers=OPERATOR).json()
         for f in page["features"]:
             reported = f["properties"].get("reported")
             if reported is not None:
@@ -101,7 +102,8 @@ def test_the_api_and_the_archive_sink_killed_at_random_moments(broker: EmbeddedB
         def api_equal() -> list[str]:
             diffs = kit.differences("/entities?type=sensor", _entities(api.url, "sensor"), want["sensors"])
             diffs += kit.differences("/entities?type=coast", _entities(api.url, "coast"), want["coast"])
-            alerts = {a["alert_id"]: kit.alert_key("AlertRaised", a) for a in httpx.get(f"{api.url}/alerts", timeout=30).json()}
+            active = httpx.get(f"{api.url}/alerts", timeout=30, headers=OPERATOR).json()
+            alerts = {a["alert_id"]: kit.alert_key("AlertRaised", a) for a in active}
             diffs += kit.differences("/alerts", alerts, want["active"])
             return diffs
 

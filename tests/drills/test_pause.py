@@ -16,6 +16,7 @@ import pytest
 from infra.broker import EmbeddedBroker
 from streams.catalogue import DEAD_LETTERS
 from streams.consume import drain
+from tests.credentials import OPERATOR
 from tests.drills import kit
 from tests.helpers import Worker, wait_for
 from twin.region import load_pack
@@ -43,7 +44,7 @@ def _worker_lag(w: Worker) -> int:
 
 def _api_lag(api: kit.Api) -> int:
     try:
-        return int(sum(httpx.get(f"{api.url}/health", timeout=3).json()["read_model"]["lag"].values()))
+        return int(sum(httpx.get(f"{api.url}/health", timeout=3, headers=OPERATOR).json()["read_model"]["lag"].values()))
     except (httpx.HTTPError, ValueError, KeyError):
         return 0
 
@@ -94,7 +95,7 @@ def test_a_paused_broker_is_transient_not_poison(broker: EmbeddedBroker, big_pac
         dead = list(drain(bootstrap, DEAD_LETTERS.name, missing_ok=True))
         assert not dead, f"{len(dead)} dead letters after a transient pause: {[dict(d.headers() or []) for d in dead[:3]]}"
         assert kit.metric(_worker_metrics(worker), "plietsch_worker_dead_letters_total") == 0
-        health = httpx.get(f"{api.url}/health", timeout=5)
+        health = httpx.get(f"{api.url}/health", timeout=5, headers=OPERATOR)
         assert health.status_code == 200 and health.json()["status"] == "ok", health.text
     finally:
         os.kill(pid, signal.SIGCONT)

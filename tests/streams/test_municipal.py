@@ -12,6 +12,7 @@ from schemas.codec import SingleObjectCodec
 from streams.catalogue import DEAD_LETTERS, MUNICIPAL_TOPICS
 from streams.consume import drain
 from streams.publisher import EventPublisher
+from tests.credentials import OPERATOR
 from tests.helpers import Worker, wait_for
 from twin import municipal
 from twin.events import DefectReported, PublicEventScheduled, RoadWorksAnnounced
@@ -51,7 +52,7 @@ def test_municipal_events_reach_the_api(api_url: str, worker: Worker, big_pack_d
         entity_id=event, region="kiel", occurred_at=T, source="Kiel-Marketing", title="Kieler Woche",
         starts_at=T + timedelta(days=20), ends_at=T + timedelta(days=29), expected_visitors=3_000_000, lon=10.15, lat=54.33))
     pub.flush()
-    with httpx.Client(base_url=api_url, timeout=20) as c:
+    with httpx.Client(base_url=api_url, timeout=20, headers=OPERATOR) as c:
         got = wait_for(lambda: (r := c.get(f"/entities/{road}").json())["properties"].get("reported", {}).get("works") and r,
                        60, "the road works in the API")
         assert got["properties"]["reported"]["works"][0]["description"] == "Fernwärmeleitung"

@@ -15,6 +15,7 @@ from PIL import Image
 from schemas.codec import SingleObjectCodec
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
+from tests.credentials import OPERATOR
 from tests.helpers import Worker
 from twin.events import WaterLevelMeasured
 
@@ -22,8 +23,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.broker]
 VIEWER_SENSOR = "kiel:gaarden:sensor:water-level-001"
 
 
-async def _open(browser: Any, url: str) -> tuple[Any, list[str]]:
-    page = await browser.new_page(viewport={"width": 1100, "height": 750})
+async def _open(browser: Any, url: str, headers: dict[str, str] = OPERATOR) -> tuple[Any, list[str]]:
+    """The page as an operator (API key header) unless *headers* says otherwise; the login form: test_safe_pages."""
+    page = await browser.new_page(viewport={"width": 1100, "height": 750}, extra_http_headers=headers)
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -36,7 +38,7 @@ async def _until(page: Any, expression: str, timeout_s: float, what: str, proble
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     try:
-        await page.wait_for_function(expression, timeout=timeout_s * 1000)
+        await page.wait_for_function(f"() => ({expression})", timeout=timeout_s * 1000)  # a function: no eval under the CSP
     except PlaywrightTimeout:
         seen = await page.evaluate(f"""() => {{
             const p = window.plietsch || {{}};
@@ -107,24 +109,24 @@ async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: An
 
 
 async def test_kiosk_cycles_and_reconnects(browser: Any, api_url: str) -> None:
-    page, problems = await _open(browser, f"{api_url}/kiosk?interval=700&refresh=500")
-    await page.wait_for_function("window.kiosk.online && new Set(window.kiosk.shown).size >= 3", timeout=30_000)
+    page, problems = await _open(browser, f"{api_url}/kiosk?interval=700&refresh=500", headers={})  # public: no login
+    await page.wait_for_function("() => window.kiosk.online && new Set(window.kiosk.shown).size >= 3", timeout=30_000)
     assert set(await page.evaluate("window.kiosk.shown")) >= {"kiel:gaarden:neighbourhood:gaarden", "coast"}
     assert "SYNTHETIC" in await page.inner_text("footer")
     assert float(await page.evaluate("getComputedStyle(document.querySelector('h1')).fontSize.replace('px', '')")) >= 40
     assert problems == [], problems
     await page.route("**/public/summary", lambda route: route.abort())  # the connection drops
-    await page.wait_for_function("!window.kiosk.online", timeout=10_000)
+    await page.wait_for_function("() => !window.kiosk.online", timeout=10_000)
     assert "reconnecting" in await page.inner_text("#conn")
     await page.unroute("**/public/summary")
-    await page.wait_for_function("window.kiosk.online", timeout=10_000)
+    await page.wait_for_function("() => window.kiosk.online", timeout=10_000)
     assert await page.inner_text("#conn") == "live"
     assert all("Failed to load resource" in p for p in problems), problems  # only the dropped requests
 
 
 async def test_cesiumpy_scene_works_offline(browser: Any, api_url: str) -> None:
     page, problems = await _open(browser, f"{api_url}/scene")
-    await page.wait_for_function("window.sceneReady === true", timeout=30_000)
+    await page.wait_for_function("() => window.sceneReady === true", timeout=30_000)
     await page.wait_for_timeout(4000)
     shot = _pixels(await page.screenshot())
     assert shot.reshape(-1, 3).std(axis=0).mean() > 10, "the scene is blank"
@@ -137,14 +139,14 @@ async def test_viewer_shows_a_scenario_rising(browser: Any, api_url: str) -> Non
 
     from tests.helpers import wait_for
 
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+    with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         sid = c.post("/scenarios", json={"name": "viewer", "preset": "kiel-2023-10-20", "duration_h": 24}).json()["id"]
         wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200 and c.get(f"/scenarios/{sid}").json()["status"] == "completed",
                  120, "the scenario")
         peak = c.get(f"/scenarios/{sid}/summary").json()["levels_m"].index(1.95)
     page, problems = await _open(browser, f"{api_url}/?view=friedrichsort&scenario={sid}")
     try:
-        await page.wait_for_function("window.plietsch.ready && window.plietsch.scenarioStep === 0", timeout=60_000)
+        await page.wait_for_function("() => window.plietsch.ready && window.plietsch.scenarioStep === 0", timeout=60_000)
     except Exception as exc:
         raise AssertionError(f"{problems} {await page.evaluate('window.plietsch.errors')}") from exc
     assert await page.evaluate("window.plietsch.scenarioAssets") > 0
@@ -152,7 +154,7 @@ async def test_viewer_shows_a_scenario_rising(browser: Any, api_url: str) -> Non
     await page.wait_for_timeout(1000)
     low = _pixels(await page.screenshot())
     await page.eval_on_selector("#slider", f"(el) => {{ el.value = {peak}; el.dispatchEvent(new Event('change')); }}")
-    await page.wait_for_function(f"window.plietsch.scenarioStep === {peak}", timeout=20_000)
+    await page.wait_for_function(f"() => window.plietsch.scenarioStep === {peak}", timeout=20_000)
     await page.wait_for_timeout(1500)
     high = _pixels(await page.screenshot())
     assert await page.evaluate("window.plietsch.scenarioCells") > 0

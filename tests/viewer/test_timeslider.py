@@ -29,6 +29,7 @@ import pytest
 from bench.slider import DAY, day_archive
 from streams.history.store import Manifest
 from streams.history.timetravel import full_fold
+from tests.credentials import OPERATOR
 from twin.region import bundled_pack
 from twin.state import combined_aggregates
 
@@ -166,13 +167,13 @@ def day_stack(topics: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 async def _open(browser: Any, url: str) -> tuple[Any, list[str]]:
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    page = await browser.new_page(viewport={"width": 1280, "height": 800}, extra_http_headers=OPERATOR)  # an operator
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     await page.goto(f"{url}/?view=gaarden")
     try:
-        await page.wait_for_function("window.plietsch && window.plietsch.ready && window.plietschSlider.ready",
+        await page.wait_for_function("() => window.plietsch && window.plietsch.ready && window.plietschSlider.ready",
                                      timeout=90_000)
     except Exception as exc:
         raise AssertionError(f"the viewer did not get ready: {problems}") from exc
@@ -199,7 +200,7 @@ async def test_the_slider_scrubs_a_day_by_keyboard_and_drag_and_draws_the_state_
     walk: list[int] = []
     seen: list[dict[str, Any]] = []
     offline = 0
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, headers=OPERATOR) as c:
         async def check(position: int) -> None:
             nonlocal offline
             drawn = await _settle(page, position)
@@ -280,7 +281,7 @@ async def test_the_newest_position_wins_errors_are_german_live_returns_and_axe_f
     await asyncio.wait_for(held.wait(), 30)
     await page.keyboard.press("PageUp")  # position 24 overtakes it
     await _settle(page, 24)
-    await page.wait_for_function("window.plietschSlider.dropped >= 1", timeout=30_000)
+    await page.wait_for_function("() => window.plietschSlider.dropped >= 1", timeout=30_000)
     drawn = await page.evaluate(DRAWN)
     assert drawn["position"] == 24 and drawn["slider"] == 24
     paints = [p["position"] for p in await page.evaluate("window.plietschSlider.paints")]
@@ -288,7 +289,9 @@ async def test_the_newest_position_wins_errors_are_german_live_returns_and_axe_f
     await page.unroute("**/history/state?*")
 
     # accessibility of the page in time travel (panels open), with axe-core
-    await page.add_script_tag(path=str(AXE))
+    # (served as a same-origin file: the page's Content-Security-Policy refuses inline scripts, rightly)
+    await page.route("**/static/__axe.min.js", lambda route: route.fulfill(path=AXE, content_type="text/javascript"))
+    await page.add_script_tag(url="/static/__axe.min.js")
     result = await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
     violations = [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:5]) for v in result["violations"]]
     assert violations == [], violations
@@ -297,7 +300,7 @@ async def test_the_newest_position_wins_errors_are_german_live_returns_and_axe_f
     archive.rename(archive.with_name("archive-away"))
     try:
         await page.keyboard.press("ArrowRight")
-        await page.wait_for_function("window.plietschSlider.error !== null && !window.plietschSlider.loading",
+        await page.wait_for_function("() => window.plietschSlider.error !== null && !window.plietschSlider.loading",
                                      timeout=30_000)
         text = await page.inner_text("#time-error")
         assert "Zeitreise nicht möglich" in text and "HTTP 404" in text and "plietsch archive" in text, text
@@ -310,7 +313,7 @@ async def test_the_newest_position_wins_errors_are_german_live_returns_and_axe_f
 
     # back to live: the stream's snapshot replaces the state of the past
     await page.click("#live")
-    await page.wait_for_function("window.plietsch.live && window.plietschSlider.mode === 'live'", timeout=60_000)
+    await page.wait_for_function("() => window.plietsch.live && window.plietschSlider.mode === 'live'", timeout=60_000)
     assert await page.is_hidden("#at") and await page.is_disabled("#live")
     assert await page.inner_text("#time-label") == "live"
     assert [p for p in problems if "404" not in p] == [], problems  # the refused request is logged by Chromium

@@ -1,5 +1,5 @@
 // Info-Cube kiosk: public figures only (aggregates, public alerts), cycles through the quarters and the coast,
-// and reconnects on its own after a lost connection.
+// and reconnects on its own after a lost connection. Every text goes in as text (textContent), never as HTML.
 "use strict";
 const params = new URLSearchParams(location.search);
 const INTERVAL_MS = Number(params.get("interval") || 12000);
@@ -7,25 +7,38 @@ const kiosk = window.kiosk = { slides: 0, shown: [], online: false, summary: nul
 let index = 0;
 
 function fmt(v, unit) { return v === undefined || v === null ? "-" : `${v}${unit}`; }
+function node(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function figure(label, value) {
+  const d = node("div", "figure", `${label}: `);
+  d.appendChild(node("b", null, value));
+  return d;
+}
 function slides(s) {
-  const out = s.neighbourhoods.map((n) => ({ key: n.id, html:
-    `<h1>${n.name}</h1>
-     <div class="figure">Parking occupied: <b>${fmt(n.parking_occupancy_pct, " %")}</b></div>
-     <div class="figure">Vehicles, last 15 minutes: <b>${fmt(n.traffic_vehicles_15min, "")}</b></div>
-     <div class="figure">NO2, hourly mean: <b>${fmt(n.air_no2_ugm3_hourly_mean, " µg/m³")}</b></div>` }));
+  const out = s.neighbourhoods.map((n) => ({ key: n.id, nodes: [
+    node("h1", null, n.name),
+    figure("Parking occupied", fmt(n.parking_occupancy_pct, " %")),
+    figure("Vehicles, last 15 minutes", fmt(n.traffic_vehicles_15min, "")),
+    figure("NO2, hourly mean", fmt(n.air_no2_ugm3_hourly_mean, " µg/m³")),
+  ] }));
   const c = s.coast;
-  out.push({ key: "coast", html:
-    `<h1>Kiel Fjord coast</h1>
-     <div class="figure">Water level: <b>${c.water_level_m === null ? "-" : (c.water_level_m >= 0 ? "+" : "") + c.water_level_m.toFixed(2) + " m"}</b></div>
-     <div class="figure">Storm surge: <b>${c.surge_class ? c.surge_class.replaceAll("_", " ") : "none"}</b></div>
-     ${s.alerts.map((a) => `<div class="alert">${a.message}</div>`).join("")}` });
+  out.push({ key: "coast", nodes: [
+    node("h1", null, "Kiel Fjord coast"),
+    figure("Water level", c.water_level_m === null ? "-" : (c.water_level_m >= 0 ? "+" : "") + c.water_level_m.toFixed(2) + " m"),
+    figure("Storm surge", c.surge_class ? c.surge_class.replaceAll("_", " ") : "none"),
+    ...s.alerts.map((a) => node("div", "alert", a.text)),
+  ] });
   return out;
 }
 function show() {
   if (!kiosk.summary) return;
   const all = slides(kiosk.summary);
   const slide = all[index % all.length];
-  document.getElementById("slide").innerHTML = slide.html;
+  document.getElementById("slide").replaceChildren(...slide.nodes);
   kiosk.shown.push(slide.key);
   kiosk.slides = all.length;
   index += 1;

@@ -94,7 +94,8 @@ function applySensor(id, s) {
 function renderAlerts() {
   const list = document.getElementById("alert-list");
   const items = Object.values(state.alerts);
-  list.innerHTML = items.length ? "" : "<li>none</li>";
+  list.replaceChildren();  // alert texts go in as text only (textContent), never as HTML
+  if (!items.length) { const none = document.createElement("li"); none.textContent = "none"; list.appendChild(none); }
   for (const a of items) {
     const li = document.createElement("li");
     li.className = `sev-${a.severity}`;
@@ -183,8 +184,47 @@ async function scenarioMode(sid) {
   await showScenarioStep(sid, summary, 0);
 }
 
+// Login: the planner view needs a planner or operator; the session is an HttpOnly cookie the page never sees.
+async function whoami() {
+  const r = await fetch("/auth/me", { cache: "no-store" });
+  return r.ok ? r.json() : { role: "public", name: null };
+}
+function loginForm() {
+  const form = document.getElementById("login");
+  form.hidden = false;
+  document.getElementById("status").textContent = "Anmeldung nötig";
+  document.getElementById("login-name").focus();
+  return new Promise((resolve) => {
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const error = document.getElementById("login-error");
+      error.textContent = "";
+      const body = { name: document.getElementById("login-name").value, password: document.getElementById("login-password").value };
+      try {
+        const r = await fetch("/auth/login", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        if (!r.ok) { error.textContent = r.status === 401 ? "Name oder Passwort falsch." : `Anmeldung fehlgeschlagen (HTTP ${r.status}).`; return; }
+        form.hidden = true;
+        document.getElementById("login-password").value = "";
+        resolve(await r.json());
+      } catch (err) { error.textContent = `Keine Verbindung zum Server (${err.message}).`; }
+    });
+  });
+}
+async function ensureLogin() {
+  let me = await whoami();
+  if (me.role === "public") me = await loginForm();
+  state.user = me;
+  document.getElementById("user-name").textContent = `${me.name} (${me.role})`;
+  document.getElementById("user").hidden = false;
+  document.getElementById("logout").addEventListener("click", async () => {
+    await fetch("/auth/logout", { method: "POST" });
+    location.reload();
+  });
+}
+
 async function main() {
   try {
+    await ensureLogin();
     const [region] = await getJSON("/regions");
     const layers = region.synthetic_layers;
     document.getElementById("synthetic").textContent =
