@@ -186,13 +186,15 @@ def main() -> None:
     ap.add_argument("--baseline-positions", type=int, default=4,
                     help="positions walked without snapshots (each folds the archive from its start)")
     ap.add_argument("--data", type=Path, default=Path("/work/bench-data"))
+    ap.add_argument("--snapshot-every", type=int, default=10_000, help="archived events between two snapshots")
     ap.add_argument("--out", type=Path, default=None, help="JSON with every paint record")
     a = ap.parse_args()
-    archive = a.data / f"slider-{a.readings}"
+    name = f"slider-{a.readings}" + ("" if a.snapshot_every == 10_000 else f"-every-{a.snapshot_every}")
+    archive = a.data / name
     if not (archive / "_manifest.json").exists():
         print(f"writing {a.readings:,} readings over {DAY.date()} into {archive} ...", file=sys.stderr)
-        day_archive(archive, a.readings, progress=True)
-    work = a.data / f"slider-{a.readings}-run"
+        day_archive(archive, a.readings, snapshot_every=a.snapshot_every, progress=True)
+    work = a.data / f"{name}-run"
     cur = work / "cur"
     cur.mkdir(parents=True, exist_ok=True)
     if not (cur / "archive").exists():

@@ -99,16 +99,17 @@ def archive_message(writer: ArchiveWriter, validator: Validator, msg: Any, singl
 
 def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-archive", flush_every_s: float = 2.0,
              should_stop: Callable[[], bool] = lambda: False, pack: RegionPack | None = None, epoch: str | None = None,
-             drain_timeout_s: float = 30.0, snapshot_every: int = 10_000, horizon_h: float | None = None) -> int:
+             drain_timeout_s: float = 30.0, snapshot_every: int | None = None, horizon_h: float | None = None) -> int:
     """Consume the input topics into the archive until *should_stop*, then drain; returns the events archived."""
     from streams.settings import StreamSettings
     from twin.region import load_pack
 
-    if pack is None or epoch is None or horizon_h is None:
+    if pack is None or epoch is None or horizon_h is None or snapshot_every is None:
         settings = StreamSettings()
         pack = pack or load_pack(settings.region_pack)
         epoch = settings.broker_epoch if epoch is None else epoch
         horizon_h = settings.aggregate_horizon_h if horizon_h is None else horizon_h
+        snapshot_every = settings.snapshot_every if snapshot_every is None else snapshot_every
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                          "isolation.level": "read_committed", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
