@@ -26,14 +26,13 @@ from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
-from streams.publisher import EventPublisher
 from streams.serde import Codec, to_record
 from twin.events import Event, RoadWorksAnnounced
 from twin.region import RegionPack
 from twin.state import TwinState
 
 __all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter", "ReplayRecord", "Validator",
-           "archive_files", "read_events", "rebuild", "replay", "run_sink", "tail"]
+           "archive_files", "read_events", "rebuild", "run_sink", "tail"]
 
 log = logging.getLogger("plietsch.archive")
 ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values()))
@@ -294,18 +293,3 @@ def rebuild(root: Path, pack: RegionPack, at: datetime | None = None, horizon: t
 
         horizon = timedelta(hours=StreamSettings().aggregate_horizon_h)
     return state_at(Manifest.load(Path(root)), pack, at, horizon=horizon)
-
-
-def replay(root: Path, publisher: EventPublisher, on_progress: Callable[[int], None] | None = None) -> int:
-    """Produce every archived event into its topic again (batched); returns the count. Give a publisher made with
-    ``extra_headers=REPLAY_HEADERS`` so that the archive sink does not archive them twice."""
-    n = 0
-    for topic, event in read_events(root):
-        publisher.add(topic, event.entity_id, event)
-        n += 1
-        if n % 20_000 == 0:
-            publisher.tick()
-            if on_progress:
-                on_progress(n)
-    publisher.flush()
-    return n

@@ -12,6 +12,7 @@ from typing import Any
 from infra.broker import free_port
 from streams.catalogue import TWIN_UPDATES
 from streams.consume import drain
+from streams.tables import is_internal
 
 ROOT = Path(__file__).resolve().parent.parent
 # Sensors that single tests own, so that the shared worker's state is not fought over by tests run in any order.
@@ -58,7 +59,7 @@ def table_state(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
     """The sensor table as its Faust changelog holds it (last value per key)."""
     out: dict[str, dict[str, Any]] = {}
     for msg in drain(bootstrap, f"{app_id}-twin-sensor-state-changelog", missing_ok=True):
-        if msg.value() is not None and not msg.key().startswith(b"__applied__|"):
+        if msg.value() is not None and not is_internal(msg.key()):
             out[msg.key().decode()] = json.loads(msg.value())
     return out
 

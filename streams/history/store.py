@@ -243,6 +243,23 @@ class Manifest:
             if day not in self.snapshot_days:
                 bisect.insort(self.snapshot_days, day)
 
+    def replace_snapshots(self, snaps: list[Snapshot]) -> None:
+        """Make *snaps* (their files written) the only snapshots: each of their days' index is rewritten whole, the
+        indexes of other days removed, then the manifest saved."""
+        self.legacy_snapshots = None
+        by_day: dict[str, list[Snapshot]] = {}
+        for s in sorted(snaps, key=lambda x: x.seq):
+            by_day.setdefault(snapshot_day(s.as_of), []).append(s)
+        for day, new in sorted(by_day.items()):
+            folder = self.root / SNAPSHOT_DIR / f"day={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / SNAPSHOT_INDEX, json.dumps([asdict(s) for s in new], separators=(",", ":")).encode())
+        gone = [d for d in self.snapshot_days if d not in by_day]
+        self.snapshot_days = sorted(by_day)
+        self.save()
+        for day in gone:
+            (self.root / SNAPSHOT_DIR / f"day={day}" / SNAPSHOT_INDEX).unlink(missing_ok=True)
+
     def migrate(self) -> None:
         """Version 1 -> 2: the one snapshot list into day indexes (snapshot files stay where they are)."""
         legacy, self.legacy_snapshots = self.legacy_snapshots or [], None

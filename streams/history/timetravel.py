@@ -29,28 +29,41 @@ from twin.state import DEFAULT_HORIZON, SNAPSHOT_VERSION, TwinState, fold, from_
 BATCH = 20_000
 
 
-def events_after(manifest: Manifest, after_seq: int, until: datetime | None = None, cur: Any = None
-                 ) -> Iterator[ArchivedEvent]:
-    """Archived events with seq > *after_seq* (and occurred_at <= *until*), in archive order."""
+def events_after(manifest: Manifest, after_seq: int, until: datetime | None = None, cur: Any = None,
+                 attempts: int = 3) -> Iterator[ArchivedEvent]:
+    """Archived events with seq > *after_seq* (and occurred_at <= *until*), in archive order.
+
+    A sink that merges files meanwhile deletes the ones it merged: the read then goes on from the last event it gave,
+    on a fresh manifest (the merged file holds the same events with the same seq), up to *attempts* times."""
+    import duckdb
+
     until_us = to_us(until) if until is not None else None
-    files = [f for f in manifest.files.values()
-             if f.seq_max > after_seq and (until_us is None or f.t_min <= until_us)]
-    if not files:
-        return
     own = cur is None
     if own:
         from streams.history.engine import connect
 
         cur = connect()
     decoder = DatumDecoder()
+    sql = ("SELECT seq, topic, partition, datum FROM read_parquet(?, hive_partitioning=true, hive_types_autocast=false)"
+           " WHERE seq > ?" + (" AND occurred_at <= ?" if until is not None else "") + " ORDER BY seq")
     try:
-        sql = ("SELECT seq, topic, partition, datum FROM read_parquet(?, hive_partitioning=true, hive_types_autocast=false)"
-               " WHERE seq > ?" + (" AND occurred_at <= ?" if until is not None else "") + " ORDER BY seq")
-        params: list[Any] = [manifest.paths(files), after_seq] + ([until] if until is not None else [])
-        res = cur.execute(sql, params)
-        while rows := res.fetchmany(BATCH):
-            for seq, topic, partition, datum in rows:
-                yield ArchivedEvent(seq, topic, partition, decoder.event(datum))
+        for attempt in range(1, attempts + 1):
+            files = [f for f in manifest.files.values()
+                     if f.seq_max > after_seq and (until_us is None or f.t_min <= until_us)]
+            if not files:
+                return
+            params: list[Any] = [manifest.paths(files), after_seq] + ([until] if until is not None else [])
+            try:
+                res = cur.execute(sql, params)
+                while rows := res.fetchmany(BATCH):
+                    for seq, topic, partition, datum in rows:
+                        yield ArchivedEvent(seq, topic, partition, decoder.event(datum))
+                        after_seq = seq
+                return
+            except duckdb.IOException:
+                if attempt == attempts:
+                    raise
+                manifest = Manifest.load(manifest.root)  # a merge replaced files: go on from after_seq
     finally:
         if own:
             cur.close()
@@ -91,3 +104,49 @@ def full_fold(manifest: Manifest, pack: RegionPack, at: datetime | None, horizon
     collects the whole alert history up to *at*."""
     return fold(TwinState.empty(pack, horizon), ((a.event, a.partition) for a in events_after(manifest, -1, at)),
                 alert_log=alert_log)
+
+
+def rebuild_snapshots(manifest: Manifest, pack: RegionPack, horizon: timedelta = DEFAULT_HORIZON,
+                      report: Any = None, every_s: float = 10.0) -> tuple[TwinState, int]:
+    """Fold the whole archive once and write every snapshot again, at the positions the archive has them, with this
+    version's fold and *horizon* (after an upgrade that changed the snapshot format, or a new aggregate horizon). The
+    day indexes are rewritten at the end (until then readers use the old ones, and fold from the start where a snapshot
+    is stale, as before); files no index names are deleted. Returns the twin after every archived event and how many
+    events follow the last snapshot. *report* gets a line of progress every *every_s* seconds."""
+    import time
+
+    from streams.history.store import SNAPSHOT_DIR, write_snapshot
+    from twin.state import Folding, to_snapshot
+
+    index = manifest.snapshot_index()
+    old = index.all()
+    positions = sorted({s.seq for s in old})
+    total = manifest.next_seq
+    w = Folding(TwinState.empty(pack, horizon))
+    new = []
+    i = 0
+    since = 0
+    started = last_report = time.monotonic()
+    for a in events_after(manifest, -1):
+        w.apply(a.event, a.partition)
+        since += 1
+        if i < len(positions) and a.seq >= positions[i]:
+            while i < len(positions) and positions[i] <= a.seq:
+                i += 1
+            new.append(write_snapshot(manifest.root, a.seq, w.as_of, to_snapshot(w.freeze())))
+            since = 0
+        if report is not None and time.monotonic() - last_report >= every_s:
+            last_report = time.monotonic()
+            report(f"archive: rebuilding the twin snapshots: {a.seq + 1:,} of {total:,} events folded, {len(new)} of "
+                   f"{len(positions)} snapshots written ({time.monotonic() - started:.0f} s)")
+    keep = {s.file for s in new}
+    manifest.replace_snapshots(new)
+    removed = 0
+    for f in (manifest.root / SNAPSHOT_DIR).glob("day=*/snap-*.json.gz"):
+        if str(f.relative_to(manifest.root)) not in keep:
+            f.unlink(missing_ok=True)
+            removed += 1
+    if report is not None:
+        report(f"archive: {len(new)} twin snapshots rebuilt from {total:,} events in {time.monotonic() - started:.0f} s "
+               f"({removed} old files removed)")
+    return w.freeze(), since

@@ -92,14 +92,15 @@ class ArchiveWriter:
             self.folding = Folding(self._restore_state(pack))
 
     def _restore_state(self, pack: RegionPack) -> TwinState:
-        from streams.history.timetravel import events_after, load_snapshot
+        from streams.history.timetravel import events_after, load_snapshot, rebuild_snapshots
 
         last = self.manifest.snapshot_index().latest()
         state = None if last is None else load_snapshot(self.manifest, pack, last, self.horizon)
-        if last is not None and state is None:  # another version or horizon: fold once from the start
-            log.warning("archive: the newest twin snapshot was written by another version or aggregate horizon; folding "
-                        "the archive once from the start (time travel before the next snapshot folds from the start too)")
-            last = None
+        if last is not None and state is None:  # another version or horizon: every snapshot again, once
+            log.warning("archive: the twin snapshots were written by another version or aggregate horizon; rebuilding "
+                        "them (one fold of the whole archive; time travel folds from the start until it is done)")
+            rebuilt, self._since_snapshot = rebuild_snapshots(self.manifest, pack, self.horizon, report=log.warning)
+            return rebuilt
         if state is None:
             state = TwinState.empty(pack, self.horizon)
         after = last.seq if last is not None else -1

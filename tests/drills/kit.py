@@ -20,6 +20,7 @@ from streams.examples.parking_full import ParkingFull
 from streams.ingest import RecordDecoder
 from streams.publisher import EventPublisher
 from streams.simulator import ReadingFactory
+from streams.tables import is_internal
 from twin import aggregates as aggregate_model
 from twin import coast as coast_model
 from twin.events import AirQualityMeasured, AlertRaised, Event, ParkingOccupancyReported, WaterLevelMeasured
@@ -152,9 +153,9 @@ def alert_key(name: str, rec: dict[str, Any]) -> tuple[str, str, str | None]:
 def changelog(bootstrap: str, app_id: str, table: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in drain(bootstrap, f"{app_id}-{table}-changelog", missing_ok=True, timeout=120):
-        key = m.key().decode()
-        if key.startswith("__applied__|"):
+        if is_internal(m.key()):  # markers and transaction numbers, not state
             continue
+        key = m.key().decode()
         if m.value() is None:
             out.pop(key, None)
         else:
