@@ -203,8 +203,8 @@ class TwinApp:
 
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             """Fence the previous owners and load the state of new partitions now, not on their first record: all
-            partitions of all agents at once (each in its own thread; init_transactions and the changelog reads wait on
-            the broker, so together they take about as long as the slowest, not as long as all of them)."""
+            partitions of all agents at once, each in its own thread (the changelog reads overlap; the
+            init_transactions that fence take turns, streams.tables.TX_LOCK)."""
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(self.executor(unit, p), tx.part, p) for unit, tx in self.units
                                    for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics})))
