@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.auth import ENV, HEADERS
 from infra.broker import EmbeddedBroker, free_port
 from schemas.codec import SingleObjectCodec
 from streams.catalogue import SENSOR_TOPICS, ensure_topics
@@ -45,7 +46,7 @@ async def load(url: str, paths: list[str], seconds: float, concurrency: int) -> 
 
     async def client() -> None:
         nonlocal errors
-        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=HEADERS) as c:
             while time.perf_counter() < stop:
                 t = time.perf_counter()
                 r = await c.get(random.choice(paths))
@@ -82,7 +83,7 @@ def produce_steady(bootstrap: str, rate: float, seconds: float, stop: threading.
 
 
 def sse_latencies(url: str, seconds: float, ready: threading.Event, out: list[float]) -> None:
-    with httpx.Client(base_url=url, timeout=None) as c, c.stream("GET", "/stream", params={"type": "sensor"}) as r:
+    with httpx.Client(base_url=url, timeout=None, headers=HEADERS) as c, c.stream("GET", "/stream", params={"type": "sensor"}) as r:
         end = None
         data = None
         for line in r.iter_lines():
@@ -112,7 +113,7 @@ def main() -> None:
     with EmbeddedBroker() as broker:
         bs = broker.bootstrap_servers
         ensure_topics(bs)
-        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bs, PLIETSCH_DATA_DIR=str(data), PLIETSCH_WEB_PORT=str(free_port()))
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bs, PLIETSCH_DATA_DIR=str(data), PLIETSCH_WEB_PORT=str(free_port()), **ENV)
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port = free_port()
@@ -124,7 +125,7 @@ def main() -> None:
             produce_steady(bs, 2000, 3, stop)  # fill the twin
             for _ in range(120):
                 try:
-                    h = httpx.get(f"{url}/health", timeout=2).json()
+                    h = httpx.get(f"{url}/health", timeout=2, headers=HEADERS).json()
                     if h["status"] == "ok" and h["read_model"]["entities"] >= len(pack.sensors):
                         break
                 except (httpx.HTTPError, ValueError):

@@ -36,6 +36,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings
+from bench.auth import BENCH_KEY, HEADERS
 from streams.archive import read_events
 from streams.history.store import Manifest
 from twin.region import BUNDLED_DIR
@@ -60,8 +61,9 @@ def baseline(root: Path, pack: Any) -> float:
 def run(n: int, archive: Path, calls: int, baseline_calls: int, rng: random.Random, baseline_max: int) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="plietsch-histbench-"))
     (data / "archive").symlink_to(archive.resolve())
-    app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", region_pack=BUNDLED_DIR / "kiel", data_dir=data))
-    client = TestClient(app)
+    app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", region_pack=BUNDLED_DIR / "kiel", data_dir=data,
+                                 operator_api_key=BENCH_KEY))
+    client = TestClient(app, headers=HEADERS)
     pack = app.state.pack
     m = Manifest.load(archive)
     s = m.summary()

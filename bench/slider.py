@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.auth import ENV, HEADERS
 from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.writer import ArchiveWriter
 from streams.publisher import partition_for
@@ -38,6 +39,7 @@ from twin.region import RegionPack, bundled_pack
 
 DAY = datetime(2026, 10, 20, tzinfo=UTC)  # a UTC day; the surge peaks at 13:00 UTC (15:00 in Kiel, CEST)
 DAY_S = 86_400
+
 
 
 def municipal_events(pack: RegionPack, day: datetime, every_s: int = 1800) -> Iterator[tuple[str, Event]]:
@@ -120,7 +122,7 @@ def _start_api(data: Path, bootstrap: str) -> tuple[Any, str]:
     from infra.broker import free_port
 
     port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_DATA_DIR=str(data))
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_DATA_DIR=str(data), **ENV)
     env.pop("PLIETSCH_REGION_PACK", None)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
                              "--log-level", "warning"], cwd=Path(__file__).resolve().parents[1], env=env,
@@ -147,9 +149,10 @@ async def walk(url: str, positions: int) -> list[dict[str, Any]]:
 
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = await b.new_page(viewport={"width": 1280, "height": 800})
+        page = await b.new_page(viewport={"width": 1280, "height": 800},  # as a planner would see it (an operator key)
+                                extra_http_headers=HEADERS)
         await page.goto(f"{url}/?view=gaarden")
-        await page.wait_for_function("window.plietsch && window.plietsch.ready && window.plietschSlider.ready",
+        await page.wait_for_function("() => window.plietsch && window.plietsch.ready && window.plietschSlider.ready",
                                      timeout=120_000)
         top = int(await page.get_attribute("#slider", "max") or 0)
         per = max(1, top // positions)

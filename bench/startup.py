@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from bench.auth import ENV, HEADERS
 from infra.broker import free_port
 from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.startup import wait_for_lag_zero
@@ -46,7 +47,8 @@ APP_ID = "plietsch-startup-bench"
 
 def _start(data: Path, api_port: int, broker_port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(PLIETSCH_DATA_DIR=str(data), PLIETSCH_APP_ID=APP_ID, PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    env.update(PLIETSCH_DATA_DIR=str(data), PLIETSCH_APP_ID=APP_ID, PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1",
+               **ENV)
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-simulate", "--api-port", str(api_port),
                              "--broker-port", str(broker_port)], cwd=ROOT, env=env, stdout=log.open("ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -125,7 +127,7 @@ def checkpoint_start(n: int, archive: Path, work: Path, source: Path, limit_s: f
     proc = _start(data, api_port, broker_port, log)
     try:
         out["checkpoint_health_s"] = _until_healthy(proc, url, t0, limit_s)
-        out["entities_served"] = httpx.get(f"{url}/health", timeout=5).json()["read_model"]["entities"]
+        out["entities_served"] = httpx.get(f"{url}/health", timeout=5, headers=HEADERS).json()["read_model"]["entities"]
     finally:
         out["second_stop_s"] = round(_stop(proc), 1)
     text = log.read_bytes()[mark:].decode(errors="replace")
@@ -165,7 +167,7 @@ def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: floa
     proc = _start(data, api_port, broker_port, log)
     try:
         out["checkpoint_health_s"] = _until_healthy(proc, url, t0, limit_s)
-        entities = httpx.get(f"{url}/health", timeout=5).json()["read_model"]["entities"]
+        entities = httpx.get(f"{url}/health", timeout=5, headers=HEADERS).json()["read_model"]["entities"]
         out["entities_served"] = entities
     finally:
         out["second_stop_s"] = round(_stop(proc), 1)
