@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -151,12 +150,6 @@ class SensorUnit:
         self.horizon = timedelta(hours=horizon_h)
         self.evicted_to: dict[int, Any] = {}  # per partition: the sweep key last swept (twin.aggregates.sweep_key)
         self.stats: dict[str, float] = {"records": 0, "datums": 0, "dead": 0, "changed": 0, "skipped": 0}
-        self.lock = threading.Lock()  # the partitions run in threads of their own; they share these counters
-
-    def count(self, **amounts: float) -> None:
-        with self.lock:
-            for name, n in amounts.items():
-                self.stats[name] += n
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
         # per table: normally the same records; after a crash cut a transaction short on a broker that shows aborted
@@ -164,12 +157,11 @@ class SensorUnit:
         markers: dict[str, dict[tuple[str, str, int], int]] = {n: {} for n in self.tables}
         todo = {n: fresh(tx, p, msgs, self.epoch, self.agent, markers[n], n, n == SENSOR_TABLE) for n in self.tables}
         if not any(markers.values()):
-            self.count(skipped=len(msgs))
+            self.stats["skipped"] += len(msgs)
             return
         tables = tx.part(p)
         outputs: list[Output] = []
-        todo_ids = {id(msg) for n in self.tables for msg in todo[n]}
-        wanted = [msg for msg in msgs if id(msg) in todo_ids]
+        wanted = [msg for msg in msgs if any(msg in todo[n] for n in self.tables)]
         batch = self.decoder.batch(wanted)
         position = {id(msg): k for k, msg in enumerate(wanted)}
         datums = sum(batch.datums.values())
@@ -177,7 +169,7 @@ class SensorUnit:
             dead = batch.dead.get(position[id(msg)])
             if dead:
                 outputs.extend(dead_outputs(self.codec, self.agent, dead))
-                self.count(dead=len(dead))
+                self.stats["dead"] += len(dead)
 
         def frames(n: str, names: Iterable[str] | None = None) -> dict[str, pl.DataFrame]:
             records = [position[id(msg)] for msg in todo[n]]
@@ -197,7 +189,9 @@ class SensorUnit:
             self._aggregates(p, tables[AGGREGATE_TABLE], f, changes[AGGREGATE_TABLE], outputs)
         tx.commit(p, changes, outputs, markers)
         n_records = len(wanted)
-        self.count(records=n_records, skipped=len(msgs) - n_records, datums=datums)
+        self.stats["records"] += n_records
+        self.stats["skipped"] += len(msgs) - n_records
+        self.stats["datums"] += datums
         metrics.RECORDS.labels(self.agent).inc(n_records)
         metrics.READINGS.labels(self.agent).inc(datums)
 
@@ -209,7 +203,7 @@ class SensorUnit:
                 raw = table.get(sid.encode())
                 states[sid] = None if raw is None else SensorState.from_json(raw)
         changed = columnar.fold_sensors(states, frames, self.kind_of.__getitem__)
-        self.count(changed=len(changed))
+        self.stats["changed"] += len(changed)
         metrics.STATE_CHANGES.labels(self.agent).inc(len(changed))
         encode = self.codec.encode
         for sid, st in changed.items():
@@ -401,8 +395,6 @@ class ProcessorUnit:
         self.allowed = frozenset(BY_NAME[proc.output].value_schemas)
         self.sensor_topics = sensor_topics
         self.topics = set(proc.topics)
-        # a processor is plain Python written for one caller: the partitions' threads take turns in handle()
-        self.lock = threading.Lock()
         self.decoder = ColumnarDecoder(codec, proc.name, expected={t: BY_NAME[t].value_schemas for t in proc.topics},
                                    known_entities=set(pack.entities()))
 
@@ -424,8 +416,7 @@ class ProcessorUnit:
                 continue
             before = dict(view.changes)
             try:
-                with self.lock:
-                    emitted = self.proc.handle(events, view)
+                emitted = self.proc.handle(events, view)
                 outputs.extend([self._output(e, msg, i) for i, e in enumerate(emitted)])
             except Exception as exc:  # a bug in the processor, for this record: keep the record, with the reason
                 view.changes = before

@@ -9,7 +9,6 @@ are a hint only, the markers decide what is skipped after a crash or a rebalance
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import defaultdict
@@ -38,9 +37,8 @@ log = logging.getLogger("plietsch.streams")
 
 SENSOR_AGENT = SensorUnit.agent
 MUNICIPAL_AGENT = MunicipalUnit.agent
-BATCH_RECORDS = 256  # Kafka records taken together (each may carry thousands of datums)
+BATCH_RECORDS = 64  # Kafka records taken together (each may carry thousands of datums)
 BATCH_WITHIN_S = 0.02
-GC_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 
 
 @dataclass
@@ -136,20 +134,10 @@ class TwinApp:
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.lags: dict[tuple[str, int], int] = {}
         self.lag_watch = metrics.LagWatch(self.settings.lag_warning_records, every_s=self.settings.lag_warning_every_s)
-        # State work runs in one thread per agent and input partition, one batch at a time: a partition's tables and
-        # producer are only ever touched by its thread, in order; while one partition waits for the broker (flush,
-        # commit), another one processes (see README "Hot path")
-        self.executors: dict[tuple[str, int], ThreadPoolExecutor] = {}
+        # All state work runs in this one thread, one batch at a time (TxTables is not shared between threads)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plietsch-agents")
         tune_faust_consumer(s.fetch_max_wait_ms)
         self.app = self._build()
-
-    def executor(self, unit: Any, p: int) -> ThreadPoolExecutor:
-        """The one thread that does *unit*'s work for input partition *p* (created on first use, from the loop)."""
-        ex = self.executors.get((unit.agent, p))
-        if ex is None:
-            ex = self.executors[(unit.agent, p)] = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"plietsch-{unit.agent}-{p}")
-        return ex
 
     def _tx(self, unit: Any, partitions: int) -> TxTables:
         tx = TxTables(self.settings.bootstrap_servers, self.settings.app_id, unit.agent, unit.tables, partitions)
@@ -196,29 +184,21 @@ class TwinApp:
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(self.executor(unit, p), tx.drop, p) for unit, tx in self.units
-                                   for p in {tp.partition for tp in revoked if tp.topic in unit.topics}))
+            for unit, tx in self.units:
+                for p in {tp.partition for tp in revoked if tp.topic in unit.topics}:
+                    await loop.run_in_executor(self.executor, tx.drop, p)
 
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-            """Fence the previous owners and load the state of new partitions now, not on their first record: all
-            partitions of all agents at once, each in its own thread (the changelog reads overlap; the
-            init_transactions that fence take turns, streams.tables.TX_LOCK)."""
+            """Fence the previous owners and load the state of new partitions now, not on their first record."""
             loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(self.executor(unit, p), tx.part, p) for unit, tx in self.units
-                                   for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics})))
+            for unit, tx in self.units:
+                for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics}):
+                    if p not in tx.parts:
+                        await loop.run_in_executor(self.executor, tx.part, p)
 
         app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
-
-        @app.task
-        async def settle_gc() -> None:
-            """The hot path makes many short-lived objects (rows, outputs) beside a large, long-lived heap (Faust,
-            aiokafka, the tables): the collector's default thresholds scan that heap again and again. Move what start-up
-            made out of its reach and collect young objects less often (measured: README "Hot path")."""
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(GC_THRESHOLD, 20, 50)
 
         @app.timer(interval=10.0, name="twin-progress")
         async def progress() -> None:
@@ -265,10 +245,9 @@ class TwinApp:
                 by_part: dict[int, list[Any]] = defaultdict(list)
                 for event in events:
                     by_part[event.message.partition].append(event.message)
-                # each partition in its own thread, all at once (one transaction each); the event loop goes on
-                # fetching the next records meanwhile
-                await asyncio.gather(*(loop.run_in_executor(self.executor(unit, p), self._process, unit, tx, p, msgs)
-                                       for p, msgs in by_part.items()))
+                for p, msgs in by_part.items():
+                    # in the worker's one processing thread: the event loop goes on fetching the next records meanwhile
+                    await loop.run_in_executor(self.executor, self._process, unit, tx, p, msgs)
 
         return run
 
@@ -287,9 +266,8 @@ class TwinApp:
             log.exception("%s: processing %s[%d]@%d failed", unit.agent, msg.topic, msg.partition, msg.offset)
             self._poison(unit, tx, p, msg)
         if unit is self.sensor_unit:
-            with unit.lock:
-                self.stats["first_at"] = min(self.stats["first_at"] or now, now)
-                self.stats["last_at"] = max(self.stats["last_at"], time.time())
+            self.stats["first_at"] = self.stats["first_at"] or now
+            self.stats["last_at"] = time.time()
         for m in msgs:
             self.last_offsets[(m.topic, m.partition)] = m.offset
 

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -49,11 +48,6 @@ MARKER_PREFIX = b"__applied__|"
 SEQ_KEY = b"__txseq__"  # per table and partition: the number of the last transaction that wrote it (ends each write)
 SEQ_HEADER = "plietsch-txseq"
 _MISSING = object()
-# One transaction at a time per worker process (init, begin ... commit): the partitions' threads overlap their decoding
-# and folding with another partition's transaction, never two transactions. Measured on Tansu, 2026-11-23: with the
-# transactions of several partitions open at once, now and then a committed transaction stayed open for read_committed
-# readers (its outputs never reached the API; tests/test_restart.py failed 2 of about 8 runs); one at a time, as before.
-TX_LOCK = threading.Lock()
 
 
 def is_internal(key: bytes) -> bool:
@@ -125,24 +119,20 @@ class TxTables:
                                                      "enable.idempotence": True, "linger.ms": 2,
                                                      "transaction.timeout.ms": 60_000, **self.extra})
             prod = Producer(cfg)
-            with TX_LOCK:
-                self._init(prod, p)
+            for attempt in range(1, 1000):
+                try:
+                    prod.init_transactions(30)  # fences a previous owner of this partition and aborts its open work
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    if err.fatal() or not err.retriable():
+                        self.on_crash(f"{self.agent}: cannot start the transactional producer for partition {p}: {err}")
+                        raise
+                    log.warning("%s: the broker did not answer init_transactions for partition %d (%s), retry %d",
+                                self.agent, p, err, attempt)
+                    time.sleep(min(5.0, 0.2 * attempt))
             self.producers[p] = prod
         return prod
-
-    def _init(self, prod: Producer, p: int) -> None:
-        for attempt in range(1, 1000):
-            try:
-                prod.init_transactions(30)  # fences a previous owner of this partition and aborts its open work
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.fatal() or not err.retriable():
-                    self.on_crash(f"{self.agent}: cannot start the transactional producer for partition {p}: {err}")
-                    raise
-                log.warning("%s: the broker did not answer init_transactions for partition %d (%s), retry %d",
-                            self.agent, p, err, attempt)
-                time.sleep(min(5.0, 0.2 * attempt))
 
     def part(self, p: int) -> dict[str, dict[bytes, Any]]:
         """The tables of partition *p*, loaded from the changelogs the first time (after fencing the previous owner)."""
@@ -246,18 +236,6 @@ class TxTables:
                 data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
                 records.append((topic, k, data, p, seq_header))
         prod = self.producer(p)
-        with TX_LOCK:
-            self._transact(prod, p, records, n_outputs)
-        metrics.TX_COMMITS.labels(self.agent).inc()
-        for n, kv in changes.items():
-            table = tables[n]
-            for k, v in kv.items():
-                if v is None:
-                    table.pop(k, None)
-                else:
-                    table[k] = v.value if isinstance(v, Encoded) else v
-
-    def _transact(self, prod: Producer, p: int, records: list[Any], n_outputs: int) -> None:
         attempt = 0
         began = False
         while True:
@@ -292,6 +270,14 @@ class TxTables:
                     "%s: transaction on partition %d not committed (%s); retry %d in %.1f s", self.agent, p, err, attempt, delay)
                 metrics.TX_RETRIES.labels(self.agent).inc()
                 time.sleep(delay)
+        metrics.TX_COMMITS.labels(self.agent).inc()
+        for n, kv in changes.items():
+            table = tables[n]
+            for k, v in kv.items():
+                if v is None:
+                    table.pop(k, None)
+                else:
+                    table[k] = v.value if isinstance(v, Encoded) else v
 
     @staticmethod
     def _flush(prod: Producer) -> None:
