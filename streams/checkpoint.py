@@ -41,7 +41,7 @@ from schemas.codec import CodecError
 from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES, TopicSpec, ensure_topics
 from streams.history.store import fsync_dir
 from streams.serde import Codec
-from streams.tables import SEQ_KEY, txseq
+from streams.tables import TxGate
 
 log = logging.getLogger("plietsch.checkpoint")
 
@@ -235,33 +235,6 @@ def restore(bootstrap: str, ck: Checkpoint, timeout: float = 60.0) -> int:
 
 
 # -- the checkpointer ----------------------------------------------------------------------------------------------
-class _TxGate:
-    """Holds back a changelog partition's records of a transaction until its write ends (the ``__txseq__`` record,
-    ``streams.tables``): a write a crash cut short (visible on Tansu) is dropped when its redo (same number) comes,
-    so a checkpoint never holds part of a transaction. A larger number proves the held write committed (compaction
-    may have removed its end). Records without a number pass at once."""
-
-    def __init__(self) -> None:
-        self.seq = -1
-        self.held: list[tuple[bytes | None, Entry | None]] = []
-
-    def feed(self, key: bytes | None, entry: Entry | None, headers: Any) -> list[tuple[bytes | None, Entry | None]]:
-        seq = txseq(headers)
-        if seq is None:
-            return [(key, entry)]
-        out: list[tuple[bytes | None, Entry | None]] = []
-        if seq != self.seq:
-            if seq > self.seq:
-                out, self.held = self.held, []
-            else:  # the redo of a write that never ended: what it left is dropped
-                self.held = []
-            self.seq = seq
-        self.held.append((key, entry))
-        if key == SEQ_KEY:
-            out, self.held = out + self.held, []
-        return out
-
-
 class _TopicView:
     """Latest record per (partition, key) of one topic; a partition's pending changes are promoted at a boundary."""
 
@@ -307,7 +280,7 @@ class Checkpointer:
         self.agent_tables = [tuple(t) for t in (worker_agent_tables() if agent_tables is None else agent_tables)]
         self.interval_s, self.keep, self.epoch, self.report = interval_s, keep, epoch, report
         self.views: dict[str, _TopicView] = {}
-        self._gates: dict[tuple[str, int], _TxGate] = {}
+        self._gates: dict[tuple[str, int], TxGate[Entry | None]] = {}
         self.written: list[Path] = []
         self.error: str | None = None
         self._dirty = False
@@ -409,7 +382,7 @@ class Checkpointer:
                 if topic == ALERT_TOPIC:
                     entry.keep = self._is_raised(value)
             if is_changelog(topic, self.app_id):
-                for k, e in self._gates.setdefault((topic, part), _TxGate()).feed(key, entry, msg.headers()):
+                for k, e in self._gates.setdefault((topic, part), TxGate(f"checkpointer {topic}[{part}]")).feed(key, entry, msg.headers()):
                     view.add(part, k, e)
             else:
                 view.add(part, key, entry)

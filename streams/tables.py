@@ -20,9 +20,9 @@ A broker that shows an aborted transaction's records to read_committed readers (
 transaction that a crash cut short: a table with some of its new values but the old markers, so the redo would fold the
 same input into those values a second time. Hence every changelog record of a transaction carries its number
 (header ``plietsch-txseq``; one more than the partition's last committed number) and each table's write ends with the
-``__txseq__`` record. :func:`apply_changelog` undoes a write that never reached its end when the next transaction
-carries the same number (it is the redo) or when the log ends; a later, larger number proves the earlier write was
-committed, so compaction that removed an end record loses nothing.
+``__txseq__`` record. Loading (and the checkpointer) read through a :class:`TxGate`: a write is applied once it has
+reached its end, and dropped when the next transaction carries the same number (it is the redo) or when the log ends;
+a later, larger number proves the earlier write was committed, so compaction that removed an end record loses nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -47,7 +47,7 @@ log = logging.getLogger("plietsch.streams.tables")
 MARKER_PREFIX = b"__applied__|"
 SEQ_KEY = b"__txseq__"  # per table and partition: the number of the last transaction that wrote it (ends each write)
 SEQ_HEADER = "plietsch-txseq"
-_MISSING = object()
+V = TypeVar("V")
 
 
 def is_internal(key: bytes) -> bool:
@@ -184,11 +184,11 @@ class TxTables:
                         if err.code() == KafkaError._PARTITION_EOF:
                             if msg.topic() in todo:
                                 todo.discard(msg.topic())
-                                undone = logs[str(msg.topic())].end()
-                                if undone:
+                                left_out = logs[str(msg.topic())].end()
+                                if left_out:
                                     log.warning("%s: partition %d of %s held transactions cut short by a crash; their "
-                                                "%d records were undone (the redo writes them again)", self.agent, p,
-                                                msg.topic(), undone)
+                                                "%d records were left out (the redo writes them again)", self.agent, p,
+                                                msg.topic(), left_out)
                             continue
                         raise KafkaException(err)
                     logs[str(msg.topic())].add(msg.key() or b"", msg.value(), msg.headers())
@@ -312,61 +312,74 @@ class TxTables:
                 prod.poll(0.05)
 
 
+class TxGate(Generic[V]):
+    """Holds back one changelog partition's records of a transaction until its write ends (the ``__txseq__`` record):
+    a write a crash cut short (visible on Tansu) is dropped when its redo (same number) or a smaller number comes, or
+    left held at the end of the log. A larger number proves the held write committed (compaction may have removed its
+    end). Records without a number (written before numbers existed) pass at once. Used by the tables' load and by the
+    checkpointer, so neither ever holds part of a transaction."""
+
+    def __init__(self, name: str = "changelog") -> None:
+        self.name = name
+        self.seq = -1
+        self.held: list[tuple[bytes | None, V]] = []
+        self.dropped = 0
+
+    def feed(self, key: bytes | None, item: V, headers: Any) -> list[tuple[bytes | None, V]]:
+        """The records (key, item) that may be applied now, in log order."""
+        seq = txseq(headers)
+        if seq is None:
+            return [(key, item)]
+        out: list[tuple[bytes | None, V]] = []
+        if seq != self.seq:
+            if seq > self.seq:
+                out, self.held = self.held, []
+            else:  # the redo of a write that never reached its end: what it left is dropped
+                if seq < self.seq and self.held:
+                    log.warning("%s: transaction number %d after %d; the log is not one producer's", self.name, seq,
+                                self.seq)
+                self.dropped += len(self.held)
+                self.held = []
+            self.seq = seq
+        self.held.append((key, item))
+        if key == SEQ_KEY:
+            out, self.held = out + self.held, []
+        return out
+
+    def end(self) -> int:
+        """At the end of the log: drop a write that has not reached its end; returns how many records were dropped in
+        all (cut-short writes met while reading included)."""
+        self.dropped += len(self.held)
+        self.held = []
+        return self.dropped
+
+
 class ChangelogReader:
-    """Applies one changelog partition, record by record, to *table*, undoing a transaction's write that was cut short
-    (see the module's docstring). Records without a transaction number (written before numbers existed) apply as
-    they are."""
+    """Applies one changelog partition, record by record, to *table*, through a :class:`TxGate` (see the module's
+    docstring)."""
 
     def __init__(self, table: dict[bytes, Any], name: str = "changelog") -> None:
         self.table = table
-        self.name = name
-        self.open_seq = -1
-        self.undo: dict[bytes, Any] = {}  # the open write's keys -> their value before it (or _MISSING)
-        self.undone = 0
+        self.gate: TxGate[bytes | None] = TxGate(name)
 
     def add(self, key: bytes, value: bytes | None, headers: Any = None) -> None:
-        seq = txseq(headers)
-        if seq is not None and seq != self.open_seq:
-            if self.undo and seq < self.open_seq:
-                log.warning("%s: transaction number %d after %d; the log is not one producer's", self.name, seq,
-                            self.open_seq)
-            if self.undo and seq <= self.open_seq:  # the redo of a write that never reached its end
-                self._revert()
-            self.undo = {}  # a larger number: the open write was committed (its end may have been compacted away)
-            self.open_seq = seq
-        if seq is not None and key != SEQ_KEY and key not in self.undo:
-            self.undo[key] = self.table.get(key, _MISSING)
-        if value is None:
-            self.table.pop(key, None)
-        else:
-            self.table[key] = json.loads(value)
-        if key == SEQ_KEY:
-            self.undo = {}
+        for k, v in self.gate.feed(key, value, headers):
+            if v is None:
+                self.table.pop(k or b"", None)
+            else:
+                self.table[k or b""] = json.loads(v)
 
     def end(self) -> int:
-        """At the end of the log: undo a write that has not reached its end; returns how many records were undone in
-        all (cut-short writes met while reading included)."""
-        if self.undo:
-            self._revert()
-        return self.undone
-
-    def _revert(self) -> None:
-        self.undone += len(self.undo)
-        for key, before in self.undo.items():
-            if before is _MISSING:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = before
-        self.undo = {}
+        """At the end of the log; returns how many records of cut-short writes were left out in all."""
+        return self.gate.end()
 
 
 def apply_changelog(table: dict[bytes, Any], records: Iterable[tuple[bytes, bytes | None, Any]]) -> int:
-    """Apply (key, value, headers) records of one changelog partition in log order; returns the records undone."""
+    """Apply (key, value, headers) records of one changelog partition in log order; returns the records left out."""
     reader = ChangelogReader(table)
     for key, value, headers in records:
         reader.add(key, value, headers)
-    reader.end()
-    return reader.undone
+    return reader.end()
 
 
 def txseq(headers: Any) -> int | None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -203,8 +204,8 @@ def test_a_checkpoint_never_holds_part_of_a_transaction() -> None:
     (``__txseq__``) and drops what a cut-short write left when its redo (same number) arrives."""
     import json as _json
 
-    from streams.checkpoint import Entry, _TxGate
-    from streams.tables import SEQ_HEADER, SEQ_KEY
+    from streams.checkpoint import Entry
+    from streams.tables import SEQ_HEADER, SEQ_KEY, TxGate
 
     def rec(seq: int | None, key: bytes, value: int | None) -> tuple[bytes, Entry | None, list[tuple[str, bytes]] | None]:
         h = None if seq is None else [(SEQ_HEADER, str(seq).encode())]
@@ -218,7 +219,8 @@ def test_a_checkpoint_never_holds_part_of_a_transaction() -> None:
            rec(3, b"b", None),                                            # committed, end compacted away
            rec(4, b"c", 4), rec(4, SEQ_KEY, 4),                           # committed
            rec(5, b"a", 50)]                                              # cut short, nothing after it yet
-    gate, view = _TxGate(), {}
+    gate: TxGate[Entry | None] = TxGate()
+    view: dict[bytes | None, Any] = {}
     for key, entry, headers in log:
         for k, e in gate.feed(key, entry, headers):
             if e is None:
