@@ -115,29 +115,12 @@ def _baseline_root(archive: Path, work: Path) -> Path:
 
 def _start_api(data: Path, bootstrap: str) -> tuple[Any, str]:
     import os
-    import subprocess
 
-    import httpx
+    from tests.helpers import start_api
 
-    from infra.broker import free_port
-
-    port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_DATA_DIR=str(data), **ENV)
     env.pop("PLIETSCH_REGION_PACK", None)
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
-                             "--log-level", "warning"], cwd=Path(__file__).resolve().parents[1], env=env,
-                            stdout=(data / "api.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit(f"the API did not start: {(data / 'api.log').read_text()[-2000:]}")
+    return start_api(env, data / "api.log", 90)
 
 
 async def walk(url: str, positions: int) -> list[dict[str, Any]]:

@@ -89,31 +89,11 @@ def worker(topics: str, big_pack_dir: Path, data_dir: Path) -> Iterator[Worker]:
 @pytest.fixture(scope="session")
 def api_url(worker: Worker, big_pack_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API (with the viewer) as its own process over the session's broker and worker."""
-    import subprocess
-    import sys
-    import time
+    from tests.helpers import start_api
 
-    import httpx
-
-    from infra.broker import free_port
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, PLIETSCH_REGION_PACK=str(big_pack_dir),
                PLIETSCH_DATA_DIR=str(data_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).json()["status"] == "ok":
-                break
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.3)
-    else:
-        proc.terminate()
-        raise RuntimeError(f"API did not start: {log.read_text()[-2000:]}")
+    proc, url = start_api(env, tmp_path_factory.mktemp("api") / "api.log", 60, lambda r: r.json()["status"] == "ok")
     yield url
     proc.terminate()
     proc.wait(20)

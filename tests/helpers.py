@@ -106,3 +106,25 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+
+def start_api(env: dict[str, str], log: Path, timeout_s: float = 90.0,
+              ready: Callable[[Any], bool] = lambda r: r.status_code == 200) -> tuple[subprocess.Popen[bytes], str]:
+    """The API (with the viewer) as its own uvicorn process with *env*, its output in *log*; returns it and its URL once
+    ``ready(GET /health)`` holds. Ends it and raises with the log's tail when it does not within *timeout_s*."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ready(httpx.get(f"{url}/health", timeout=2)):
+                return proc, url
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError(f"API did not start within {timeout_s:.0f} s: {log.read_text()[-2000:]}")

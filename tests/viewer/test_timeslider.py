@@ -15,9 +15,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -137,28 +134,13 @@ def _check_offline(api_snap: dict[str, Any], archive: Path) -> None:
 @pytest.fixture(scope="module")
 def day_stack(topics: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The API (with the viewer) as its own process, over an archive of one day."""
-    from infra.broker import free_port
+    from tests.helpers import start_api
 
     data = tmp_path_factory.mktemp("slider-data")
     day_archive(data / "archive", READINGS, snapshot_every=2_000)
-    port = free_port()
-    log = data / "api.log"
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=topics, PLIETSCH_DATA_DIR=str(data))
     env.pop("PLIETSCH_REGION_PACK", None)  # the bundled pack, as the archive
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    else:
-        proc.terminate()
-        raise RuntimeError(f"API did not start: {log.read_text()[-2000:]}")
+    proc, url = start_api(env, data / "api.log", 90)
     try:
         yield url, data / "archive"
     finally:
