@@ -6,7 +6,9 @@
    latest value per sensor in its state, on the same readings as JSON, one record per reading;
 3. the worker as built, all agents (sensor state, coast, aggregates, municipal, the example processor), with
    transactions; one worker, then two workers of the same app id (``--workers 2``);
-4. optionally (``--naive``) the worker fed one record per reading.
+4. optionally (``--naive``) the worker fed one record per reading;
+5. optionally (``--baseline REV``) the worker as of git revision REV (``git archive`` into a temporary directory), on the
+   same readings in the same run, before this tree's worker: the before/after pair of a change.
 
 Run: ``.venv/bin/python -m bench.pipeline --events 200000``. Prints events per second and the ratios.
 """
@@ -121,7 +123,15 @@ def raw_ceiling(bootstrap: str, n: int) -> float:
     return seen / elapsed
 
 
-def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1) -> tuple[float, float]:
+def checkout(rev: str) -> Path:
+    """The source tree of git revision *rev* in a temporary directory (to run its worker beside this tree's)."""
+    where = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where
+
+
+def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1, source: Path = ROOT) -> tuple[float, float]:
     """The worker(s) with all agents and the example processor; readings per second from the first batch to the last
     (summed over the workers), and the wall time including start and group join."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
@@ -132,7 +142,7 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1) -> 
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_REGION_PACK=str(pack_dir), PLIETSCH_APP_ID=app_id,
                    PLIETSCH_WEB_PORT=str(port), PLIETSCH_PROCESSORS="streams.examples.parking_full:ParkingFull")
         log = open(Path(tempfile.gettempdir()) / f"{app_id}-{w}.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=source, env=env, stdout=log,
                                       stderr=subprocess.STDOUT))
         ports.append(port)
     try:
@@ -169,6 +179,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="also measure this many workers (1: one worker only)")
     ap.add_argument("--naive", action="store_true", help="also run the worker on one record per reading")
     ap.add_argument("--skip-quix", action="store_true", help="skip the Quix Streams peer")
+    ap.add_argument("--baseline", metavar="REV", help="also run the worker of this git revision (before this tree's)")
     args = ap.parse_args()
     pack_dir = build_kiel_pack(Path(tempfile.mkdtemp()) / "kiel", ROOT / "twin/regions/kiel/shoreline_gshhg.txt",
                                sensors_per_kind=args.sensors_per_kind)
@@ -192,6 +203,11 @@ def main() -> None:
             results["quix"] = quix_peer(bs, n)
             print(f"Quix Streams {QUIX_VERSION}, latest value per sensor in state (JSON): {results['quix']:,.0f} readings/s",
                   flush=True)
+        if args.baseline:
+            results["baseline"], wall = faust_pipeline(bs, pack_dir, n, 1, checkout(args.baseline))
+            print(f"the worker as of {args.baseline}: {results['baseline']:,.0f} readings/s (wall {wall:.1f} s); "
+                  f"{results['baseline'] / results['raw']:.2f} of the ceiling"
+                  + (f", {results['baseline'] / results['quix']:.2f}x Quix Streams" if "quix" in results else ""), flush=True)
         results["worker"], wall = faust_pipeline(bs, pack_dir, n, 1)
         print(f"this worker, all agents, transactions: {results['worker']:,.0f} readings/s (wall {wall:.1f} s incl. start "
               f"and group join); {results['worker'] / results['raw']:.2f} of the ceiling"
@@ -206,6 +222,7 @@ def main() -> None:
             produce(broker.bootstrap_servers, pack_dir, n, batched=False)
             results["worker_single"], _ = faust_pipeline(broker.bootstrap_servers, pack_dir, n, 1)
             print(f"one record per reading: {results['worker_single']:,.0f} readings/s", flush=True)
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(json.dumps({k: round(v) for k, v in results.items()}))
 
 

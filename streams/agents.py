@@ -161,7 +161,8 @@ class SensorUnit:
             return
         tables = tx.part(p)
         outputs: list[Output] = []
-        wanted = [msg for msg in msgs if any(msg in todo[n] for n in self.tables)]
+        todo_ids = {id(msg) for n in self.tables for msg in todo[n]}
+        wanted = [msg for msg in msgs if id(msg) in todo_ids]
         batch = self.decoder.batch(wanted)
         position = {id(msg): k for k, msg in enumerate(wanted)}
         datums = sum(batch.datums.values())
