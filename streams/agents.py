@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -407,35 +408,74 @@ class ProcessorUnit:
         view = StateView(tx.part(p)[self.table])
         outputs: list[Output] = []
         batch = self.decoder.batch(todo)
-        per_record = columnar.rows_by_record(batch.frames)
         for k, msg in enumerate(todo):
             dead = batch.dead.get(k)
             if dead and msg.topic not in self.sensor_topics:  # sensor topics' bad records are the core agent's
                 outputs.extend(dead_outputs(self.codec, self.agent, dead))
+        if hasattr(self.proc, "handle_frame"):
+            self._frames(todo, batch.frames, view, outputs)
+        else:
+            self._events(todo, batch.frames, view, outputs)
+        metrics.RECORDS.labels(self.agent).inc(len(todo))
+        tx.commit(p, {self.table: view.changes}, outputs, {self.table: markers})
+
+    def _frames(self, todo: list[Message], frames: dict[str, pl.DataFrame], view: StateView,
+                outputs: list[Output]) -> None:
+        """The columnar API: the whole take's readings as one frame per record name, one call; output ids from the
+        take's first and last origin. If the call fails, the records one at a time, to keep only the failing one."""
+        frames = {name: df for name, df in frames.items() if len(df)}
+        if not frames:
+            return
+        n = sum(len(df) for df in frames.values())
+        before = dict(view.changes)
+        try:
+            emitted = self.proc.handle_frame(frames, view)
+            first, last = origin(todo[0], self.epoch), origin(todo[-1], self.epoch)
+            outputs.extend([self._output(e, (*first, *last), i) for i, e in enumerate(emitted)])
+            metrics.READINGS.labels(self.agent).inc(n)
+            return
+        except Exception:
+            if len(todo) == 1:
+                view.changes = before
+                self._failed(todo[0], outputs)
+                return
+            view.changes = before
+        for k, msg in enumerate(todo):
+            one = {name: df.filter(pl.col("_m") == k).with_columns(_m=pl.lit(0, dtype=df.schema["_m"]))
+                   for name, df in frames.items()}
+            self._frames([msg], one, view, outputs)
+
+    def _failed(self, msg: Message, outputs: list[Output]) -> None:
+        exc = sys.exc_info()[1]
+        log.exception("%s: processing %s[%d]@%d failed", self.agent, msg.topic, msg.partition, msg.offset)
+        d = self.decoder.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", -1,
+                                     "processing", f"{type(exc).__name__}: {exc}")
+        outputs.extend(dead_outputs(self.codec, self.agent, [d]))
+
+    def _events(self, todo: list[Message], frames: dict[str, pl.DataFrame], view: StateView,
+                outputs: list[Output]) -> None:
+        """The per-event API: each record's readings as pydantic events, one call per record."""
+        per_record = columnar.rows_by_record(frames)
+        for k, msg in enumerate(todo):
             events = [light_to_model(EVENT_TYPES[name], rec, t) for name, rec, t in per_record.get(k, ())]  # type: ignore[arg-type]
             if not events:
                 continue
             before = dict(view.changes)
             try:
                 emitted = self.proc.handle(events, view)
-                outputs.extend([self._output(e, msg, i) for i, e in enumerate(emitted)])
-            except Exception as exc:  # a bug in the processor, for this record: keep the record, with the reason
+                outputs.extend([self._output(e, origin(msg, self.epoch), i) for i, e in enumerate(emitted)])
+            except Exception:  # a bug in the processor, for this record: keep the record, with the reason
                 view.changes = before
-                log.exception("%s: processing %s[%d]@%d failed", self.agent, msg.topic, msg.partition, msg.offset)
-                d = self.decoder.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"", -1,
-                                             "processing", f"{type(exc).__name__}: {exc}")
-                outputs.extend(dead_outputs(self.codec, self.agent, [d]))
+                self._failed(msg, outputs)
             metrics.READINGS.labels(self.agent).inc(len(events))
-        metrics.RECORDS.labels(self.agent).inc(len(todo))
-        tx.commit(p, {self.table: view.changes}, outputs, {self.table: markers})
 
-    def _output(self, e: Any, msg: Message, i: int) -> Output:
+    def _output(self, e: Any, cause: tuple[Any, ...], i: int) -> Output:
         name = type(e).__name__
         if not isinstance(e, Event) or name not in self.allowed:
             raise ProcessorError(f"processor {self.agent!r} emitted {name}, but its declared output topic "
                                  f"{self.proc.output!r} carries only {', '.join(sorted(self.allowed))}; a processor "
                                  "writes only to its declared output topic")
-        e = e.model_copy(update={"event_id": stable_id(self.agent, *origin(msg, self.epoch), i)})
+        e = e.model_copy(update={"event_id": stable_id(self.agent, *cause, i)})
         key = getattr(e, "alert_id", None) or e.entity_id
         return (self.proc.output, str(key).encode(), encode_event(self.codec, e), None)
 

@@ -8,6 +8,16 @@ plain Python, testable without a broker, and gets decoding, dead letters, batchi
         topics = ("sensor.parking",)          # catalogue topics to read (co-partitioned)
         output = "twin.alerts"                # the one catalogue topic it may write
         def handle(self, events, state): ...  # (list[Event], MutableMapping[str, JSON]) -> list[Event]
+        def handle_frame(self, frames, state): ...  # optional, preferred: (dict[str, polars.DataFrame], ...) -> list[Event]
+
+Two ways in: ``handle`` gets one Kafka record's readings as pydantic events (simple; Python work per reading).
+``handle_frame``, when present, is called instead, once per take of records (up to 256 per partition): the readings
+as one polars DataFrame per event type (``ParkingOccupancyReported`` ...), rows in arrival order, with the Avro fields
+(``occurred_at`` as the RFC 3339 string) plus ``_t`` (``occurred_at`` as UTC epoch microseconds), ``_m`` (the record's
+position in the take) and ``_i`` (the reading's position in its record). Do the per-reading work in polars and Python
+only per output: ``streams/examples/parking_full.py`` has both, proven equal. If ``handle_frame`` raises, the worker
+calls it again record by record, so only the failing record becomes a dead letter. Output event ids are derived from
+the take's first and last input offsets (``handle``: from the record and the position).
 
 State: ``state`` is the processor's table for the partition the events came from (keys: str, values: JSON-able).
 Keep everything that must survive a restart there, never on ``self``: the worker commits the table's changes with the
@@ -32,6 +42,8 @@ class Processor(Protocol):
     output: str
 
     def handle(self, events: list[Event], state: MutableMapping[str, Any]) -> list[Event]: ...
+
+    # optional: handle_frame(self, frames: Mapping[str, polars.DataFrame], state) -> list[Event] (see the module doc)
 
 
 class ProcessorLoadError(ValueError):

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, SingleObjectCodec, frame_batch
 from streams.agents import AGGREGATE_TABLE, COAST_TABLE, SENSOR_TABLE, ProcessorUnit, SensorUnit
@@ -245,3 +247,73 @@ def test_after_a_cut_short_batch_each_table_applies_only_what_it_lacks() -> None
     assert tx.part(0)[SENSOR_TABLE] == sensor_before
     [partial] = [v for k, v in aggs.items() if not k.startswith(b"__")]
     assert partial["count"] == 3
+
+
+class PerEvent:
+    """ParkingFull through the per-event API only (the worker prefers handle_frame when a processor has it)."""
+
+    def __init__(self) -> None:
+        from streams.examples.parking_full import ParkingFull
+
+        self.inner = ParkingFull()
+        self.name, self.topics, self.output = self.inner.name, self.inner.topics, self.inner.output
+
+    def handle(self, events: list[Event], state: Any) -> list[Event]:
+        return self.inner.handle(events, state)
+
+
+CAR_PARKS = sorted(s.id for s in PACK.sensors.values() if s.sensor_kind == "parking")[:3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(CAR_PARKS), st.integers(0, 100)), min_size=1, max_size=12),
+                min_size=1, max_size=5),
+       st.dictionaries(st.sampled_from(CAR_PARKS), st.booleans()), st.integers(1, 3))
+def test_a_processors_frame_api_gives_what_its_event_api_gives(records: list[list[tuple[str, int]]],
+                                                              raised: dict[str, bool], take: int) -> None:
+    """ParkingFull.handle_frame (a take of records as one frame) against ParkingFull.handle (record by record): the
+    same alerts in the same order, the same state, whatever the readings, the takes and the state before."""
+    from streams.examples.parking_full import ParkingFull
+
+    msgs = [Msg("sensor.parking", 0, o, frame_batch([encode_event(CODEC, ParkingOccupancyReported(
+        entity_id=cp, region="kiel", source="t", occupied=occ, capacity=100,
+        occurred_at=T0 + timedelta(minutes=10 * o + i))) for i, (cp, occ) in enumerate(rec)])) for o, rec in enumerate(records)]
+    results = []
+    for proc in (ParkingFull(), PerEvent()):
+        unit = ProcessorUnit(proc, CODEC, PACK, "e1", set())
+        tx = MemoryTx(unit.tables)
+        tx.part(0)[unit.table].update({k.encode(): v for k, v in raised.items()})
+        for i in range(0, len(msgs), take):
+            unit.process(tx, 0, msgs[i:i + take])
+        alerts = [{k: v for k, v in a.items() if k != "event_id"} for a in tx.decoded(ALERTS.name)]
+        results.append((alerts, {k: v for k, v in tx.part(0)[unit.table].items() if not k.startswith(b"__")}))
+    assert results[0] == results[1]
+
+
+class Flaky:
+    """A frame processor that fails on one car park's readings: only the record holding them is a dead letter."""
+
+    name, topics, output = "flaky", ("sensor.parking",), "twin.alerts"
+
+    def handle_frame(self, frames: Any, state: Any) -> list[Event]:
+        df = frames["ParkingOccupancyReported"]
+        if (df["occupied"] == 13).any():
+            raise ValueError("13 is unlucky")
+        state["n"] = int(state.get("n", 0)) + len(df)
+        return []
+
+
+def test_a_failing_frame_processor_loses_only_the_record_that_fails() -> None:
+    unit = ProcessorUnit(Flaky(), CODEC, PACK, "e1", set())
+    tx = MemoryTx(unit.tables)
+
+    def rec(*occupied: int) -> bytes:
+        return frame_batch([encode_event(CODEC, ParkingOccupancyReported(
+            entity_id=CAR_PARKS[0], region="kiel", source="t", occupied=o, capacity=100, occurred_at=T0 + timedelta(minutes=i)))
+            for i, o in enumerate(occupied)])
+    unit.process(tx, 0, [Msg("sensor.parking", 0, 0, rec(1, 2)), Msg("sensor.parking", 0, 1, rec(3, 13, 4)),
+                         Msg("sensor.parking", 0, 2, rec(5))])
+    [dead] = tx.decoded(DEAD_LETTERS.name)
+    assert dead["original_offset"] == 1 and "ValueError: 13 is unlucky" in dead["reason"]
+    assert tx.part(0)[unit.table][b"n"] == 3  # the two good records' readings, once
+    assert tx.commits == 1
