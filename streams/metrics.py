@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS = Counter("plietsch_worker_records", "Kafka records processed, per agent", ["agent"])
 READINGS = Counter("plietsch_worker_datums", "datums (readings, events) processed, per agent", ["agent"])
@@ -12,6 +12,9 @@ STATE_CHANGES = Counter("plietsch_worker_state_changes", "entity states changed,
 DEAD = Counter("plietsch_worker_dead_letters", "dead letters written, per agent and reason class", ["agent", "reason"])
 TX_COMMITS = Counter("plietsch_worker_transactions_committed", "transactions committed, per agent", ["agent"])
 TX_ABORTS = Counter("plietsch_worker_transactions_aborted", "transactions aborted, per agent", ["agent"])
+TX_SECONDS = Histogram("plietsch_worker_transaction_seconds", "time from begin to commit of a transaction (outputs, "
+                       "changelogs, markers), per agent", ["agent"],
+                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 TX_RETRIES = Counter("plietsch_worker_transaction_retries", "transaction attempts retried after a transient error",
                      ["agent"])
 RATE = Gauge("plietsch_worker_datums_per_second", "datums processed per second over the last interval, per agent",

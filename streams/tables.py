@@ -236,6 +236,7 @@ class TxTables:
                 data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
                 records.append((topic, k, data, p, seq_header))
         prod = self.producer(p)
+        started = time.perf_counter()
         attempt = 0
         began = False
         while True:
@@ -271,6 +272,7 @@ class TxTables:
                 metrics.TX_RETRIES.labels(self.agent).inc()
                 time.sleep(delay)
         metrics.TX_COMMITS.labels(self.agent).inc()
+        metrics.TX_SECONDS.labels(self.agent).observe(time.perf_counter() - started)
         for n, kv in changes.items():
             table = tables[n]
             for k, v in kv.items():
