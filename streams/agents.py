@@ -11,7 +11,6 @@ processed again after a crash gives the same ids.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -27,7 +26,7 @@ from streams.columnar import ColumnarDecoder
 from streams.fastpath import light_to_model
 from streams.ingest import RecordDecoder
 from streams.serde import Codec, encode_event
-from streams.tables import Encoded, Output, is_internal
+from streams.tables import Encoded, Output, dumps, is_internal
 from twin import aggregates, columnar, municipal
 from twin.coast import CoastState, assess
 from twin.events import BY_NAME as EVENT_TYPES
@@ -115,7 +114,7 @@ def dead_outputs(codec: Codec, agent: str, dead: Iterable[DeadLettered]) -> list
 def update_record(entity_id: str, entity_type: str, revision: int, state: dict[str, Any] | str, at: datetime, cause: str,
                   region: str, source: str) -> dict[str, Any]:
     """A ``TwinEntityUpdated`` as the Avro record (the model's fields), its event id stable for a replay."""
-    state_json = state if isinstance(state, str) else json.dumps(state, separators=(",", ":"))
+    state_json = state if isinstance(state, str) else dumps(state).decode()
     return {"event_id": stable_id("upd", entity_id, revision, cause), "entity_id": entity_id, "region": region,
             "occurred_at": at.isoformat(), "source": source, "entity_type": entity_type, "revision": revision,
             "state_json": state_json, "cause_event_id": cause}
@@ -210,8 +209,9 @@ class SensorUnit:
         encode = self.codec.encode
         for sid, st in changed.items():
             doc = st.to_json()
-            text = json.dumps(doc, separators=(",", ":"))
-            changes[sid.encode()] = Encoded(doc, text.encode())
+            data = dumps(doc)
+            text = data.decode()
+            changes[sid.encode()] = Encoded(doc, data)
             rec = update_record(sid, "sensor", st.revision, text, st.observed_at, st.last_event_id, self.region, self.agent)
             outputs.append((TWIN_UPDATES.name, sid.encode(), encode("TwinEntityUpdated", rec), None))
 
@@ -263,8 +263,9 @@ class SensorUnit:
         at = {n: t.isoformat() for n, t in moved.items()}
         for key, part in changed.items():
             doc = part.to_json()
-            text = json.dumps(doc, separators=(",", ":"))
-            changes[key.encode()] = Encoded(doc, text.encode())
+            data = dumps(doc)
+            text = data.decode()
+            changes[key.encode()] = Encoded(doc, data)
             # occurred_at: the watermark of the partial's reading type on this shard (the API applies the same rule)
             rec = {"event_id": stable_id("agg", key, part.rev), "entity_id": part.group, "region": self.region,
                    "occurred_at": at.get(aggregates.SOURCE.get(part.metric, ""), latest), "source": self.agent,
@@ -363,7 +364,10 @@ class StateView(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if is_internal(key.encode()):
             raise ProcessorError(f"state key {key!r} is reserved for the platform's markers; choose another key")
-        json.dumps(value)  # state must be JSON: fail here, with the processor's key, not in the transaction
+        try:  # state must be JSON: fail here, with the processor's key, not in the transaction
+            dumps(value)
+        except TypeError as exc:
+            raise TypeError(f"state {key!r} of processor state is not JSON: {exc}") from exc
         self.changes[key.encode()] = value
 
     def __delitem__(self, key: str) -> None:
