@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -85,7 +86,7 @@ def run(producers: int, seconds: float, turns: bool, threads: bool) -> tuple[int
         admin = AdminClient({"bootstrap.servers": bs})
         for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(changelog, PARTITIONS, 1)]).values():
             fut.result()
-        done: queue.Queue = queue.Queue() if threads else mp.Queue()
+        done: Any = queue.Queue() if threads else mp.Queue()
         kind: type = threading.Thread if threads else mp.Process
         procs = [kind(target=producer, args=(bs, k, topic, changelog, seconds, turns, done)) for k in range(producers)]
         for proc in procs:
@@ -104,7 +105,7 @@ def run(producers: int, seconds: float, turns: bool, threads: bool) -> tuple[int
             if m is None or m.error():
                 continue
             if m.key() == b"sentinel":
-                seen.add((m.partition(), int(m.value())))
+                seen.add((int(m.partition() or 0), int(m.value() or b"-1")))
         c.close()
         missing = sorted(wanted - seen)
         return committed, missing

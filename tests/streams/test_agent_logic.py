@@ -275,7 +275,7 @@ def test_a_processors_frame_api_gives_what_its_event_api_gives(records: list[lis
     same alerts in the same order, the same state, whatever the readings, the takes and the state before."""
     from streams.examples.parking_full import ParkingFull
 
-    msgs = [Msg("sensor.parking", 0, o, frame_batch([encode_event(CODEC, ParkingOccupancyReported(
+    msgs: list[Any] = [Msg("sensor.parking", 0, o, frame_batch([encode_event(CODEC, ParkingOccupancyReported(
         entity_id=cp, region="kiel", source="t", occupied=occ, capacity=100,
         occurred_at=T0 + timedelta(minutes=10 * o + i))) for i, (cp, occ) in enumerate(rec)])) for o, rec in enumerate(records)]
     results = []
