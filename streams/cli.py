@@ -85,6 +85,69 @@ def topics_list() -> None:
     Console().print(t)
 
 
+@topics_app.command("tail")
+def topics_tail(
+    topic: Annotated[str, typer.Argument(help="topic name, e.g. sensor.water-level or dead-letters")],
+    n: Annotated[int, typer.Option("-n", help="newest records per partition")] = 20,
+) -> None:
+    """Print the newest records of a topic as JSON lines, every datum decoded (read_committed)."""
+    import json
+
+    from confluent_kafka import KafkaException
+
+    from streams.operations import tail
+
+    try:
+        for rec in tail(_bootstrap(), topic, n):
+            print(json.dumps(rec, ensure_ascii=False))
+    except KafkaException as exc:
+        raise _fail(str(exc)) from exc
+
+
+dead_app = typer.Typer(help="Dead letters: what was refused, why, and replay once the cause is fixed.",
+                       invoke_without_command=True)
+app.add_typer(dead_app, name="dead-letters")
+
+
+@dead_app.callback()
+def dead_letters_summary(
+    ctx: typer.Context,
+    list_them: Annotated[bool, typer.Option("--list", help="every dead letter as a JSON line (with its id)")] = False,
+) -> None:
+    """Count the dead letters by original topic, error type and agent, with the newest reason of each kind."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from streams.operations import as_json, dead_letters, summary
+
+    letters = dead_letters(_bootstrap())
+    if list_them:
+        for d in letters:
+            print(as_json(d))
+        return
+    t = Table("topic", "error type", "agent", "count", "newest reason")
+    for topic, kind, agent, n, reason in summary(letters):
+        t.add_row(topic, kind, agent, str(n), reason[:200])
+    Console().print(t)
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+@dead_app.command("replay")
+def dead_letters_replay(ids: Annotated[list[str], typer.Argument(help="dead letter ids (see --list)")]) -> None:
+    """Produce the original bytes of these dead letters to their topic again, once each (after fixing the cause,
+    e.g. adding a sensor to the region pack); a dead letter already replayed is refused."""
+    from streams.operations import ReplayError, dead_letters, replay
+
+    bs = _bootstrap()
+    try:
+        done = replay(bs, dead_letters(bs), ids)
+    except ReplayError as exc:
+        raise _fail(str(exc)) from exc
+    for d in done:
+        console.print(f"replayed {d.dead_letter_id} into {d.original_topic} ({d.error_type}: {d.reason[:120]})")
+
+
 @app.command()
 def worker(loglevel: str = "warning") -> None:
     """Run the Faust worker (the twin's agents)."""
