@@ -34,7 +34,7 @@ from schemas.codec import SINGLE_OBJECT_MAGIC, SchemaStore, is_batch
 from streams.fastpath import FieldRules, field_rules
 from streams.ingest import FastDecoder, Rows
 from twin.columnar import micros
-from twin.events import BY_NAME, DeadLettered, Event, ParkingOccupancyReported
+from twin.events import BY_NAME, EARLIEST, LATEST, DeadLettered, Event, ParkingOccupancyReported
 from twin.ids import EntityId, InvalidEntityId
 
 _SYNC = b"plietsch:columns"  # the container's 16-byte sync marker
@@ -140,7 +140,7 @@ def _time_exprs() -> tuple[pl.Expr, pl.Expr]:
     shape is checked by the pattern, seconds <= 59, offsets within a day, year >= 1; the calendar by the parser)."""
     s = pl.col("occurred_at")
     t = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_zone="UTC", time_unit="us").dt.epoch("us")
-    ok = (s.str.contains(_TIME_RE) & t.is_not_null()).fill_null(False)
+    ok = (s.str.contains(_TIME_RE) & t.is_not_null() & (t >= micros(EARLIEST)) & (t < micros(LATEST))).fill_null(False)
     return ok, t
 
 

@@ -21,7 +21,7 @@ import annotated_types as at
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from twin.events import Event, ParkingOccupancyReported
+from twin.events import EARLIEST, LATEST, Event, ParkingOccupancyReported
 from twin.ids import EntityId, InvalidEntityId
 
 # RFC 3339 with an explicit offset: what both pydantic and datetime.fromisoformat read to the same instant
@@ -149,7 +149,7 @@ class FastCheck:
             t = datetime.fromisoformat(raw)
         except ValueError:
             return None
-        return t if t.tzinfo is not None else None
+        return t if t.tzinfo is not None and EARLIEST <= t < LATEST else None
 
 
 # model_post_init rules the check above replays by hand; a model with any other post-init rule is not compiled

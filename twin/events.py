@@ -22,6 +22,13 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
+# Readings from a device whose clock is wrong: a time far ahead would become the sensor's newest reading and shut out
+# every true one after it (the fold keeps the newest), a time far back would fill history with nonsense. What lies
+# outside this range is refused with the reason (a dead letter), on the live path and in time travel alike.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 class Event(BaseModel):
     """The common envelope of every event."""
 
@@ -40,6 +47,9 @@ class Event(BaseModel):
         return value.isoformat()
 
     def model_post_init(self, __context: object) -> None:
+        if not EARLIEST <= self.occurred_at < LATEST:
+            raise ValueError(f"occurred_at {self.occurred_at.isoformat()} is outside {EARLIEST.year}-{LATEST.year - 1}: "
+                             "the sender's clock is wrong; set it (NTP) and send again")
         kind = type(self).entity_kind
         if kind is not None and self.entity_id.kind is not kind:
             raise ValueError(

@@ -317,3 +317,17 @@ def test_a_failing_frame_processor_loses_only_the_record_that_fails() -> None:
     assert dead["original_offset"] == 1 and "ValueError: 13 is unlucky" in dead["reason"]
     assert tx.part(0)[unit.table][b"n"] == 3  # the two good records' readings, once
     assert tx.commits == 1
+
+
+def test_a_reading_from_a_wrong_clock_is_a_dead_letter_and_does_not_freeze_the_sensor() -> None:
+    """A time far ahead would become the sensor's newest reading and shut out every true one after it."""
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0), MemoryTx(SensorUnit.tables)
+    good = traffic(sid, 0).model_dump(mode="json")
+    wrong = [CODEC.encode("TrafficCounted", {**good, "event_id": f"w{i}", "occurred_at": at})
+             for i, at in enumerate(["9999-12-31T23:59:59+00:00", "2100-01-01T00:00:00+00:00", "1999-12-31T23:59:59+00:00"])]
+    unit.process(tx, 0, [Msg("sensor.traffic-count", 0, 0, frame_batch([*wrong, encode_event(CODEC, traffic(sid, 1))]))])
+    dead = tx.decoded(DEAD_LETTERS.name)
+    assert len(dead) == 3 and all("the sender's clock is wrong" in d["reason"] for d in dead), [d["reason"] for d in dead]
+    state = tx.part(0)[SENSOR_TABLE][sid.encode()]
+    assert state["observed_at"].startswith("2026-06-01T08:01")  # the true reading, not the one from 9999
