@@ -99,16 +99,25 @@ class Feeder:
 
 
 # -- the offline fold of exactly what reached the broker ------------------------------------------------------------------
-def produced(bootstrap: str) -> list[tuple[Event, int]]:
-    """Every event on the sensor topics (read_committed, as the worker reads them), per partition in offset order."""
-    decoder = RecordDecoder(CODEC, "drill", expected={t.name: t.value_schemas for t in SENSOR_TOPICS.values()})
+def produced(bootstrap: str, bad: list[tuple[str, int, int]] | None = None,
+             pack: RegionPack | None = None) -> list[tuple[Event, int]]:
+    """Every event on the sensor topics (read_committed, as the worker reads them), per partition in offset order.
+    A record with a bad datum fails the drill, unless *bad* is given: then its (topic, partition, offset) goes there
+    (once per record) and its good datums count. With *pack*, readings of sensors it does not have are bad, as for the
+    worker."""
+    sensors = pack.sensors if pack is not None else None
+    decoder = RecordDecoder(CODEC, "drill", expected={t.name: t.value_schemas for t in SENSOR_TOPICS.values()},
+                            known_entities=set(sensors) if sensors is not None else None,
+                            entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()} if sensors is not None else None)
     out: list[tuple[Event, int]] = []
     for topic in SENSOR_TOPICS.values():
         msgs = sorted(drain(bootstrap, topic.name, missing_ok=True, timeout=120), key=lambda m: (m.partition(), m.offset()))
         for m in msgs:
             d = decoder.decode(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.headers())
             if d.dead:
-                raise AssertionError(f"the drill's own input has a bad record: {d.dead[0].reason}")
+                if bad is None:
+                    raise AssertionError(f"the drill's own input has a bad record: {d.dead[0].reason}")
+                bad.append((m.topic(), m.partition(), m.offset()))
             out.extend((e, m.partition()) for e in d.events)
     return out
 
