@@ -5,7 +5,7 @@
 "use strict";
 (() => {
   const STEP_MS = 5 * 60 * 1000;
-  const DEBOUNCE_MS = 90;
+  const DEBOUNCE_MS = 50;  // a held arrow key repeats every ~30 ms: one request per pause, not per repeat
   const ZONE = "Europe/Berlin";
   const de = new Intl.DateTimeFormat("de-DE", { timeZone: ZONE, weekday: "short", day: "2-digit", month: "2-digit",
     year: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
@@ -93,7 +93,8 @@
     const sentAt = performance.now();
     let snap = null, problem = null;
     try {
-      const r = await fetch(`/history/state?time=${encodeURIComponent(iso)}`);
+      // only the running window of each aggregate (what the panel draws), not every window of the horizon
+      const r = await fetch(`/history/state?time=${encodeURIComponent(iso)}&aggregates=running`);
       if (r.ok) snap = await r.json();
       else {
         let detail = "";
