@@ -234,6 +234,9 @@ def main() -> None:
                 res: dict[str, Any] = {"input_to_paint_ms": _stats([p["input_to_paint_ms"] for p in paints]),
                        "request_ms": _stats([p["request_ms"] for p in paints]),
                        "walk_s": time.monotonic() - t, "load": (load0, os.getloadavg()[0]), "paints": paints}
+                for part in ("wait_ms", "paint_ms", "frame_ms"):  # where the time went (pages that record it)
+                    if paints and all(part in p for p in paints):
+                        res[part] = _stats([p[part] for p in paints])
                 results.setdefault(name, []).append(res)
             finally:
                 proc.terminate()
@@ -242,6 +245,10 @@ def main() -> None:
             print(f"| {a.readings:,} | {name} | {s['n']} | {s['p50']:.0f} | {s['p95']:.0f} | {s['max']:.0f} | "
                   f"{r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} | {res['load'][0]:.1f}-{res['load'][1]:.1f} |",
                   flush=True)
+            parts = {k: f"p50 {res[k]['p50']:.0f} p95 {res[k]['p95']:.0f} max {res[k]['max']:.0f}"
+                     for k in ("wait_ms", "paint_ms", "frame_ms") if k in res}
+            if parts:
+                print(f"  {name}: {parts}", flush=True)
     results["load_after"] = os.getloadavg()
     out = a.out or work / "slider.json"
     out.write_text(json.dumps(results, indent=1, default=str))

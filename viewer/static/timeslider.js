@@ -90,7 +90,7 @@
     leaveLive();
     ts.requests += 1;
     const iso = new Date(p.t).toISOString();
-    const sentAt = performance.now();
+    const sentAt = p.sentAt = performance.now();
     let snap = null, problem = null;
     try {
       // only the running window of each aggregate (what the panel draws), not every window of the horizon
@@ -114,13 +114,18 @@
     }
     ts.error = null;
     el("time-error").textContent = "";
+    const paintAt = performance.now();
     paint(snap);
+    const paintMs = performance.now() - paintAt;
     ts.position = p.i;
     ts.at = snap.time;
     requestAnimationFrame(() => requestAnimationFrame(() => {  // the frame with the new state is on the screen
       if (p.id !== seq) return;
-      ts.paints.push({ position: p.i, time: snap.time, input_to_paint_ms: performance.now() - p.inputAt,
-                       request_ms: apiMs, events_applied: snap.events_applied });
+      const now = performance.now();
+      // where the time went: debounce and waiting (sentAt - inputAt), the request (with the JSON), drawing, the frame
+      ts.paints.push({ position: p.i, time: snap.time, input_to_paint_ms: now - p.inputAt, wait_ms: p.sentAt - p.inputAt,
+                       request_ms: apiMs, paint_ms: paintMs, frame_ms: now - paintAt - paintMs,
+                       events_applied: snap.events_applied });
       done();
     }));
   }
