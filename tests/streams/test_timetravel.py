@@ -142,3 +142,37 @@ def test_relayout_keeps_every_row_and_time_travel(tmp_path: Path) -> None:
             assert keys == sorted(keys)
     assert [to_json(state_at(m2, PACK, at)) for at in times] == before
     assert before == [to_json(fold(TwinState.empty(PACK), [(e, p) for _, p, e in events], until=at)) for at in times]
+
+
+def test_densify_snapshots_bounds_the_events_after_a_snapshot(tmp_path: Path) -> None:
+    """An archive written with sparse snapshots gets more, so that at most ``every`` events follow one; each new one
+    holds the fold of its prefix, and the twin at any T is unchanged."""
+    from streams.history.timetravel import densify_snapshots, load_snapshot
+
+    rng = random.Random(5)
+    events = _events(rng, 500)
+    w = ArchiveWriter(tmp_path, PACK, snapshot_every=40, fanin=3)
+    for i, (topic, part, e) in enumerate(events):
+        w.add(topic, part, i, e)
+        if i % 70 == 69:
+            w.flush()
+    w.flush()
+    m = Manifest.load(tmp_path)
+    before = m.snapshot_index().all()
+    times = [T0 + timedelta(seconds=rng.randrange(0, 4 * 3600)) for _ in range(6)]
+    expected = [to_json(fold(TwinState.empty(PACK), [(e, p) for _, p, e in events], until=at)) for at in times]
+    assert [to_json(state_at(m, PACK, at)) for at in times] == expected
+    lines: list[str] = []
+    added = densify_snapshots(m, PACK, every=7, report=lines.append, every_s=0.0)
+    m2 = Manifest.load(tmp_path)
+    after = m2.snapshot_index().all()
+    assert added > 0 and len(after) == len(before) + added and lines
+    assert {s.seq for s in before} <= {s.seq for s in after}
+    ends = [-1] + [s.seq for s in after] + [m2.next_seq - 1]
+    assert max(b - a for a, b in zip(ends, ends[1:], strict=False)) <= 7
+    arrived = [(e, p) for _, p, e in events]
+    for s in after[::5]:
+        snap = load_snapshot(m2, PACK, s, TwinState.empty(PACK).horizon)
+        assert snap is not None and to_json(snap) == to_json(fold(TwinState.empty(PACK), arrived[:s.seq + 1]))
+    assert [to_json(state_at(m2, PACK, at)) for at in times] == expected
+    assert densify_snapshots(m2, PACK, every=7) == 0
