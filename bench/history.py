@@ -86,18 +86,20 @@ def run(n: int, archive: Path, calls: int, baseline_calls: int, rng: random.Rand
     def q_state() -> str:
         return f"/history/state?time={iso(t0 + timedelta(seconds=rng.uniform(0, span)))}"
 
-    out: dict[str, Any] = {"readings": n, "files": len(m.files), "snapshots": len(m.snapshot_index().all()),
+    out: dict[str, Any] = {"readings": n, "archive": archive.name, "files": len(m.files), "snapshots": len(m.snapshot_index().all()),
                            "mb": round(sum(p.stat().st_size for p in archive.rglob("*") if p.is_file()) / 1e6)}
     for name, make in (("entity_day", q_entity), ("area_hour", q_area), ("state_at", q_state), ("range", lambda: "/history/range")):
-        times = []
+        times, cpu = [], []
         for _ in range(calls):
             url = make()
-            t = time.monotonic()
+            t, c = time.monotonic(), time.process_time()
             r = client.get(url)
             times.append(time.monotonic() - t)
+            cpu.append(time.process_time() - c)
             if r.status_code != 200:
                 raise SystemExit(f"{url}: {r.status_code} {r.text[:300]}")
         out[name] = (pct(times, 0.5), pct(times, 0.99))
+        out[name + "_cpu"] = (pct(cpu, 0.5), pct(cpu, 0.99))
     out["rss_mb"] = psutil.Process().memory_info().rss / 1e6
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
     out["baseline_s"] = [baseline(archive, pack) for _ in range(baseline_calls if n <= baseline_max else 0)]
@@ -113,25 +115,25 @@ def main() -> None:
     ap.add_argument("--baseline-max", type=int, default=10**12,
                     help="run the baseline only for archives up to this many readings (it is linear in the archive)")
     a = ap.parse_args()
-    rng = random.Random(a.seed)
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average at start {os.getloadavg()}", flush=True)
     rows = []
     for n, path in sorted((int(k), Path(v)) for k, v in (x.split("=", 1) for x in a.archive)):
-        r = run(n, path, a.calls, a.baseline_calls, rng, a.baseline_max)
+        r = run(n, path, a.calls, a.baseline_calls, random.Random(a.seed), a.baseline_max)  # the same calls per archive
         rows.append(r)
         print(f"  {r} load {os.getloadavg()}", flush=True)
-    print("\n| readings | files | snapshots | MB | query | p50 | p99 | baseline: whole-archive pass |\n"
-          "|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("\n| readings | archive | files | snapshots | MB | query | p50 | p99 | CPU p50 | CPU p99 | baseline: whole-archive "
+          "pass |\n|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         base = ", ".join(f"{b:.1f} s" for b in r["baseline_s"]) or "not run"
         for q in ("entity_day", "area_hour", "state_at", "range"):
             p50, p99 = r[q]
-            print(f"| {r['readings']:,} | {r['files']} | {r['snapshots']} | {r['mb']} | {q} | {p50 * 1e3:.0f} ms | "
-                  f"{p99 * 1e3:.0f} ms | {base} |")
-    print("\n| readings | RSS after | peak RSS |\n|---:|---:|---:|")
+            c50, c99 = r[q + "_cpu"]
+            print(f"| {r['readings']:,} | {r['archive']} | {r['files']} | {r['snapshots']} | {r['mb']} | {q} | "
+                  f"{p50 * 1e3:.0f} ms | {p99 * 1e3:.0f} ms | {c50 * 1e3:.0f} ms | {c99 * 1e3:.0f} ms | {base} |")
+    print("\n| readings | archive | RSS after | peak RSS |\n|---:|---|---:|---:|")
     for r in rows:
-        print(f"| {r['readings']:,} | {r['rss_mb']:.0f} MB | {r['peak_mb']:.0f} MB |")
+        print(f"| {r['readings']:,} | {r['archive']} | {r['rss_mb']:.0f} MB | {r['peak_mb']:.0f} MB |")
     print(f"load average at end {os.getloadavg()}")
 
 

@@ -113,14 +113,38 @@ def _baseline_root(archive: Path, work: Path) -> Path:
     return root.parent
 
 
-def _start_api(data: Path, bootstrap: str) -> tuple[Any, str]:
+def _start_api(data: Path, bootstrap: str, code: Path | None = None) -> tuple[Any, str]:
+    """The API (and the viewer it serves) as its own process over *data*; from the source tree *code* (another
+    revision, for a before/after pair in one run) when given, else this one."""
     import os
 
     from tests.helpers import start_api
 
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_DATA_DIR=str(data), **ENV)
     env.pop("PLIETSCH_REGION_PACK", None)
-    return start_api(env, data / "api.log", 90)
+    if code is None:
+        return start_api(env, data / "api.log", 90)
+    import subprocess
+
+    import httpx
+
+    from infra.broker import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
+                             "--log-level", "warning"], cwd=code, env=dict(env, PYTHONPATH=str(code)),
+                            stdout=(data / "api-baseline.log").open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError(f"API of {code} did not start within 90 s: {(data / 'api-baseline.log').read_text()[-2000:]}")
 
 
 async def walk(url: str, positions: int) -> list[dict[str, Any]]:
@@ -174,6 +198,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/work/bench-data"))
     ap.add_argument("--snapshot-every", type=int, default=10_000, help="archived events between two snapshots")
     ap.add_argument("--out", type=Path, default=None, help="JSON with every paint record")
+    ap.add_argument("--baseline-code", type=Path, default=None,
+                    help="also walk with the API and viewer of this source tree (e.g. `git archive REV | tar -x -C DIR`), "
+                         "same archive, --positions positions: a before/after pair in one run")
+    ap.add_argument("--rounds", type=int, default=1, help="walks per variant, alternating (before/after pairs)")
     a = ap.parse_args()
     name = f"slider-{a.readings}" + ("" if a.snapshot_every == 10_000 else f"-every-{a.snapshot_every}")
     archive = a.data / name
@@ -187,25 +215,40 @@ def main() -> None:
         (cur / "archive").symlink_to(archive.resolve())
     results: dict[str, Any] = {"readings": a.readings, "day": DAY.date().isoformat(), "machine":
                                f"{platform.node()} {os.cpu_count()} cores, load {os.getloadavg()}"}
+    variants: list[tuple[str, Path, int, Path | None]] = []
+    for _round in range(a.rounds):
+        if a.baseline_code is not None:
+            variants.append((f"before ({a.baseline_code.name})", cur, a.positions, a.baseline_code))
+        variants.append(("snapshots", cur, a.positions, None))
+    variants.append(("baseline (no snapshots)", _baseline_root(archive, work), a.baseline_positions, None))
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap_servers)
-        for name, data, n in (("snapshots", cur, a.positions),
-                              ("baseline (no snapshots)", _baseline_root(archive, work), a.baseline_positions)):
+        for name, data, n, code in variants:
             if n <= 0:
                 continue
-            proc, url = _start_api(data, broker.bootstrap_servers)
+            proc, url = _start_api(data, broker.bootstrap_servers, code)
             try:
                 t = time.monotonic()
+                load0 = os.getloadavg()[0]
                 paints = asyncio.run(walk(url, n))
-                results[name] = {"input_to_paint_ms": _stats([p["input_to_paint_ms"] for p in paints]),
-                                 "request_ms": _stats([p["request_ms"] for p in paints]),
-                                 "walk_s": time.monotonic() - t, "paints": paints}
+                res: dict[str, Any] = {"input_to_paint_ms": _stats([p["input_to_paint_ms"] for p in paints]),
+                       "request_ms": _stats([p["request_ms"] for p in paints]),
+                       "walk_s": time.monotonic() - t, "load": (load0, os.getloadavg()[0]), "paints": paints}
+                for part in ("wait_ms", "paint_ms", "frame_ms"):  # where the time went (pages that record it)
+                    if paints and all(part in p for p in paints):
+                        res[part] = _stats([p[part] for p in paints])
+                results.setdefault(name, []).append(res)
             finally:
                 proc.terminate()
                 proc.wait(20)
-            s, r = results[name]["input_to_paint_ms"], results[name]["request_ms"]
+            s, r = res["input_to_paint_ms"], res["request_ms"]
             print(f"| {a.readings:,} | {name} | {s['n']} | {s['p50']:.0f} | {s['p95']:.0f} | {s['max']:.0f} | "
-                  f"{r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} |", flush=True)
+                  f"{r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} | {res['load'][0]:.1f}-{res['load'][1]:.1f} |",
+                  flush=True)
+            parts = {k: f"p50 {res[k]['p50']:.0f} p95 {res[k]['p95']:.0f} max {res[k]['max']:.0f}"
+                     for k in ("wait_ms", "paint_ms", "frame_ms") if k in res}
+            if parts:
+                print(f"  {name}: {parts}", flush=True)
     results["load_after"] = os.getloadavg()
     out = a.out or work / "slider.json"
     out.write_text(json.dumps(results, indent=1, default=str))

@@ -4,9 +4,10 @@ time (time travel). Routes never open archive files themselves."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from datetime import timedelta
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
@@ -14,7 +15,7 @@ from api.deps import PackDep, SettingsDep
 from api.filters import parse_bbox, parse_range, parse_time
 from streams.history.engine import DuckDBHistory, EnginePage, HistoryEngine
 from twin.ids import EntityId, InvalidEntityId
-from twin.state import combined_aggregates
+from twin.state import TwinState, combined_aggregates
 
 router = APIRouter(tags=["history"])
 _lock = threading.Lock()
@@ -78,12 +79,38 @@ def history_range(request: Request) -> dict[str, Any]:
     return history_engine(request).range()
 
 
+def running_windows(state: TwinState, at: datetime) -> TwinState:
+    """*state* with only the aggregate partials of the running window of each (metric, group) at *at*: the newest
+    window that starts at or before *at*, or the windowless "current" partials (parking) where a group has them;
+    every shard's partial of that window (the rule the viewer's aggregates panel shows)."""
+    chosen: dict[tuple[str, str], datetime | None] = {}
+    for p in state.aggregates.values():
+        g = (p.metric, p.group)
+        if p.window is None:
+            chosen[g] = None  # a current value: shown whatever windows the group has
+        elif p.window <= at:
+            if g not in chosen:
+                chosen[g] = p.window
+            else:
+                best = chosen[g]
+                if best is not None and p.window > best:
+                    chosen[g] = p.window
+    kept = {k: p for k, p in state.aggregates.items()
+            if (p.metric, p.group) in chosen and chosen[(p.metric, p.group)] == p.window}
+    return dataclasses.replace(state, aggregates=kept)
+
+
 @router.get("/history/state", operation_id="state_at", summary="The twin as it stood at a time, rebuilt from the archive")
-def state_at(request: Request, settings: SettingsDep, time: str) -> dict[str, Any]:
+def state_at(request: Request, settings: SettingsDep, time: str,
+             aggregates: Literal["all", "running"] = "all") -> dict[str, Any]:
+    """The twin at *time*. ``aggregates=running``: only each (metric, group)'s running window at *time* (what the
+    viewer's time slider draws; a day of history holds thousands of windows, most of the answer otherwise)."""
     at = parse_time("time", time)
     if not settings.archive_dir.is_dir():
         raise HTTPException(404, f"no archive at {settings.archive_dir}; the archive sink ('plietsch archive') writes it")
     state = history_engine(request).state_at(at)
+    if aggregates == "running":
+        state = running_windows(state, at)
     return {"time": at.isoformat(), "as_of": state.as_of.isoformat() if state.as_of else None,
             "events_applied": state.events_applied,
             "sensors": {k: v.to_json() for k, v in state.sensors.items()},

@@ -1,7 +1,8 @@
 """History through a query engine: DuckDB over the archive's Parquet files, behind a small port (``HistoryEngine``).
 
 Queries name only the files the manifest lists and whose time range overlaps the question (partition pruning); inside
-a file DuckDB skips row groups by their min/max statistics (files are sorted by entity and time after compaction).
+a file DuckDB skips row groups by their min/max statistics (merged files are sorted by
+10-minute time bucket, then entity and time: ``streams.history.store.SORT_KEY``).
 DuckDB runs with a memory limit and a thread count, so a query's memory is bounded whatever the archive's size.
 ``range`` is answered from the manifest without reading any data file. Time travel: ``streams.history.timetravel``.
 """

@@ -150,3 +150,55 @@ def rebuild_snapshots(manifest: Manifest, pack: RegionPack, horizon: timedelta =
         report(f"archive: {len(new)} twin snapshots rebuilt from {total:,} events in {time.monotonic() - started:.0f} s "
                f"({removed} old files removed)")
     return w.freeze(), since
+
+
+def densify_snapshots(manifest: Manifest, pack: RegionPack, every: int, horizon: timedelta = DEFAULT_HORIZON,
+                      report: Any = None, every_s: float = 10.0) -> int:
+    """Add snapshots so that no more than *every* archived events follow one (an archive written with a sparser
+    ``snapshot_every``: time travel's cost is the events after the snapshot). Folds from the last snapshot before the
+    first wider gap to the archive's end (not from the start) and writes a snapshot wherever *every* events passed
+    since the previous one; the existing snapshots stay. For the archive's one writer, or while no writer runs.
+    Returns the number of snapshots added; *report* gets a line of progress every *every_s* seconds."""
+    import time
+
+    from streams.history.store import write_snapshot
+    from twin.state import Folding, to_snapshot
+
+    if every < 1:
+        raise ValueError(f"every must be at least 1 event, got {every}")
+    old = manifest.snapshot_index().all()
+    ends = [s.seq for s in old] + [manifest.next_seq - 1]
+    start = None  # the snapshot before the first gap wider than every (None: the archive's start)
+    prev = -1
+    for k, seq in enumerate(ends):
+        if seq - prev > every:
+            start = old[k - 1] if k else None
+            break
+        prev = seq
+    else:
+        return 0
+    state = TwinState.empty(pack, horizon) if start is None else load_snapshot(manifest, pack, start, horizon)
+    if state is None:
+        raise ValueError(f"snapshot {start} was written by another version or horizon; run rebuild_snapshots first")
+    existing = {s.seq for s in old}
+    w = Folding(state)
+    new: list[Snapshot] = []
+    last = -1 if start is None else start.seq
+    started = last_report = time.monotonic()
+    for a in events_after(manifest, last):
+        w.apply(a.event, a.partition)
+        if a.seq in existing:
+            last = a.seq
+        elif a.seq - last >= every:
+            new.append(write_snapshot(manifest.root, a.seq, w.as_of, to_snapshot(w.freeze())))
+            last = a.seq
+        if report is not None and time.monotonic() - last_report >= every_s:
+            last_report = time.monotonic()
+            report(f"archive: adding twin snapshots: at event {a.seq + 1:,} of {manifest.next_seq:,}, {len(new)} "
+                   f"written ({time.monotonic() - started:.0f} s)")
+    if new:
+        manifest.replace_snapshots(sorted(old + new, key=lambda s: s.seq))
+    if report is not None:
+        report(f"archive: {len(new)} twin snapshots added in {time.monotonic() - started:.0f} s (at most {every:,} "
+               f"events after each)")
+    return len(new)

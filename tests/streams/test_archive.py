@@ -17,7 +17,7 @@ from schemas.codec import SingleObjectCodec
 from streams.archive import REPLAY_HEADERS, ArchiveWriter, archive_files, read_events, rebuild, run_sink, tail
 from streams.catalogue import SENSOR_TOPICS
 from streams.history.engine import DuckDBHistory
-from streams.history.store import SCHEMA, Manifest
+from streams.history.store import SCHEMA, SORT_BUCKET_US, Manifest, to_us
 from streams.publisher import EventPublisher, producer_config
 from streams.serde import to_record
 from tests.helpers import wait_for
@@ -93,8 +93,9 @@ def test_compaction_bounds_the_files_and_keeps_every_row(tmp_path: Path) -> None
     sealed = [f for f in m.files.values() if f.day == "2026-04-01"]
     assert len(sealed) == 1 and sealed[0].level == 9 and set(days) == {"2026-04-01", "2026-04-02"}
     table = pq.read_table(tmp_path / sealed[0].path)
-    keys = list(zip(table.column("entity_id").to_pylist(), table.column("occurred_at").to_pylist(), strict=True))
-    assert keys == sorted(keys)  # sorted by entity and time
+    bucket = [to_us(t) // SORT_BUCKET_US for t in table.column("occurred_at").to_pylist()]
+    keys = list(zip(bucket, table.column("entity_id").to_pylist(), table.column("occurred_at").to_pylist(), strict=True))
+    assert keys == sorted(keys) and len(set(bucket)) > 1  # sorted by 10-minute bucket, then entity and time
     assert sorted(r for f in archive_files(tmp_path) for r in pq.read_table(f).column("offset").to_pylist()) == list(range(n))
     assert {p for p in (tmp_path / "topic=sensor.traffic-count").rglob("*") if p.is_file()} == set(archive_files(tmp_path))
 

@@ -97,3 +97,82 @@ def test_state_at_from_snapshots_equals_the_full_fold(seed: int, n: int, every: 
         assert True in used  # snapshots were used for some T
         assert to_json(state_at(m, PACK, None)) == to_json(fold(TwinState.empty(PACK), arrived))
         engine.close()
+
+
+def test_relayout_keeps_every_row_and_time_travel(tmp_path: Path) -> None:
+    """Files merged in the old order (entity first) rewritten by ``relayout``: the same rows and seq, sorted by
+    (10-minute bucket, entity, time), and the twin at any T unchanged (the snapshots stay valid)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from streams.history.store import SORT_BUCKET_US, relayout, to_us
+
+    rng = random.Random(11)
+    events = _events(rng, 600)
+    w = ArchiveWriter(tmp_path, PACK, snapshot_every=50, fanin=2)
+    for i, (topic, part, e) in enumerate(events):
+        w.add(topic, part, i, e)
+        if i % 50 == 49:
+            w.flush()
+    w.flush()
+    m = Manifest.load(tmp_path)
+    merged = [f for f in m.files.values() if f.level > 0]
+    assert merged
+    con = duckdb.connect()
+    for f in merged:  # as an older version wrote them: entity first
+        p = tmp_path / f.path
+        con.execute(f"COPY (SELECT * FROM read_parquet('{p}') ORDER BY entity_id, occurred_at, seq) TO '{p}.old' "
+                    "(FORMAT parquet)")
+        Path(f"{p}.old").replace(p)
+    times = [T0 + timedelta(seconds=rng.randrange(0, 4 * 3600)) for _ in range(5)]
+    before = [to_json(state_at(m, PACK, at)) for at in times]
+    rows_before = sorted(r["seq"] for f in m.files.values() for r in pq.read_table(tmp_path / f.path).to_pylist())
+    lines: list[str] = []
+    assert relayout(m, report=lines.append) == len(merged) == len(lines)
+    m2 = Manifest.load(tmp_path)
+    assert not {f.path for f in merged} & set(m2.files) and all((tmp_path / f.path).exists() for f in m2.files.values())
+    assert not any((tmp_path / f.path).exists() for f in merged)
+    assert sorted(r["seq"] for f in m2.files.values() for r in pq.read_table(tmp_path / f.path).to_pylist()) == rows_before
+    for f in m2.files.values():
+        if f.level > 0:
+            t = pq.read_table(tmp_path / f.path)
+            keys = list(zip([to_us(x) // SORT_BUCKET_US for x in t.column("occurred_at").to_pylist()],
+                            t.column("entity_id").to_pylist(), t.column("occurred_at").to_pylist(),
+                            t.column("seq").to_pylist(), strict=True))
+            assert keys == sorted(keys)
+    assert [to_json(state_at(m2, PACK, at)) for at in times] == before
+    assert before == [to_json(fold(TwinState.empty(PACK), [(e, p) for _, p, e in events], until=at)) for at in times]
+
+
+def test_densify_snapshots_bounds_the_events_after_a_snapshot(tmp_path: Path) -> None:
+    """An archive written with sparse snapshots gets more, so that at most ``every`` events follow one; each new one
+    holds the fold of its prefix, and the twin at any T is unchanged."""
+    from streams.history.timetravel import densify_snapshots, load_snapshot
+
+    rng = random.Random(5)
+    events = _events(rng, 500)
+    w = ArchiveWriter(tmp_path, PACK, snapshot_every=40, fanin=3)
+    for i, (topic, part, e) in enumerate(events):
+        w.add(topic, part, i, e)
+        if i % 70 == 69:
+            w.flush()
+    w.flush()
+    m = Manifest.load(tmp_path)
+    before = m.snapshot_index().all()
+    times = [T0 + timedelta(seconds=rng.randrange(0, 4 * 3600)) for _ in range(6)]
+    expected = [to_json(fold(TwinState.empty(PACK), [(e, p) for _, p, e in events], until=at)) for at in times]
+    assert [to_json(state_at(m, PACK, at)) for at in times] == expected
+    lines: list[str] = []
+    added = densify_snapshots(m, PACK, every=7, report=lines.append, every_s=0.0)
+    m2 = Manifest.load(tmp_path)
+    after = m2.snapshot_index().all()
+    assert added > 0 and len(after) == len(before) + added and lines
+    assert {s.seq for s in before} <= {s.seq for s in after}
+    ends = [-1] + [s.seq for s in after] + [m2.next_seq - 1]
+    assert max(b - a for a, b in zip(ends, ends[1:], strict=False)) <= 7
+    arrived = [(e, p) for _, p, e in events]
+    for s in after[::5]:
+        snap = load_snapshot(m2, PACK, s, TwinState.empty(PACK).horizon)
+        assert snap is not None and to_json(snap) == to_json(fold(TwinState.empty(PACK), arrived[:s.seq + 1]))
+    assert [to_json(state_at(m2, PACK, at)) for at in times] == expected
+    assert densify_snapshots(m2, PACK, every=7) == 0

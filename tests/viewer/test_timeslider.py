@@ -188,6 +188,10 @@ async def test_the_slider_scrubs_a_day_by_keyboard_and_drag_and_draws_the_state_
             drawn = await _settle(page, position)
             snap = c.get("/history/state", params={"time": drawn["at"]}).json()
             _check_drawn(drawn, snap, names)
+            # what the page fetches: the same state with only the running windows (by the panel's rule)
+            running = c.get("/history/state", params={"time": drawn["at"], "aggregates": "running"}).json()
+            assert set(running.pop("aggregates")) == set(_current_windows(snap)), drawn["at"]
+            assert running == {k: v for k, v in snap.items() if k != "aggregates"}
             assert re.fullmatch(r"\w\w\., \d\d\.\d\d\.\d{4}, \d\d:\d\d (MESZ|MEZ)", drawn["label"]), drawn["label"]
             assert drawn["valuetext"] == drawn["label"]
             if position % 96 == 48:  # a few positions against the offline fold as well

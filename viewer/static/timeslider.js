@@ -5,7 +5,7 @@
 "use strict";
 (() => {
   const STEP_MS = 5 * 60 * 1000;
-  const DEBOUNCE_MS = 90;
+  const DEBOUNCE_MS = 50;  // a held arrow key repeats every ~30 ms: one request per pause, not per repeat
   const ZONE = "Europe/Berlin";
   const de = new Intl.DateTimeFormat("de-DE", { timeZone: ZONE, weekday: "short", day: "2-digit", month: "2-digit",
     year: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
@@ -90,10 +90,11 @@
     leaveLive();
     ts.requests += 1;
     const iso = new Date(p.t).toISOString();
-    const sentAt = performance.now();
+    const sentAt = p.sentAt = performance.now();
     let snap = null, problem = null;
     try {
-      const r = await fetch(`/history/state?time=${encodeURIComponent(iso)}`);
+      // only the running window of each aggregate (what the panel draws), not every window of the horizon
+      const r = await fetch(`/history/state?time=${encodeURIComponent(iso)}&aggregates=running`);
       if (r.ok) snap = await r.json();
       else {
         let detail = "";
@@ -113,13 +114,18 @@
     }
     ts.error = null;
     el("time-error").textContent = "";
+    const paintAt = performance.now();
     paint(snap);
+    const paintMs = performance.now() - paintAt;
     ts.position = p.i;
     ts.at = snap.time;
     requestAnimationFrame(() => requestAnimationFrame(() => {  // the frame with the new state is on the screen
       if (p.id !== seq) return;
-      ts.paints.push({ position: p.i, time: snap.time, input_to_paint_ms: performance.now() - p.inputAt,
-                       request_ms: apiMs, events_applied: snap.events_applied });
+      const now = performance.now();
+      // where the time went: debounce and waiting (sentAt - inputAt), the request (with the JSON), drawing, the frame
+      ts.paints.push({ position: p.i, time: snap.time, input_to_paint_ms: now - p.inputAt, wait_ms: p.sentAt - p.inputAt,
+                       request_ms: apiMs, paint_ms: paintMs, frame_ms: now - paintAt - paintMs,
+                       events_applied: snap.events_applied });
       done();
     }));
   }

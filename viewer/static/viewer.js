@@ -85,8 +85,11 @@ function applySensor(id, s) {
   if (s) state.sensors[id] = s; else delete state.sensors[id];
   const e = sensorEntities[id];
   if (!e) return;
-  e.label.text = s ? `${e.name}\n${Object.entries(s.values).map(([k, v]) => `${k}: ${v}`).join("\n")}` : e.name;
-  e.point.pixelSize = s ? 11 : 8;
+  // a new label text re-renders its glyphs: set it (and the size) only when it changed
+  const text = s ? `${e.name}\n${Object.entries(s.values).map(([k, v]) => `${k}: ${v}`).join("\n")}` : e.name;
+  if (e.text !== text) { e.text = text; e.label.text = text; }
+  const size = s ? 11 : 8;
+  if (e.size !== size) { e.size = size; e.point.pixelSize = size; }
   const css = s ? e.kindColour : NO_READING;
   if (e.css !== css) { e.css = css; e.point.color = Cesium.Color.fromCssColorString(css); }
   if (s && s.sensor_kind === "water_level" && id.includes(":gauge-holtenau")) setWater(s.values.level_m);
