@@ -41,9 +41,18 @@ class HistoryEngine(Protocol):
     def state_at(self, at: datetime | None) -> TwinState: ...
 
 
+def spill_dir() -> str:
+    """Where DuckDB spills a query that exceeds its memory limit: the system's temporary directory, never the current
+    directory (its default, ``.tmp/``, once left 450 MB in a source tree)."""
+    import os
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "plietsch-duckdb-spill")
+
+
 def connect(memory_limit: str = "512MB", threads: int = 2) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config={"memory_limit": memory_limit, "threads": threads, "preserve_insertion_order": False,
-                                  "enable_object_cache": True})
+                                  "enable_object_cache": True, "temp_directory": spill_dir()})
 
 
 class ArchiveGone(RuntimeError):

@@ -373,7 +373,10 @@ def merge(root: Path, files: list[FileInfo], level: int, memory_limit: str = "51
     seq0 = min(f.seq_min for f in files)
     rel = f"topic={topic}/day={day}/L{level}-{seq0:012d}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = root / (rel + ".tmp")
-    con = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads, "preserve_insertion_order": False})
+    from streams.history.engine import spill_dir
+
+    con = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads, "preserve_insertion_order": False,
+                                 "temp_directory": spill_dir()})
     try:
         src = [str(root / f.path) for f in files]
         con.execute(f"COPY (SELECT * FROM read_parquet(?, hive_partitioning=false) ORDER BY {SORT_KEY}) "
