@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -22,6 +23,7 @@ from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
 from api.places import places
 from api.readmodel import ReadModel
+from api.retention import Retention, Sweeper
 from api.routes import auth, coast, entities, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
@@ -45,7 +47,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.read_model.start()
+        app.state.sweeper.start()
         yield
+        app.state.sweeper.stop()
         app.state.read_model.stop()
 
     app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan, dependencies=[Depends(enforce)],
@@ -93,7 +97,27 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     rm = app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
                                           history=settings.delta_buffer,
                                           aggregate_horizon=timedelta(hours=settings.aggregate_horizon_h),
-                                          subscriber_queue=settings.subscriber_queue)
+                                          subscriber_queue=settings.subscriber_queue,
+                                          scenario_keep=2 * timedelta(hours=settings.scenario_result_ttl_h))
+    retention = app.state.retention = Retention(settings.data_dir, settings.scenario_result_ttl_h, settings.scenario_disk_mb)
+
+    def sweep() -> None:
+        """Expired and over-the-cap results go (files, summaries in memory), long-expired runs are forgotten."""
+        if not rm.ready.is_set():
+            return  # the records say which runs have ended: wait until the read model has caught up
+        done = retention.sweep(dict(rm.scenarios))
+        names = {n for n, _ in done.expired}
+        rm.drop_summaries([sid for sid in list(rm.scenarios) if retention.folder(sid).name in names])
+        if done.forgotten:
+            rm.forget_scenarios(done.forgotten)
+            store.forget_scenarios(done.forgotten)
+        store.forget_scenarios_before(time.time() - 2 * 3600 * settings.scenario_result_ttl_h, set(rm.scenarios))
+        for name, why in done.expired:
+            log.info("scenario results %s deleted (%s); results now take %.1f MB",
+                     name, "older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full",
+                     done.bytes_after / 2**20)
+
+    app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
     registry = app.state.metrics_registry = metrics_registry(rm)
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -97,15 +97,22 @@ def _status(rm: Any, sid: str, request: Request) -> dict[str, Any]:
     if not _visible(request, sid):
         raise HTTPException(403, f"scenario {sid} belongs to another planner and is not shared")
     owner, shared = request.app.state.auth_store.scenario_owner(sid) or (None, False)
-    return {**rec, "owner": owner, "shared": shared}
+    return {**rec, "owner": owner, "shared": shared, **_expiry(request, sid, rec)}
+
+
+def _expiry(request: Request, sid: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """When the results go (PLIETSCH_SCENARIO_RESULT_TTL_H after the run ended), and why they went if they did."""
+    retention = request.app.state.retention
+    until = retention.expires_at(rec)
+    return {"expires_at": None if until is None else until.isoformat(), "expired": retention.expired(sid, rec)}
 
 
 @router.get("/scenarios", operation_id="list_scenarios", summary="Your scenarios and shared ones (an operator: all)")
 def list_scenarios(rm: ReadModelDep, request: Request) -> list[dict[str, Any]]:
     owners = request.app.state.auth_store.scenario_owners()
     return [{**{k: v for k, v in r.items() if k != "summary_json"}, "owner": owners.get(r["entity_id"], (None, False))[0],
-             "shared": owners.get(r["entity_id"], (None, False))[1]}
-            for r in sorted(rm.scenarios.values(), key=lambda r: r["_seq"]) if _visible(request, r["entity_id"], owners)]
+             "shared": owners.get(r["entity_id"], (None, False))[1], **_expiry(request, r["entity_id"], r)}
+            for r in sorted(list(rm.scenarios.values()), key=lambda r: r["_seq"]) if _visible(request, r["entity_id"], owners)]
 
 
 @router.get("/scenarios/{sid}", operation_id="get_scenario")
@@ -135,6 +142,8 @@ def cancel_scenario(sid: str, request: Request, rm: ReadModelDep, pack: PackDep)
 
 def _completed(rm: Any, settings: Any, sid: str, request: Request) -> Path:
     rec = _status(rm, sid, request)
+    if rec["expired"] is not None:
+        raise HTTPException(410, rec["expired"]["message"])
     if rec["status"] != "completed":
         raise HTTPException(409, f"scenario {sid} is {rec['status']} ({rec['step']}/{rec['steps']} steps); results come when it completes")
     out = scenario_dir(settings.data_dir, sid)
