@@ -11,6 +11,7 @@ from twin.events import (
     AirQualityMeasured,
     AlertCleared,
     AlertRaised,
+    AuditRecorded,
     BikeStationStatusReported,
     DeadLettered,
     DefectReported,
@@ -78,8 +79,11 @@ ALERTS = TopicSpec("twin.alerts", (AlertRaised.__name__, AlertCleared.__name__),
 DEAD_LETTERS = TopicSpec("dead-letters", (DeadLettered.__name__,), key="original topic", partitions=1,
                          retention_ms=90 * DAY_MS, doc="records that failed, with the original bytes and the reason")
 
+AUDIT = TopicSpec("audit.events", (AuditRecorded.__name__,), key="actor", partitions=1, retention_ms=400 * DAY_MS,
+                  doc="who did what through the API (scenarios, users, keys, logins); archived, read by operators")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), TWIN_UPDATES, AGGREGATES, ALERTS,
-                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS)
+                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS, AUDIT)
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 
 
