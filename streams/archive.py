@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
-from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
@@ -35,7 +35,7 @@ __all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter"
            "archive_files", "read_events", "rebuild", "run_sink", "tail"]
 
 log = logging.getLogger("plietsch.archive")
-ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values()))
+ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT))  # audit: issue 11 item 6
 REPLAY_HEADER = "plietsch-replay"
 REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 
@@ -48,7 +48,8 @@ class Validator:
         self.pack = pack
         self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                     known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()})
-        self.municipal = RecordDecoder(codec, "archive", expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()})
+        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT)}
+        self.municipal = RecordDecoder(codec, "archive", expected=expected)
         self.reasons: dict[str, int] = {}
 
     def event(self, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes) -> Event | None:
