@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.audit import produce as produce_audit
 from api.auth.access import allowed, check_coverage, enforce, identify
 from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
@@ -24,10 +25,11 @@ from api.metrics import RequestMetrics, metrics_registry, render
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import auth, coast, entities, history, live, scenarios
+from api.routes import audit, auth, coast, entities, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from streams.serde import make_codec
+from twin.events import AuditRecorded
 from twin.region import load_pack
 
 log = logging.getLogger("plietsch.api")
@@ -112,7 +114,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             rm.forget_scenarios(done.forgotten)
             store.forget_scenarios(done.forgotten)
         store.forget_scenarios_before(time.time() - 2 * 3600 * settings.scenario_result_ttl_h, set(rm.scenarios))
+        sids = {retention.folder(sid).name: sid for sid in rm.scenarios}
         for name, why in done.expired:
+            produce_audit(app, AuditRecorded(
+                entity_id=sids.get(name, f"{pack.id}:_:scenario:{name}"), region=pack.id, occurred_at=datetime.now(UTC),  # type: ignore[arg-type]
+                source="api", action="scenario.delete", actor="system:retention", actor_role="system", target=sids.get(name, name),
+                detail="older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full"))
             log.info("scenario results %s deleted (%s); results now take %.1f MB",
                      name, "older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full",
                      done.bytes_after / 2**20)
@@ -124,7 +131,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
     app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
     app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
-    for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router):
+    for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
+                   audit.router):
         app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the read model (503 when degraded)",

@@ -60,7 +60,8 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/scenarios/{sid}/depth/{step}.tif"): "planner",
     ("GET", "/scenarios/{sid}/rasters/{name}.tif"): "planner",
     ("GET", "/scenarios/{sid}/compare/{other}"): "planner",
-    # operator: users and keys, the processors' state
+    # operator: users and keys, the audit log, the processors' state
+    ("GET", "/audit"): "operator",
     ("GET", "/metrics"): "operator",
     ("GET", "/auth/users"): "operator",
     ("POST", "/auth/users"): "operator",

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from shapely.geometry import mapping
 
+from api.audit import record
 from api.auth.access import allowed, identify
 from api.deps import PackDep, ReadModelDep, SettingsDep
 from streams.catalogue import SCENARIO_REQUESTS
@@ -54,6 +55,7 @@ def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> 
                               request_json=body.model_dump_json())
     request.app.state.auth_store.own_scenario(sid, identify(request).subject)  # before the event: never an unowned run
     _produce(request, SCENARIO_REQUESTS.name, sid, event)
+    record(request, "scenario.launch", sid, entity=sid, detail=f"{body.steps} steps")
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
 
 
@@ -126,6 +128,7 @@ def share_scenario(sid: str, request: Request, rm: ReadModelDep) -> dict[str, An
     _status(rm, sid, request)
     _may_change(request, sid)
     request.app.state.auth_store.share_scenario(sid)
+    record(request, "scenario.share", sid, entity=sid)
     return {"id": sid, "shared": True}
 
 
@@ -137,6 +140,7 @@ def cancel_scenario(sid: str, request: Request, rm: ReadModelDep, pack: PackDep)
         raise HTTPException(409, f"scenario {sid} is already {rec['status']}; nothing to cancel")
     _produce(request, SCENARIO_REQUESTS.name, sid, ScenarioCancelRequested(
         entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason=f"cancelled by {identify(request).subject}"))
+    record(request, "scenario.cancel", sid, entity=sid)
     return {"id": sid, "status": "cancel requested"}
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 
 from api.auth.store import AuthStore
@@ -22,7 +22,7 @@ from streams.catalogue import SCENARIO_RESULTS, ensure_topics
 from streams.serde import encode_event, make_codec
 from tests.credentials import OPERATOR
 from tests.helpers import wait_for
-from twin.events import ScenarioProgressed
+from twin.events import AuditRecorded, ScenarioProgressed
 from twin.region import BUNDLED_DIR
 
 pytestmark = pytest.mark.broker
@@ -106,6 +106,24 @@ def test_results_expire_and_the_disk_is_capped_oldest_first(own_broker: str, tmp
         rm = app.state.read_model
         assert rm.scenarios[runs["old"]]["summary_json"] == "" and rm.scenarios[runs["c"]]["summary_json"]
         assert runs["ancient"] not in rm.scenarios and store.scenario_owner(runs["ancient"]) is None
+
+    # each deletion is audited (issue 11 item 6) on audit.events, by the system
+    consumer = Consumer({"bootstrap.servers": own_broker, "group.id": "retention-audit", "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe(["audit.events"])
+    codec, deleted = make_codec(""), {}
+    try:
+        def read() -> bool:
+            for msg in consumer.consume(100, 1.0):
+                if msg.error() is None:
+                    e = AuditRecorded.model_validate(codec.decode(msg.value())[1])
+                    deleted[e.target] = (e.action, e.actor, e.detail)
+            return len(deleted) >= 2
+        wait_for(read, 60, "the audit records of the deletions")
+    finally:
+        consumer.close()
+    assert deleted == {runs["old"]: ("scenario.delete", "system:retention", "older than PLIETSCH_SCENARIO_RESULT_TTL_H"),
+                       runs["a"]: ("scenario.delete", "system:retention", "PLIETSCH_SCENARIO_DISK_MB full")}
 
     # a restart reads the compacted topic again: the forgotten run is not taken in, the expired ones still answer 410
     again = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=own_broker, region_pack=BUNDLED_DIR / "kiel", data_dir=tmp_path,
