@@ -22,6 +22,7 @@ from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
 from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
+from api.openapi import document_errors
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
@@ -194,4 +195,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return FileResponse(STATIC / "kiosk.html")
 
     check_coverage(app)
+    document_errors(app)
     return app
