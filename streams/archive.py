@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from infra.kafka_security import kafka_security
 from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
 from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
@@ -111,7 +112,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
         epoch = settings.broker_epoch if epoch is None else epoch
         horizon_h = settings.aggregate_horizon_h if horizon_h is None else horizon_h
         snapshot_every = settings.snapshot_every if snapshot_every is None else snapshot_every
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+    consumer = Consumer({**kafka_security().librdkafka(), "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                          "isolation.level": "read_committed", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
     # its snapshots are of the twin with the worker's aggregate horizon (time travel folds on from them)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra.kafka_security import kafka_security
 from twin.events import (
     AirQualityMeasured,
     AlertCleared,
@@ -94,7 +95,7 @@ class TopicSetupError(RuntimeError):
 def ensure_topics(bootstrap_servers: str, topics: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1,
                   timeout: float = 15.0) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns the names created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **kafka_security().librdkafka()})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
