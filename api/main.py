@@ -29,6 +29,7 @@ from api.retention import Retention, Sweeper
 from api.routes import audit, auth, coast, entities, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
+from infra.kafka_security import secured
 from streams.serde import make_codec
 from twin.events import AuditRecorded
 from twin.region import load_pack
@@ -81,7 +82,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if not producer:
             from confluent_kafka import Producer
 
-            producer.append(Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0}))
+            producer.append(Producer(secured({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0})))
         return producer[0]
 
     cells: list[int] = []

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.aggview import AggregateView, BadPartial, parse_partial
 from api.retention import finished_at
+from infra.kafka_security import secured
 from schemas.codec import CodecError, is_batch, iter_batch
 from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, SCENARIO_RESULTS, TWIN_UPDATES
 from streams.serde import Codec
@@ -501,12 +502,12 @@ class ReadModel:
             log.exception("read model stopped")
 
     def _consume(self) -> None:
-        consumer = Consumer({
+        consumer = Consumer(secured({
             "bootstrap.servers": self.bootstrap_servers, "group.id": f"plietsch-api-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.wait.max.ms": 50,  # deltas reach live clients quickly
             "statistics.interval.ms": 1000, "stats_cb": self._on_stats, "error_cb": self._on_error,
-            "logger": kafka_log})
+            "logger": kafka_log}))
         try:
             assigned = self._assign(consumer)
             if assigned is None:
