@@ -22,6 +22,7 @@ class Problem(BaseModel):
 
 PROBLEM = Problem.model_json_schema()
 WHY = {
+    400: "a body that is not JSON at all",
     401: "no login, or credentials that are wrong, expired or deleted",
     403: "a login whose role is below what the route needs (or the run is another planner's)",
     413: "a request body above PLIETSCH_MAX_BODY_BYTES",
@@ -64,6 +65,8 @@ def document_errors(app: FastAPI) -> None:
             codes.add(422)
         if methods & {"POST", "PUT", "PATCH"}:
             codes.add(413)
+        if route.body_field is not None:
+            codes.add(400)
         for code in sorted(codes):
             route.responses.setdefault(code, {"description": WHY[code]})
         for m in methods:
