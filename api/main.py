@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,22 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.audit import produce as produce_audit
 from api.auth.access import allowed, check_coverage, enforce, identify
 from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
 from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
+from api.openapi import document_errors
 from api.places import places
 from api.readmodel import ReadModel
-from api.routes import auth, coast, entities, history, live, scenarios
+from api.retention import Retention, Sweeper
+from api.routes import audit, auth, coast, entities, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
+from infra.kafka_security import secured
 from streams.serde import make_codec
+from twin.events import AuditRecorded
 from twin.region import load_pack
 
 log = logging.getLogger("plietsch.api")
@@ -45,7 +51,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.read_model.start()
+        app.state.sweeper.start()
         yield
+        app.state.sweeper.stop()
         app.state.read_model.stop()
 
     app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan, dependencies=[Depends(enforce)],
@@ -74,7 +82,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if not producer:
             from confluent_kafka import Producer
 
-            producer.append(Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0}))
+            producer.append(Producer(secured({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0})))
         return producer[0]
 
     cells: list[int] = []
@@ -93,14 +101,40 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     rm = app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
                                           history=settings.delta_buffer,
                                           aggregate_horizon=timedelta(hours=settings.aggregate_horizon_h),
-                                          subscriber_queue=settings.subscriber_queue)
+                                          subscriber_queue=settings.subscriber_queue,
+                                          scenario_keep=2 * timedelta(hours=settings.scenario_result_ttl_h))
+    retention = app.state.retention = Retention(settings.data_dir, settings.scenario_result_ttl_h, settings.scenario_disk_mb)
+
+    def sweep() -> None:
+        """Expired and over-the-cap results go (files, summaries in memory), long-expired runs are forgotten."""
+        if not rm.ready.is_set():
+            return  # the records say which runs have ended: wait until the read model has caught up
+        done = retention.sweep(dict(rm.scenarios))
+        names = {n for n, _ in done.expired}
+        rm.drop_summaries([sid for sid in list(rm.scenarios) if retention.folder(sid).name in names])
+        if done.forgotten:
+            rm.forget_scenarios(done.forgotten)
+            store.forget_scenarios(done.forgotten)
+        store.forget_scenarios_before(time.time() - 2 * 3600 * settings.scenario_result_ttl_h, set(rm.scenarios))
+        sids = {retention.folder(sid).name: sid for sid in rm.scenarios}
+        for name, why in done.expired:
+            produce_audit(app, AuditRecorded(
+                entity_id=sids.get(name, f"{pack.id}:_:scenario:{name}"), region=pack.id, occurred_at=datetime.now(UTC),  # type: ignore[arg-type]
+                source="api", action="scenario.delete", actor="system:retention", actor_role="system", target=sids.get(name, name),
+                detail="older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full"))
+            log.info("scenario results %s deleted (%s); results now take %.1f MB",
+                     name, "older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full",
+                     done.bytes_after / 2**20)
+
+    app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
     registry = app.state.metrics_registry = metrics_registry(rm)
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
     app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
     app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
-    for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router):
+    for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
+                   audit.router):
         app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the read model (503 when degraded)",
@@ -162,4 +196,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return FileResponse(STATIC / "kiosk.html")
 
     check_coverage(app)
+    document_errors(app)
     return app

@@ -30,13 +30,15 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from api.aggview import AggregateView, BadPartial, parse_partial
+from api.retention import finished_at
+from infra.kafka_security import secured
 from schemas.codec import CodecError, is_batch, iter_batch
 from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, SCENARIO_RESULTS, TWIN_UPDATES
 from streams.serde import Codec
@@ -130,7 +132,8 @@ def _coast_state_ok(state: dict[str, Any]) -> bool:
 
 class ReadModel:
     def __init__(self, bootstrap_servers: str, codec: Codec, history: int = 200_000,
-                 aggregate_horizon: timedelta = timedelta(hours=48), subscriber_queue: int = 10_000) -> None:
+                 aggregate_horizon: timedelta = timedelta(hours=48), subscriber_queue: int = 10_000,
+                 scenario_keep: timedelta | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.codec = codec
         self.subscriber_queue = subscriber_queue
@@ -145,6 +148,7 @@ class ReadModel:
         self._alert_newest: datetime | None = None
         self._alert_records = 0
         self._scenario_order: dict[str, tuple[int, int]] = {}
+        self.scenario_keep = scenario_keep  # finished runs that ended longer ago are not kept (api/retention.py)
         # health
         self.applied: dict[str, int] = dict.fromkeys(TOPICS, 0)
         self.skipped: dict[tuple[str, str], int] = {}
@@ -418,6 +422,9 @@ class ReadModel:
     def apply_scenario(self, rec: dict[str, Any]) -> str | None:
         sid = rec["entity_id"]
         order = (FINISHED[rec["status"]], rec["step"])
+        if self.scenario_keep is not None and (end := finished_at(rec)) is not None \
+                and end < datetime.now(UTC) - self.scenario_keep:
+            return "expired"
         with self._lock:
             prev = self._scenario_order.get(sid)
             if prev is not None and order <= prev:
@@ -429,6 +436,20 @@ class ReadModel:
             self._emit(Delta(self.seq, "scenario", sid, "scenario",
                              {k: rec[k] for k in ("status", "step", "steps", "message")}))
             return None
+
+    def forget_scenarios(self, sids: list[str]) -> None:
+        """Drops the records of runs whose results are gone for good (api/retention.py)."""
+        with self._lock:
+            for sid in sids:
+                self.scenarios.pop(sid, None)
+                self._scenario_order.pop(sid, None)
+
+    def drop_summaries(self, sids: list[str]) -> None:
+        """Expired results: the record stays (status, expiry), its summary goes."""
+        with self._lock:
+            for sid in sids:
+                if (rec := self.scenarios.get(sid)) is not None and rec.get("summary_json"):
+                    self.scenarios[sid] = {**rec, "summary_json": ""}
 
     # -- the consumer thread ------------------------------------------------------------------------------------
     def _on_error(self, err: KafkaError) -> None:
@@ -481,12 +502,12 @@ class ReadModel:
             log.exception("read model stopped")
 
     def _consume(self) -> None:
-        consumer = Consumer({
+        consumer = Consumer(secured({
             "bootstrap.servers": self.bootstrap_servers, "group.id": f"plietsch-api-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.wait.max.ms": 50,  # deltas reach live clients quickly
             "statistics.interval.ms": 1000, "stats_cb": self._on_stats, "error_cb": self._on_error,
-            "logger": kafka_log})
+            "logger": kafka_log}))
         try:
             assigned = self._assign(consumer)
             if assigned is None:

@@ -42,6 +42,11 @@ class ApiSettings(BaseSettings):
     public_rate: float = Field(default=20.0, gt=0)
     public_burst: int = Field(default=40, ge=1)
     scenario_quota: int = Field(default=3, ge=1)
+    # Scenario results (api/retention.py): deleted this long after a run ended, and all together at most this much disk
+    # (oldest first); the sweep runs every scenario_sweep_s seconds.
+    scenario_result_ttl_h: float = Field(default=168.0, gt=0)
+    scenario_disk_mb: float = Field(default=10_240.0, gt=0)
+    scenario_sweep_s: float = Field(default=60.0, gt=0)
 
     @property
     def auth_db(self) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,8 +21,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from infra.kafka_security import kafka_security
 from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
-from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
@@ -35,7 +36,7 @@ __all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter"
            "archive_files", "read_events", "rebuild", "run_sink", "tail"]
 
 log = logging.getLogger("plietsch.archive")
-ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values()))
+ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT))  # audit: issue 11 item 6
 REPLAY_HEADER = "plietsch-replay"
 REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 
@@ -48,7 +49,8 @@ class Validator:
         self.pack = pack
         self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                     known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()})
-        self.municipal = RecordDecoder(codec, "archive", expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()})
+        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT)}
+        self.municipal = RecordDecoder(codec, "archive", expected=expected)
         self.reasons: dict[str, int] = {}
 
     def event(self, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes) -> Event | None:
@@ -110,7 +112,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
         epoch = settings.broker_epoch if epoch is None else epoch
         horizon_h = settings.aggregate_horizon_h if horizon_h is None else horizon_h
         snapshot_every = settings.snapshot_every if snapshot_every is None else snapshot_every
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+    consumer = Consumer({**kafka_security().librdkafka(), "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                          "isolation.level": "read_committed", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
     # its snapshots are of the twin with the worker's aggregate horizon (time travel folds on from them)

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra.kafka_security import kafka_security
 from twin.events import (
     AirQualityMeasured,
     AlertCleared,
     AlertRaised,
+    AuditRecorded,
     BikeStationStatusReported,
     DeadLettered,
     DefectReported,
@@ -78,8 +80,11 @@ ALERTS = TopicSpec("twin.alerts", (AlertRaised.__name__, AlertCleared.__name__),
 DEAD_LETTERS = TopicSpec("dead-letters", (DeadLettered.__name__,), key="original topic", partitions=1,
                          retention_ms=90 * DAY_MS, doc="records that failed, with the original bytes and the reason")
 
+AUDIT = TopicSpec("audit.events", (AuditRecorded.__name__,), key="actor", partitions=1, retention_ms=400 * DAY_MS,
+                  doc="who did what through the API (scenarios, users, keys, logins); archived, read by operators")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), TWIN_UPDATES, AGGREGATES, ALERTS,
-                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS)
+                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS, AUDIT)
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 
 
@@ -90,7 +95,7 @@ class TopicSetupError(RuntimeError):
 def ensure_topics(bootstrap_servers: str, topics: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1,
                   timeout: float = 15.0) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns the names created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **kafka_security().librdkafka()})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:

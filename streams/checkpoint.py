@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from infra.kafka_security import kafka_security
 from schemas.codec import CodecError
 from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES, TopicSpec, ensure_topics
 from streams.history.store import fsync_dir
@@ -213,7 +214,7 @@ def restore(bootstrap: str, ck: Checkpoint, timeout: float = 60.0) -> int:
         if err is not None:
             errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
+    producer = Producer({**kafka_security().librdkafka(), "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
                          "compression.type": "lz4", "message.max.bytes": 4_000_000})
     n = 0
     for topic, entries in ck.topics.items():
@@ -316,7 +317,8 @@ class Checkpointer:
 
     # -- the thread ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
-        self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"plietsch-checkpoint-{uuid.uuid4().hex[:8]}",
+        self._consumer = Consumer({**kafka_security().librdkafka(), "bootstrap.servers": self.bootstrap,
+                                   "group.id": f"plietsch-checkpoint-{uuid.uuid4().hex[:8]}",
                                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                    "isolation.level": "read_committed", "fetch.wait.max.ms": 100,
                                    "fetch.max.bytes": 16 * 1024 * 1024})

@@ -9,6 +9,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from infra.kafka_security import kafka_security
+
 
 def consumer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
@@ -18,6 +20,7 @@ def consumer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 16 * 1024 * 1024,
         "isolation.level": "read_committed",  # contract 6: never see what an aborted transaction wrote
+        **kafka_security().librdkafka(),  # SASL/TLS from the environment (infra/kafka_security.py)
     }
     cfg.update(extra)
     return cfg

@@ -15,6 +15,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 from pydantic import BaseModel
 
+from infra.kafka_security import kafka_security
 from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, frame_batch
 from streams.serde import Codec, encode_event
 
@@ -36,6 +37,7 @@ def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "message.max.bytes": 4_000_000,
         "queue.buffering.max.messages": 500_000,
+        **kafka_security().librdkafka(),  # SASL/TLS from the environment (infra/kafka_security.py)
     }
     cfg.update(extra)
     return cfg

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from infra.kafka_security import kafka_security
 from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, frame_batch
 from streams.publisher import producer_config
 
@@ -104,8 +105,9 @@ def wait_for_lag_zero(bootstrap: str, groups: list[str], topics: list[str], dead
     """Wait (until the monotonic *deadline*, or *hurry*) for every group in *groups* to have committed up to the end
     of *topics*; returns the last lag seen."""
     lag: int | None = None
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "plietsch-lag-probe", "enable.auto.commit": False})
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    consumer = Consumer({**kafka_security().librdkafka(), "bootstrap.servers": bootstrap, "group.id": "plietsch-lag-probe",
+                         "enable.auto.commit": False})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **kafka_security().librdkafka()})
     try:
         while time.monotonic() < deadline and not hurry():
             lag = group_lag(consumer, admin, groups, topics, timeout=max(0.3, min(1.0, deadline - time.monotonic())))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
@@ -202,6 +202,25 @@ class AlertCleared(Event):
     message: str = Field(description="human-readable text")
 
 
+AuditAction = Literal["scenario.launch", "scenario.cancel", "scenario.share", "scenario.delete", "moderate",
+                      "user.create", "user.delete", "key.create", "key.delete", "login", "login.failed", "logout"]
+AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
+
+
+class AuditRecorded(Event):
+    """Who did what through the API (issue 11 item 6). ``entity_id`` is the scenario concerned, else the region
+    entity ``<region>:_:region:<region>``. Never a password, token or key secret; the client address only hashed."""
+
+    action: AuditAction = Field(description="what was done")
+    actor: str = Field(min_length=1, max_length=200, description="user name, 'key:<id>' or the token's subject; for a "
+                                                                  "failed login the name that was tried")
+    actor_role: str = Field(max_length=20, description="public, planner or operator")
+    target: str = Field(default="", max_length=300, description="the scenario, user or key id acted on")
+    outcome: Literal["ok", "refused"] = Field(default="ok", description="done, or refused (a failed login)")
+    detail: str = Field(default="", max_length=500, description="a short note (a role given, a reason)")
+    client: str = Field(default="", max_length=64, description="keyed hash of the client address, never the address")
+
+
 class DeadLettered(BaseModel):
     """A record that could not be processed, kept with the reason. Not an entity event, so no envelope."""
 
@@ -230,7 +249,7 @@ READING_TYPES: tuple[type[Reading], ...] = (
 )
 MUNICIPAL_TYPES: tuple[type[Event], ...] = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
 TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AggregateUpdated, AlertRaised, AlertCleared, ScenarioRequested,
-                                      ScenarioCancelRequested, ScenarioProgressed)
+                                      ScenarioCancelRequested, ScenarioProgressed, AuditRecorded)
 ALL_TYPES: tuple[type[BaseModel], ...] = (*READING_TYPES, *MUNICIPAL_TYPES, *TWIN_TYPES, DeadLettered)
 BY_NAME: dict[str, type[BaseModel]] = {t.__name__: t for t in ALL_TYPES}
 READING_BY_SENSOR_KIND: dict[str, type[Reading]] = {t.sensor_kind: t for t in READING_TYPES}

@@ -60,7 +60,8 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/scenarios/{sid}/depth/{step}.tif"): "planner",
     ("GET", "/scenarios/{sid}/rasters/{name}.tif"): "planner",
     ("GET", "/scenarios/{sid}/compare/{other}"): "planner",
-    # operator: users and keys, the processors' state
+    # operator: users and keys, the audit log, the processors' state
+    ("GET", "/audit"): "operator",
     ("GET", "/metrics"): "operator",
     ("GET", "/auth/users"): "operator",
     ("POST", "/auth/users"): "operator",
@@ -134,10 +135,20 @@ async def enforce(request: Request) -> None:
         raise HTTPException(403, f"{request.method} {route.path} needs the role {need}; you ({who.subject}) are {who.role}")
 
 
+def all_routes(routes: list[Any]) -> list[Any]:
+    """The routes of an app, with those of included routers (FastAPI >= 0.16x keeps an included router as one
+    entry that holds its own routes)."""
+    out: list[Any] = []
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        out += all_routes(list(inner.routes)) if inner is not None else [r]
+    return out
+
+
 def check_coverage(app: FastAPI) -> None:
     """Every route has a rule; routes the dependency cannot guard (docs, mounts) must be public."""
     missing, unguarded = [], []
-    for r in app.routes:
+    for r in all_routes(app.routes):
         if isinstance(r, APIRoute):
             missing += [f"{m} {r.path}" for m in sorted(r.methods or ()) if rule(m, r.path) is None]
         elif isinstance(r, Mount):

@@ -183,5 +183,15 @@ class AuthStore:
         rows = self._db().execute("SELECT sid, created_at FROM scenario_owners WHERE owner = ? AND created_at >= ?", (owner, since))
         return [(sid, at) for sid, at in rows]
 
+    def forget_scenarios(self, sids: list[str]) -> None:
+        """Drops the owner rows of runs whose results are gone for good (api/retention.py)."""
+        self._db().executemany("DELETE FROM scenario_owners WHERE sid = ?", [(s,) for s in sids])
+
+    def forget_scenarios_before(self, before: float, keep: set[str]) -> None:
+        """Drops owner rows made before *before* (epoch seconds) of runs not in *keep* (runs whose record is gone)."""
+        db = self._db()
+        old = [s for (s,) in db.execute("SELECT sid FROM scenario_owners WHERE created_at < ?", (before,)) if s not in keep]
+        self.forget_scenarios(old)
+
     def scenario_owners(self) -> dict[str, tuple[str, bool]]:
         return {s: (o, bool(sh)) for s, o, sh in self._db().execute("SELECT sid, owner, shared FROM scenario_owners")}

@@ -3,11 +3,13 @@ operator's users and API keys."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from api.audit import record
 from api.auth.access import SESSION_COOKIE, identify
 from api.auth.store import AuthError, AuthStore
 
@@ -39,17 +41,24 @@ def _store(request: Request) -> AuthStore:
 def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
     who = _store(request).check_password(body.name, body.password)
     if who is None:
+        # the name tried, when it is a user's; anything else (a password typed into the name field) only hashed
+        known = any(u["name"] == body.name for u in _store(request).users())
+        tried = body.name if known else "unknown:" + hashlib.sha256(body.name.encode()).hexdigest()[:12]
+        record(request, "login.failed", tried, outcome="refused", actor=tried, detail="wrong user name or password")
         raise HTTPException(401, "wrong user name or password")
     s = request.app.state.settings
     sid = _store(request).new_session(who, s.session_ttl_h * 3600)
     response.set_cookie(SESSION_COOKIE, sid, max_age=int(s.session_ttl_h * 3600), httponly=True, samesite="strict",
                         secure=s.cookie_secure, path="/")
+    record(request, "login", who.subject, actor=who.subject, role=who.role)
     return {"name": who.subject, "role": who.role}
 
 
 @router.post("/auth/logout", operation_id="logout", summary="End the session and drop its cookie")
 def logout(request: Request, response: Response) -> dict[str, Any]:
     if (sid := request.cookies.get(SESSION_COOKIE)) is not None:
+        if (who := _store(request).check_session(sid)) is not None:
+            record(request, "logout", who.subject, actor=who.subject, role=who.role)
         _store(request).end_session(sid)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=request.app.state.settings.cookie_secure)
     return {"role": "public"}
@@ -79,6 +88,7 @@ def create_user(body: NewUser, request: Request) -> dict[str, Any]:
         password = _store(request).add_user(body.name, body.role, body.password)
     except AuthError as exc:
         raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from None
+    record(request, "user.create", body.name, detail=f"role {body.role}")
     return {"name": body.name, "role": body.role, "password": None if body.password else password}
 
 
@@ -88,6 +98,7 @@ def delete_user(name: str, request: Request) -> Response:
         raise HTTPException(409, "you cannot delete yourself; another operator can")
     if not _store(request).delete_user(name):
         raise HTTPException(404, f"no user {name!r}")
+    record(request, "user.delete", name)
     return Response(status_code=204)
 
 
@@ -103,6 +114,7 @@ def create_key(body: NewKey, request: Request) -> dict[str, Any]:
         kid, secret = _store(request).add_key(body.name, body.role, identify(request).subject)
     except AuthError as exc:
         raise HTTPException(422, str(exc)) from None
+    record(request, "key.create", kid, detail=f"{body.name}, role {body.role}")
     return {"id": kid, "name": body.name, "role": body.role, "key": secret}
 
 
@@ -110,4 +122,5 @@ def create_key(body: NewKey, request: Request) -> dict[str, Any]:
 def delete_key(key_id: str, request: Request) -> Response:
     if not _store(request).delete_key(key_id):
         raise HTTPException(404, f"no API key {key_id!r}; list them with GET /auth/keys")
+    record(request, "key.delete", key_id)
     return Response(status_code=204)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from shapely.geometry import mapping
 
+from api.audit import record
 from api.auth.access import allowed, identify
 from api.deps import PackDep, ReadModelDep, SettingsDep
 from streams.catalogue import SCENARIO_REQUESTS
@@ -54,6 +55,7 @@ def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> 
                               request_json=body.model_dump_json())
     request.app.state.auth_store.own_scenario(sid, identify(request).subject)  # before the event: never an unowned run
     _produce(request, SCENARIO_REQUESTS.name, sid, event)
+    record(request, "scenario.launch", sid, entity=sid, detail=f"{body.steps} steps")
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
 
 
@@ -97,15 +99,22 @@ def _status(rm: Any, sid: str, request: Request) -> dict[str, Any]:
     if not _visible(request, sid):
         raise HTTPException(403, f"scenario {sid} belongs to another planner and is not shared")
     owner, shared = request.app.state.auth_store.scenario_owner(sid) or (None, False)
-    return {**rec, "owner": owner, "shared": shared}
+    return {**rec, "owner": owner, "shared": shared, **_expiry(request, sid, rec)}
+
+
+def _expiry(request: Request, sid: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """When the results go (PLIETSCH_SCENARIO_RESULT_TTL_H after the run ended), and why they went if they did."""
+    retention = request.app.state.retention
+    until = retention.expires_at(rec)
+    return {"expires_at": None if until is None else until.isoformat(), "expired": retention.expired(sid, rec)}
 
 
 @router.get("/scenarios", operation_id="list_scenarios", summary="Your scenarios and shared ones (an operator: all)")
 def list_scenarios(rm: ReadModelDep, request: Request) -> list[dict[str, Any]]:
     owners = request.app.state.auth_store.scenario_owners()
     return [{**{k: v for k, v in r.items() if k != "summary_json"}, "owner": owners.get(r["entity_id"], (None, False))[0],
-             "shared": owners.get(r["entity_id"], (None, False))[1]}
-            for r in sorted(rm.scenarios.values(), key=lambda r: r["_seq"]) if _visible(request, r["entity_id"], owners)]
+             "shared": owners.get(r["entity_id"], (None, False))[1], **_expiry(request, r["entity_id"], r)}
+            for r in sorted(list(rm.scenarios.values()), key=lambda r: r["_seq"]) if _visible(request, r["entity_id"], owners)]
 
 
 @router.get("/scenarios/{sid}", operation_id="get_scenario")
@@ -119,6 +128,7 @@ def share_scenario(sid: str, request: Request, rm: ReadModelDep) -> dict[str, An
     _status(rm, sid, request)
     _may_change(request, sid)
     request.app.state.auth_store.share_scenario(sid)
+    record(request, "scenario.share", sid, entity=sid)
     return {"id": sid, "shared": True}
 
 
@@ -130,11 +140,14 @@ def cancel_scenario(sid: str, request: Request, rm: ReadModelDep, pack: PackDep)
         raise HTTPException(409, f"scenario {sid} is already {rec['status']}; nothing to cancel")
     _produce(request, SCENARIO_REQUESTS.name, sid, ScenarioCancelRequested(
         entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason=f"cancelled by {identify(request).subject}"))
+    record(request, "scenario.cancel", sid, entity=sid)
     return {"id": sid, "status": "cancel requested"}
 
 
 def _completed(rm: Any, settings: Any, sid: str, request: Request) -> Path:
     rec = _status(rm, sid, request)
+    if rec["expired"] is not None:
+        raise HTTPException(410, rec["expired"]["message"])
     if rec["status"] != "completed":
         raise HTTPException(409, f"scenario {sid} is {rec['status']} ({rec['step']}/{rec['steps']} steps); results come when it completes")
     out = scenario_dir(settings.data_dir, sid)
