@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from confluent_kafka import KafkaException, Producer
 
+from infra.kafka_security import kafka_security
 from schemas.codec import CodecError
 from streams import metrics
 from streams.agents import MunicipalUnit, ProcessorUnit, SensorUnit
@@ -173,6 +174,7 @@ class TwinApp:
             stream_wait_empty=False,
             consumer_max_fetch_size=8 * 1024 * 1024,
             broker_check_crcs=False,  # TCP and the broker check; aiokafka's CRC pass costs per record batch
+            broker_credentials=kafka_security().faust_credentials(),  # SASL/TLS from the environment, None for plain
         )
         topic = app.topic(*[t.name for t in SENSOR_TOPICS.values()], key_serializer="raw", value_serializer="raw",
                           partitions=s.topic_partitions)

@@ -40,6 +40,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra.kafka_security import secured
 from streams import metrics
 from streams.publisher import producer_config
 
@@ -102,7 +103,7 @@ class TxTables:
         return f"{self.app_id}-{table}-changelog"
 
     def ensure_topics(self, timeout: float = 15.0) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(secured({"bootstrap.servers": self.bootstrap}))
         existing = set(admin.list_topics(timeout=timeout).topics)
         wanted = [NewTopic(self.changelog(n), self.partitions, 1, config={"cleanup.policy": "compact"})
                   for n in self.names if self.changelog(n) not in existing]
@@ -163,9 +164,9 @@ class TxTables:
     def _load(self, p: int, timeout: float = 180.0) -> dict[str, dict[bytes, Any]]:
         tables: dict[str, dict[bytes, Any]] = {n: {} for n in self.names}
         by_topic = {self.changelog(n): tables[n] for n in self.names}
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.app_id}-restore-{uuid.uuid4().hex[:8]}",
+        c = Consumer(secured({"bootstrap.servers": self.bootstrap, "group.id": f"{self.app_id}-restore-{uuid.uuid4().hex[:8]}",
                       "enable.auto.commit": False, "isolation.level": "read_committed", "enable.partition.eof": True,
-                      "fetch.max.bytes": 16 * 1024 * 1024})
+                      "fetch.max.bytes": 16 * 1024 * 1024}))
         try:
             todo = set()
             for topic in by_topic:

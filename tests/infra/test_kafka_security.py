@@ -75,3 +75,21 @@ def test_half_given_setups_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "p")
     with pytest.raises(ValueError, match="in clear"):
         KafkaSecurity()
+
+
+def test_the_worker_carries_them(scram: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Faust app (its consumer group) and the transactional tables' clients of the worker."""
+    from streams.app import TwinApp
+    from streams.settings import StreamSettings
+    from streams.tables import TxTables
+    from twin.region import BUNDLED_DIR
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9094")
+    twin = TwinApp(StreamSettings(region_pack=str(BUNDLED_DIR / "kiel")))
+    creds = twin.app.conf.broker_credentials
+    assert creds is not None and creds.username == "plietsch"
+    seen: list[dict] = []
+    monkeypatch.setattr("streams.tables.Consumer", lambda cfg: seen.append(cfg) or (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        TxTables("kafka:9094", "app", "agent", ["t"], 1)._load(0)
+    assert seen and seen[0]["sasl.username"] == "plietsch" and seen[0]["security.protocol"] == "sasl_ssl"
