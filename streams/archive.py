@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -240,16 +240,19 @@ class ReplayRecord:
     origin: tuple[str, str, int, int]  # (epoch, topic, partition, offset)
 
 
-def tail(root: Path, covered: Mapping[tuple[str, str, int], int]) -> Iterator[ReplayRecord]:
+def tail(root: Path, covered: Mapping[tuple[str, str, int], int],
+         topics: Collection[str] | None = None) -> Iterator[ReplayRecord]:
     """Every archived origin record after *covered* ((epoch, topic, partition) -> last applied offset), in origin offset
-    order per (epoch, topic, partition), epochs in archive order. Only files whose offset range reaches past *covered*
-    are opened, and of those only the row groups that can hold such offsets."""
+    order per (epoch, topic, partition), epochs in archive order; only of *topics* if given. Only files whose offset
+    range reaches past *covered* are opened, and of those only the row groups that can hold such offsets."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     manifest = Manifest.load(Path(root))
     wanted: dict[tuple[str, str, int], list[str]] = {}
     for f in manifest.files.values():
+        if topics is not None and f.topic not in topics:
+            continue
         for k, (_, hi) in f.offsets.items():
             epoch, pnum = k.rsplit("|", 1)
             origin = (epoch, f.topic, int(pnum))

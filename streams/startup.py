@@ -40,6 +40,9 @@ def replay_tail(bootstrap: str, archive_root: Path, covered: Mapping[tuple[str, 
     """Produce every archived record that *covered* does not hold (``streams.archive.tail``) into its topic and
     partition; returns (records, datums). Progress is reported every few seconds."""
     from streams.archive import tail
+    from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+
+    agent_inputs = {t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())}
 
     errors: list[str] = []
 
@@ -50,7 +53,8 @@ def replay_tail(bootstrap: str, archive_root: Path, covered: Mapping[tuple[str, 
     producer = Producer(producer_config(bootstrap, **{"enable.idempotence": True, "linger.ms": 20}))
     t0 = last = time.monotonic()
     records = datums = 0
-    for rec in tail(archive_root, covered):
+    # the agents' inputs only: the audit topic is archived too, but nothing folds it (GET /audit reads the archive)
+    for rec in tail(archive_root, covered, agent_inputs):
         if should_stop():
             break
         headers: list[tuple[str, str | bytes | None]] = [(REPLAY_HEADER, b"1"), (ORIGIN_HEADER, origin_header(rec.origin))]

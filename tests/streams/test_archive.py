@@ -123,6 +123,8 @@ def test_tail_reads_only_what_is_not_covered(tmp_path: Path) -> None:
     assert all(r.topic == TRAFFIC and r.partition == 1 and len(r.datums) == 1 for r in got)
     assert SingleObjectCodec().decode(got[0].datums[0])[1]["vehicles"] == 450
     assert list(tail(tmp_path, {("e1", TRAFFIC, 1): 499, ("e2", TRAFFIC, 1): 0})) == []
+    # only the topics asked for (start-up replays the agents' inputs, not the audit topic): others are not opened
+    assert list(tail(tmp_path, {}, topics={"sensor.water-level"})) == []
 
 
 def _raw_producer(bootstrap: str) -> Producer:
