@@ -131,7 +131,7 @@ def _coast_state_ok(state: dict[str, Any]) -> bool:
 
 
 class ReadModel:
-    def __init__(self, bootstrap_servers: str, codec: Codec, history: int = 200_000,
+    def __init__(self, bootstrap_servers: str, codec: Codec, history: int = 20_000,
                  aggregate_horizon: timedelta = timedelta(hours=48), subscriber_queue: int = 10_000,
                  scenario_keep: timedelta | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers

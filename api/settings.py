@@ -18,8 +18,10 @@ class ApiSettings(BaseSettings):
     max_page_size: int = 1000
     # Aggregate windows older than this (hours of event time behind the newest window seen) leave the read model.
     aggregate_horizon_h: float = Field(default=48.0, gt=0)
-    # Deltas kept for SSE clients that resume with Last-Event-ID, and deltas queued per subscriber before it is cut off.
-    delta_buffer: int = Field(default=200_000, ge=1)
+    # Deltas kept for SSE clients that resume with Last-Event-ID (further behind: told to take a fresh snapshot), and
+    # deltas queued per subscriber before it is cut off. 20,000 deltas are about 20 MB and, at make run's default
+    # rate, a couple of minutes of resume; 200,000 (before) grew the API by 120 MB over a 10M-reading soak.
+    delta_buffer: int = Field(default=20_000, ge=1)
     subscriber_queue: int = Field(default=10_000, ge=1)
 
     # Login: local users and API keys in <data_dir>/auth.sqlite3; OIDC bearer tokens when an issuer is set (Keycloak:
