@@ -28,6 +28,18 @@ SENSORS = sorted(PACK.sensors.values(), key=lambda s: s.id)
 ROADS = sorted(PACK.roads)[:3]
 
 
+def _archive(root: Path, events: list[tuple[str, int, Event]], *, snapshot_every: int, fanin: int,
+             flush_every: int) -> list[tuple[str, int, Event]]:
+    """Archive *events* (offset = position) with a flush every *flush_every*; returns them."""
+    w = ArchiveWriter(root, PACK, snapshot_every=snapshot_every, fanin=fanin)
+    for i, (topic, part, e) in enumerate(events):
+        w.add(topic, part, i, e)
+        if i % flush_every == flush_every - 1:
+            w.flush()
+    w.flush()
+    return events
+
+
 def _events(rng: random.Random, n: int) -> list[tuple[str, int, Event]]:
     from streams.simulator import ReadingFactory
 
@@ -108,13 +120,7 @@ def test_relayout_keeps_every_row_and_time_travel(tmp_path: Path) -> None:
     from streams.history.store import SORT_BUCKET_US, relayout, to_us
 
     rng = random.Random(11)
-    events = _events(rng, 600)
-    w = ArchiveWriter(tmp_path, PACK, snapshot_every=50, fanin=2)
-    for i, (topic, part, e) in enumerate(events):
-        w.add(topic, part, i, e)
-        if i % 50 == 49:
-            w.flush()
-    w.flush()
+    events = _archive(tmp_path, _events(rng, 600), snapshot_every=50, fanin=2, flush_every=50)
     m = Manifest.load(tmp_path)
     merged = [f for f in m.files.values() if f.level > 0]
     assert merged
@@ -150,13 +156,7 @@ def test_densify_snapshots_bounds_the_events_after_a_snapshot(tmp_path: Path) ->
     from streams.history.timetravel import densify_snapshots, load_snapshot
 
     rng = random.Random(5)
-    events = _events(rng, 500)
-    w = ArchiveWriter(tmp_path, PACK, snapshot_every=40, fanin=3)
-    for i, (topic, part, e) in enumerate(events):
-        w.add(topic, part, i, e)
-        if i % 70 == 69:
-            w.flush()
-    w.flush()
+    events = _archive(tmp_path, _events(rng, 500), snapshot_every=40, fanin=3, flush_every=70)
     m = Manifest.load(tmp_path)
     before = m.snapshot_index().all()
     times = [T0 + timedelta(seconds=rng.randrange(0, 4 * 3600)) for _ in range(6)]
