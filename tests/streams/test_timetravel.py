@@ -78,7 +78,7 @@ def _events(rng: random.Random, n: int) -> list[tuple[str, int, Event]]:
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), n=st.integers(50, 400), every=st.integers(3, 60))
+@given(seed=st.integers(0, 10_000), n=st.integers(50, 400), every=st.integers(3, 45))  # at least one snapshot in 50 events
 def test_state_at_from_snapshots_equals_the_full_fold(seed: int, n: int, every: int) -> None:
     rng = random.Random(seed)
     events = _events(rng, n)
