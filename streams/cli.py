@@ -271,6 +271,39 @@ def source_pegelonline(
     console.print(f"published {len(events)} water level(s) for {sensor_id}, skipped {len(problems)}")
 
 
+@source_app.command("lorawan")
+def source_lorawan() -> None:
+    """Run the LoRaWAN source until SIGTERM/Ctrl-C: TTS v3 and ChirpStack v4 uplinks from MQTT into readings
+    (settings PLIETSCH_LORAWAN_*: MQTT, REGISTRY, TOPICS, METRICS_PORT; see README, LoRaWAN)."""
+    from streams.catalogue import ensure_topics
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources.lorawan.registry import RegistryError
+    from streams.sources.lorawan.source import LoraSettings, build
+
+    settings, lora = StreamSettings(), LoraSettings()
+    if not lora.mqtt:
+        raise _fail("PLIETSCH_LORAWAN_MQTT is not set: give the MQTT server, e.g. mqtt://127.0.0.1:1883 (ChirpStack) or "
+                    "mqtts://eu1.cloud.thethings.network:8883 (TTS)")
+    _bootstrap()
+    ensure_topics(settings.bootstrap_servers)
+    try:
+        source = build(lora, settings.bootstrap_servers, settings.region_pack, settings.data_dir,
+                       make_codec(settings.schema_registry_url), console.print)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    stop = {"now": False}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.__setitem__("now", True))
+    source.start()
+    console.print(f"LoRaWAN source: MQTT {lora.mqtt}, metrics on http://{lora.metrics_host}:{lora.metrics_port}/metrics")
+    try:
+        source.run(lambda: stop["now"])
+    finally:
+        source.stop()
+    console.print("LoRaWAN source stopped")
+
+
 @region_app.command("synth")
 def region_synth(
     out: Annotated[Path, typer.Option(help="pack folder to write")] = Path("twin/regions/kiel"),
