@@ -194,3 +194,46 @@ def test_uplinks_of_both_network_servers_become_readings_once(bootstrap: str, tm
         if src.proc.poll() is None:
             src.stop()
         broker.stop()
+
+
+@pytest.fixture
+def paused_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, to pause with SIGSTOP (always resumed)."""
+    broker = EmbeddedBroker().start()
+    ensure_topics(broker.bootstrap_servers)
+    try:
+        yield broker
+    finally:
+        if broker._proc is not None:
+            os.kill(broker._proc.pid, signal.SIGCONT)
+        broker.stop()
+
+
+def test_kafka_unreachable_is_retried_not_dead_lettered(paused_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    bootstrap = paused_broker.bootstrap_servers
+    assert paused_broker._proc is not None
+    pid = paused_broker._proc.pid
+    mqtt_broker = Mosquitto(tmp_path / "mqtt").start()
+    src = Source(bootstrap, mqtt_broker.url, tmp_path, f"plietsch-lorawan-{uuid.uuid4().hex[:6]}")
+    try:
+        wait_for(lambda: src.metrics().get("plietsch_lorawan_mqtt_connected") == 1, 60, "the source to connect\n" + src.output())
+        up = json.loads((FIX / "tts_water_level_gw1.json").read_bytes())
+        up["uplink_message"]["f_cnt"] = 100
+        os.kill(pid, signal.SIGSTOP)  # Kafka stops answering: a transient failure
+        try:
+            publish(mqtt_broker.port, [(f"{TTS_APP}/gauge-leuchtturm/up", json.dumps(up).encode())])
+            wait_for(lambda: src.metrics().get("plietsch_lorawan_kafka_retries_total", 0) >= 1, 90,
+                     "the source to retry its Kafka flush\n" + src.output())
+            assert src.metrics().get("plietsch_lorawan_readings_published_total") == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: settled(src, 1, 0, 0), 120, "the reading after Kafka came back\n" + src.output())
+        got = [r for r in readings(bootstrap) if r["event_id"].startswith("lorawan-")]
+        assert len(got) == 1 and got[0]["entity_id"] == "kiel:_:sensor:gauge-leuchtturm"
+        assert dead_letters(bootstrap) == []
+        assert "retrying in" in src.output()
+        assert src.stop() == 0, src.output()
+    finally:
+        if src.proc.poll() is None:
+            src.stop()
+        mqtt_broker.stop()

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -129,6 +130,9 @@ class LoraSource:
     def start(self) -> LoraSource:
         self.http, _ = start_http_server(self.settings.metrics_port, self.settings.metrics_host, registry=self.metrics.registry)
         self.metrics.up.set(1)
+        # learn the partition counts now, so that a Kafka outage later only ever hits the flush (which is retried)
+        self._retry("learning the topics' partitions",
+                    lambda: [self.pub.partitions(t.name) for t in (*SENSOR_TOPICS.values(), DEAD_LETTERS)])
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()  # connects, and reconnects with the backoff above, in its own thread
         return self
@@ -176,14 +180,17 @@ class LoraSource:
 
     def _flush(self) -> None:
         """Flush until Kafka has everything: a transient failure is retried with backoff, never dead-lettered."""
+        self._retry("writing the readings to Kafka", lambda: self.pub.flush(timeout=10))
+
+    def _retry(self, what: str, action: Callable[[], Any]) -> None:
         delay = 0.5
         while True:
             try:
-                self.pub.flush(timeout=10)
+                action()
                 return
-            except PublishError as exc:
+            except (PublishError, KafkaException) as exc:
                 self.metrics.kafka_retries.inc()
-                self.report(f"Kafka did not take the readings yet ({exc}); retrying in {delay:.1f} s")
+                self.report(f"Kafka: {what} failed ({exc}); retrying in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
