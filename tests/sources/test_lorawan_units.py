@@ -158,3 +158,16 @@ def test_window_is_bounded(tmp_path: Path) -> None:
     assert len(w) == 3 and "k9" in w and "k6" not in w
     assert len((tmp_path / "seen.log").read_text().splitlines()) <= 6  # compacted when it doubles
     assert set(SeenWindow(3, tmp_path / "seen.log")._keys) == {"k7", "k8", "k9"}
+
+
+def test_a_failure_inside_the_source_is_kept_as_a_dead_letter(pack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    reg = load_registry(FIX / "registry.json", pack)
+    conv = Converter(reg, SeenWindow(100))
+
+    def broken(decoded: dict) -> dict:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(reg["70B3D57ED0001001"], "values", broken)
+    o = conv.handle(TTS_TOPIC, (FIX / "tts_water_level_gw1.json").read_bytes())
+    assert o.kind == "dead" and o.dead is not None and o.dead.error_type == "internal"
+    assert "ZeroDivisionError: division by zero" in o.dead.reason and o.key  # counted once like any other uplink

@@ -108,7 +108,12 @@ class Converter:
         if up.dedup_key in self.seen or up.dedup_key in self.pending:
             return Outcome("duplicate", network, key=up.dedup_key)
         self.pending.add(up.dedup_key)
-        out = self._reading(topic, body, up)
+        try:
+            out = self._reading(topic, body, up)
+        except Exception as exc:  # a bug here must not stop the source nor lose the message: keep it with the error
+            out = Outcome("dead", up.network, dead=dead_letter(
+                topic, body, "internal", f"DevEUI {up.dev_eui} f_cnt {up.f_cnt}: the LoRaWAN source failed on this uplink: "
+                                         f"{type(exc).__name__}: {exc}; please report it with this dead letter", up.dev_eui))
         out.key = up.dedup_key
         return out
 
