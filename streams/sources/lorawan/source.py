@@ -34,6 +34,10 @@ log = logging.getLogger("plietsch.lorawan")
 DEFAULT_TOPICS = "v3/+/devices/+/up,application/+/device/+/event/up"
 
 
+class Abandoned(RuntimeError):
+    """A stop was asked for while Kafka was unreachable: the batch is left unacknowledged (redelivered later)."""
+
+
 class LoraSettings(BaseSettings):
     """``PLIETSCH_LORAWAN_*``: where the MQTT server is, what to subscribe to, the registry, the metrics port."""
 
@@ -108,6 +112,7 @@ class LoraSource:
         c.on_message = self._on_message
         self.client = c
         self.http: Any = None
+        self.stopping: Callable[[], bool] = lambda: False
 
     # -- paho's thread ---------------------------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -189,17 +194,24 @@ class LoraSource:
                 action()
                 return
             except (PublishError, KafkaException) as exc:
+                if self.stopping():
+                    raise Abandoned(f"stop requested while {what} failed ({exc}): leaving without acknowledging the "
+                                    "MQTT messages of this batch; the MQTT server redelivers them to the next run") from exc
                 self.metrics.kafka_retries.inc()
                 self.report(f"Kafka: {what} failed ({exc}); retrying in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        while not should_stop():
-            self.step()
-        # drain what paho has queued already, then leave
-        while self.step(wait_s=0.05):
-            pass
+        self.stopping = should_stop
+        try:
+            while not should_stop():
+                self.step()
+            # drain what paho has queued already, then leave
+            while self.step(wait_s=0.05):
+                pass
+        except Abandoned as exc:
+            self.report(str(exc))
 
     def stop(self) -> None:
         self.metrics.up.set(0)
