@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package.json 2>/dev/null | sha1sum | cut -c1-12)
 CHROMIUM := $(shell command -v chromium 2>/dev/null)
+# the LoRaWAN source's tests (and 'make run' with LoRaWAN configured) start Debian's Mosquitto MQTT broker
+MOSQUITTO := $(shell command -v mosquitto 2>/dev/null || ls /usr/sbin/mosquitto 2>/dev/null)
 
 .PHONY: run test drill lint typecheck bench install system-deps clean
 
@@ -22,6 +24,9 @@ system-deps:
 	@if [ -z "$(CHROMIUM)" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
 	  else echo "Chromium is missing: run 'sudo apt-get install chromium' (the browser tests need it)"; exit 1; fi; fi
+	@if [ -z "$(MOSQUITTO)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else echo "Mosquitto is missing: run 'sudo apt-get install mosquitto' (the LoRaWAN tests need it)"; exit 1; fi; fi
 
 install: $(STAMP)
 

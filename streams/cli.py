@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from infra.broker import ENV_BOOTSTRAP, BrokerError, EmbeddedBroker, free_port
+
+if TYPE_CHECKING:
+    from streams.supervisor import Supervisor
 
 app = typer.Typer(help="Plietsch Twin: an event-driven digital twin of the KielRegion.", no_args_is_help=True)
 topics_app = typer.Typer(help="The topic catalogue.", no_args_is_help=True)
@@ -334,6 +337,39 @@ def source_pegelonline(
     console.print(f"published {len(events)} water level(s) for {sensor_id}, skipped {len(problems)}")
 
 
+@source_app.command("lorawan")
+def source_lorawan() -> None:
+    """Run the LoRaWAN source until SIGTERM/Ctrl-C: TTS v3 and ChirpStack v4 uplinks from MQTT into readings
+    (settings PLIETSCH_LORAWAN_*: MQTT, REGISTRY, TOPICS, METRICS_PORT; see README, LoRaWAN)."""
+    from streams.catalogue import ensure_topics
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources.lorawan.registry import RegistryError
+    from streams.sources.lorawan.source import LoraSettings, build
+
+    settings, lora = StreamSettings(), LoraSettings()
+    if not lora.mqtt:
+        raise _fail("PLIETSCH_LORAWAN_MQTT is not set: give the MQTT server, e.g. mqtt://127.0.0.1:1883 (ChirpStack) or "
+                    "mqtts://eu1.cloud.thethings.network:8883 (TTS)")
+    _bootstrap()
+    ensure_topics(settings.bootstrap_servers)
+    try:
+        source = build(lora, settings.bootstrap_servers, settings.region_pack, settings.data_dir,
+                       make_codec(settings.schema_registry_url), console.print)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    stop = {"now": False}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.__setitem__("now", True))
+    source.start()
+    console.print(f"LoRaWAN source: MQTT {lora.mqtt}, metrics on http://{lora.metrics_host}:{lora.metrics_port}/metrics")
+    try:
+        source.run(lambda: stop["now"])
+    finally:
+        source.stop()
+    console.print("LoRaWAN source stopped")
+
+
 @region_app.command("synth")
 def region_synth(
     out: Annotated[Path, typer.Option(help="pack folder to write")] = Path("twin/regions/kiel"),
@@ -409,6 +445,27 @@ def _restore_twin(bootstrap: str, report: Callable[[str], None], should_stop: Ca
     report(f"replayed {datums} events in {records} records; twin restored in {time.monotonic() - t0:.1f} s")
 
 
+def _start_lorawan(sup: Supervisor, exe: list[str], env: dict[str, str], data_dir: Path) -> str:
+    """With PLIETSCH_LORAWAN_REGISTRY set, run the LoRaWAN source (and, without PLIETSCH_LORAWAN_MQTT, a local Mosquitto
+    on PLIETSCH_LORAWAN_MOSQUITTO_PORT for ChirpStack or a bridge to publish to). Returns the banner lines."""
+    from streams.sources.lorawan.mosquitto import mosquitto_binary, write_config
+    from streams.sources.lorawan.source import LoraSettings
+
+    lora = LoraSettings()
+    if lora.registry is None:
+        return ""
+    lines = ""
+    child_env = dict(env)
+    if not lora.mqtt:
+        conf = write_config(data_dir / "mosquitto", lora.mosquitto_port)
+        sup.add("mosquitto", [mosquitto_binary(), "-c", str(conf)])
+        child_env["PLIETSCH_LORAWAN_MQTT"] = f"mqtt://127.0.0.1:{lora.mosquitto_port}"
+        lines += f"  MQTT     mqtt://127.0.0.1:{lora.mosquitto_port} (Mosquitto, for LoRaWAN uplinks)\n"
+    sup.add("lorawan", [*exe, "source", "lorawan"], env=child_env)
+    return lines + (f"  LoRaWAN  {child_env['PLIETSCH_LORAWAN_MQTT']}, registry {lora.registry}, "
+                    f"metrics http://{lora.metrics_host}:{lora.metrics_port}/metrics\n")
+
+
 # How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
 ARCHIVE_GROUP = "plietsch-archive"  # the archive sink's consumer group (streams.archive.run_sink)
 STOP_SIMULATOR_S = 2.0
@@ -464,6 +521,7 @@ def run_all(
             sup.add("archive", [*exe, "archive"])
             if simulate_:
                 sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
+            lorawan = _start_lorawan(sup, exe, env, settings.data_dir)
             sup.add("api", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
                             "--port", str(api_port), "--log-level", "warning"])
             if broker_proc is not None:
@@ -477,6 +535,7 @@ def run_all(
                           f"  viewer   http://127.0.0.1:{api_port}/\n"
                           f"  kiosk    http://127.0.0.1:{api_port}/kiosk\n"
                           f"  API docs http://127.0.0.1:{api_port}/docs\n"
+                          f"{lorawan}"
                           f"Ctrl-C stops every process.")
         while not signals.sleep(0.2):
             sup.poll()
@@ -495,7 +554,7 @@ def run_all(
             since[0] = now
 
         try:
-            sup.stop(["simulator"], t0 + STOP_SIMULATOR_S, hurry)  # it flushes its producer on SIGTERM
+            sup.stop(["simulator", "lorawan"], t0 + STOP_SIMULATOR_S, hurry)  # the inputs flush their producers on SIGTERM
             step("simulator")
             # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
             groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]
@@ -512,7 +571,7 @@ def run_all(
                 checkpointer.checkpoint_now(timeout=max(0.5, min(1.0, budget) if hurry.is_set() else budget))
                 checkpointer.stop()
                 step("checkpoint")
-            sup.stop(["api"], t0 + STOP_ALL_S, hurry)
+            sup.stop(["api", "mosquitto"], t0 + STOP_ALL_S, hurry)
             step("api")
         finally:
             sup.kill_all()
