@@ -288,13 +288,17 @@ def _publish(bootstrap: str, pack: object, readings: list) -> None:  # type: ign
 
 
 def _settled(api: str, ids: list[str], archive: Path, count: int) -> dict:
-    """Wait until the archive holds *count* readings and the API's twin stops changing; return it."""
+    """Wait until the archive holds *count* readings, every sensor in the API's twin reports its newest archived reading,
+    and the twin stops changing; return it. (A twin that merely stops changing for 2 s is not enough: a restored stack
+    under load once showed its checkpoint's state for longer than that before the worker applied the tail.)"""
     wait_for(lambda: sum(len(v) for v in _archived_readings(archive).values()) >= count, 90, f"{count} archived readings")
+    newest = {sid: max(rs)[1] for sid, rs in _archived_readings(archive).items()}
     prev: list[dict] = [{}]
 
     def same_twice() -> dict | None:
         cur = _twin(api, ids)
-        ok = cur == prev[0] and all(cur["sensors"].values())
+        ok = cur == prev[0] and all(cur["sensors"].values()) and all(
+            (cur["sensors"][sid] or {}).get("last_event_id") == newest[sid] for sid in ids if sid in newest)
         prev[0] = cur
         return cur if ok else None
 
