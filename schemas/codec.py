@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.flat import compile_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
@@ -92,6 +95,7 @@ class SingleObjectCodec:
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.store = store or SchemaStore()
         self._headers = {n: SINGLE_OBJECT_MAGIC + sv.fingerprint for n, sv in self.store.current.items()}
+        self._flat = {n: compile_writer(sv.raw, self._headers[n]) for n, sv in self.store.current.items()}
         self._reader_for: dict[bytes, tuple[str, Any, Any]] = {}
         for fp, sv in self.store.by_fingerprint.items():
             reader = self.store.current.get(sv.name)
@@ -99,12 +103,18 @@ class SingleObjectCodec:
             self._reader_for[fp] = (sv.name, sv.parsed, reader_parsed)
 
     def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        flat = self._flat.get(name)
+        if flat is not None:
+            try:
+                return flat(record)
+            except (TypeError, AttributeError, KeyError, ValueError, OverflowError, struct.error):
+                pass  # fastavro writes it (it is more lenient in places) or says what is wrong
         sv = self.store.schema(name)
         buf = io.BytesIO()
         buf.write(self._headers[name])
         try:
             schemaless_writer(buf, sv.parsed, record)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:  # a long beyond 64 bits: OverflowError
             raise CodecError("schema", f"record does not fit schema {name}: {exc}") from exc
         return buf.getvalue()
 
