@@ -25,6 +25,7 @@ from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UP
 from streams.columnar import ColumnarDecoder
 from streams.fastpath import light_to_model
 from streams.ingest import RecordDecoder
+from streams.publisher import homes
 from streams.serde import Codec, encode_event
 from streams.tables import Encoded, Output, dumps, is_internal
 from twin import aggregates, columnar, municipal
@@ -137,14 +138,18 @@ class SensorUnit:
     tables = (SENSOR_TABLE, AGGREGATE_TABLE, COAST_TABLE)
     topics: set[str] = set()  # the input topics (set by the app), for revocation
 
-    def __init__(self, codec: Codec, pack: RegionPack, epoch: str, horizon_h: float) -> None:
+    def __init__(self, codec: Codec, pack: RegionPack, epoch: str, horizon_h: float, partitions: int | None = None) -> None:
+        """*partitions*: the sensor topics' partition count; given, a datum on another partition than its sensor's is
+        a dead letter (``RecordDecoder.home``)."""
         self.codec, self.pack, self.epoch = codec, pack, epoch
         self.region = pack.id
         sensors = pack.sensors
         from streams.catalogue import SENSOR_TOPICS
 
         self.decoder = ColumnarDecoder(codec, self.agent, expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
-                                   known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()})
+                                       known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()},
+                                       home=homes(sensors, {t.name: partitions for t in SENSOR_TOPICS.values()})
+                                       if partitions else None)
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
         self.groups = columnar.Groups(sensors)
         self.horizon = timedelta(hours=horizon_h)
@@ -303,11 +308,13 @@ class MunicipalUnit:
     tables = (MUNICIPAL_TABLE,)
     topics: set[str] = set()
 
-    def __init__(self, codec: Codec, pack: RegionPack, epoch: str) -> None:
+    def __init__(self, codec: Codec, pack: RegionPack, epoch: str, partitions: int | None = None) -> None:
         from streams.catalogue import MUNICIPAL_TOPICS
 
         self.codec, self.pack, self.epoch, self.region = codec, pack, epoch, pack.id
-        self.decoder = RecordDecoder(codec, self.agent, expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()})
+        self.decoder = RecordDecoder(codec, self.agent, expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()},
+                                     home=homes(pack.entities(), {t.name: partitions for t in MUNICIPAL_TOPICS.values()})
+                                     if partitions else None)
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
         markers: dict[tuple[str, str, int], int] = {}
@@ -393,7 +400,8 @@ class StateView(MutableMapping[str, Any]):
 class ProcessorUnit:
     """Runs one processor (``streams.processors``): its state in a table, its outputs only to its declared topic."""
 
-    def __init__(self, proc: Any, codec: Codec, pack: RegionPack, epoch: str, sensor_topics: set[str]) -> None:
+    def __init__(self, proc: Any, codec: Codec, pack: RegionPack, epoch: str, sensor_topics: set[str],
+                 partitions: int | None = None) -> None:
         self.proc, self.codec, self.epoch = proc, codec, epoch
         self.agent = proc.name
         self.table = f"{proc.name}-state"
@@ -402,7 +410,9 @@ class ProcessorUnit:
         self.sensor_topics = sensor_topics
         self.topics = set(proc.topics)
         self.decoder = ColumnarDecoder(codec, proc.name, expected={t: BY_NAME[t].value_schemas for t in proc.topics},
-                                   known_entities=set(pack.entities()))
+                                       known_entities=set(pack.entities()),
+                                       home=homes(pack.entities(), dict.fromkeys(proc.topics, partitions))
+                                       if partitions else None)
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
         markers: dict[tuple[str, str, int], int] = {}

@@ -123,16 +123,17 @@ class TwinApp:
         s = self.settings
         self.pack = pack or load_pack(s.region_pack)
         self.codec = make_codec(s.schema_registry_url)
-        self.sensor_unit = SensorUnit(self.codec, self.pack, s.broker_epoch, s.aggregate_horizon_h)
+        self.sensor_unit = SensorUnit(self.codec, self.pack, s.broker_epoch, s.aggregate_horizon_h, s.topic_partitions)
         self.stats = self.sensor_unit.stats
         self.stats.update(first_at=0.0, last_at=0.0)
-        self.municipal_unit = MunicipalUnit(self.codec, self.pack, s.broker_epoch)
-        self.units: list[tuple[Any, TxTables]] = []
-        self.sensor_tx = self._tx(self.sensor_unit, s.topic_partitions)
         parts = {t.partitions for t in MUNICIPAL_TOPICS.values()}
         if len(parts) != 1:
             raise ValueError(f"municipal topics must share one partition count, got {sorted(parts)}")
-        self.municipal_tx = self._tx(self.municipal_unit, parts.pop())
+        municipal_parts = parts.pop()
+        self.municipal_unit = MunicipalUnit(self.codec, self.pack, s.broker_epoch, municipal_parts)
+        self.units: list[tuple[Any, TxTables]] = []
+        self.sensor_tx = self._tx(self.sensor_unit, s.topic_partitions)
+        self.municipal_tx = self._tx(self.municipal_unit, municipal_parts)
         self._emitter: Emitter | None = None
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.lags: dict[tuple[str, int], int] = {}
@@ -345,9 +346,10 @@ class TwinApp:
             if len(parts) != 1:
                 raise ValueError(f"processor {proc.name!r} reads topics with different partition counts {sorted(parts)}; "
                                  "its state is split by partition, so they must be co-partitioned")
-            unit = ProcessorUnit(proc, self.codec, self.pack, self.settings.broker_epoch, sensor_topics)
+            n = parts.pop()
+            unit = ProcessorUnit(proc, self.codec, self.pack, self.settings.broker_epoch, sensor_topics, n)
             unit.topics = set(proc.topics)
-            tx = self._tx(unit, parts.pop())
+            tx = self._tx(unit, n)
             topic = app.topic(*proc.topics, key_serializer="raw", value_serializer="raw")
             app.agent(topic, name=proc.name)(self._runner(unit, tx))
 

@@ -27,6 +27,7 @@ from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
+from streams.publisher import homes
 from streams.serde import Codec, to_record
 from twin.events import Event, RoadWorksAnnounced
 from twin.region import RegionPack
@@ -44,13 +45,19 @@ REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 class Validator:
     """The worker's acceptance rules for input topics: datum bytes in, a valid event (or None) out."""
 
-    def __init__(self, codec: Codec, pack: RegionPack) -> None:
+    def __init__(self, codec: Codec, pack: RegionPack, sensor_partitions: int | None = None) -> None:
+        """*sensor_partitions*: the sensor topics' partition count as the worker has it (the municipal topics' come
+        from the catalogue): given, a datum on another partition than its entity's is refused here as it is there."""
         sensors = pack.sensors
         self.pack = pack
         self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
-                                    known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()})
+                                    known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()},
+                                    home=homes(sensors, {t.name: sensor_partitions for t in SENSOR_TOPICS.values()})
+                                    if sensor_partitions else None)
         expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT)}
-        self.municipal = RecordDecoder(codec, "archive", expected=expected)
+        self.municipal = RecordDecoder(codec, "archive", expected=expected,
+                                       home=homes(pack.entities(), {t.name: t.partitions for t in MUNICIPAL_TOPICS.values()})
+                                       if sensor_partitions else None)
         self.reasons: dict[str, int] = {}
 
     def event(self, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes) -> Event | None:
@@ -117,7 +124,7 @@ def run_sink(bootstrap: str, codec: Codec, root: Path, group: str = "plietsch-ar
                          "isolation.level": "read_committed", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
     # its snapshots are of the twin with the worker's aggregate horizon (time travel folds on from them)
     writer = ArchiveWriter(root, pack, epoch=epoch, snapshot_every=snapshot_every, horizon=timedelta(hours=horizon_h))
-    validator = Validator(codec, pack)
+    validator = Validator(codec, pack, StreamSettings().topic_partitions)
     single = isinstance(codec, SingleObjectCodec)
     consumer.subscribe(list(ARCHIVED_TOPICS))
     state = {"consumed": 0, "last_flush": time.monotonic(), "last_log": time.monotonic()}

@@ -263,7 +263,7 @@ class ColumnarDecoder(FastDecoder):
         """Decode Kafka records (``topic``, ``partition``, ``offset``, ``key``, ``value``, ``headers``) together: the
         datums of every batch record of one writer schema go through one decode and one evaluation of the checks."""
         out = Batch()
-        groups: dict[tuple[str, bytes], list[tuple[int, list[bytes]]]] = {}
+        groups: dict[tuple[str, int, bytes], list[tuple[int, list[bytes]]]] = {}
         slow_frames: list[dict[str, pl.DataFrame]] = []
         for k, msg in enumerate(msgs):
             rows = Rows()
@@ -276,16 +276,16 @@ class ColumnarDecoder(FastDecoder):
             if is_batch(msg.headers):
                 head = datums[0][:10]
                 if b"".join([d[:10] for d in datums]) == head * n and self.plan(msg.topic, head) is not None:
-                    groups.setdefault((msg.topic, head), []).append((k, datums))
+                    groups.setdefault((msg.topic, msg.partition, head), []).append((k, datums))
                     continue
             slow_frames.append(self._record_slow(out, k, msg, datums, range(n), n == 1 and not is_batch(msg.headers)))
-        for (topic, head), items in groups.items():
+        for (topic, partition, head), items in groups.items():
             plan = self.plan(topic, head)
             assert plan is not None  # noqa: S101 - checked above
-            frame = self._columns(plan, items)
+            frame = self._columns(plan, items, topic, partition)
             if frame is None:  # one broken datum spoils the whole decode: the records one by one
                 for k, datums in items:
-                    frame = self._columns(plan, [(k, datums)])
+                    frame = self._columns(plan, [(k, datums)], topic, partition)
                     if frame is None:
                         slow_frames.append(self._record_slow(out, k, msgs[k], datums, range(len(datums)), False))
                     else:
@@ -343,7 +343,7 @@ class ColumnarDecoder(FastDecoder):
             self.slow_rows += 1
         return accepted
 
-    def _columns(self, plan: Plan, items: list[tuple[int, list[bytes]]]) -> pl.DataFrame | None:
+    def _columns(self, plan: Plan, items: list[tuple[int, list[bytes]]], topic: str, partition: int) -> pl.DataFrame | None:
         body = b"".join([d[10:] for _, ds in items for d in ds])
         n = sum(len(ds) for _, ds in items)
         # zero padding: a datum cut short at the end reads zeros instead of running off the block (the size check
@@ -363,8 +363,12 @@ class ColumnarDecoder(FastDecoder):
             "_m": [k for k, ds in items for _ in ds],
             "_i": [i for _, ds in items for i in range(len(ds))],
         }, schema={"_len": pl.Int64, "_m": pl.Int64, "_i": pl.Int64})
-        return pl.concat([df, meta], how="horizontal").with_columns(_t=t).with_columns(
-            _ok=(plan.size == pl.col("_len")) & plan.check & ok_t).drop("_len")
+        check = (plan.size == pl.col("_len")) & plan.check & ok_t
+        home = self.home.get(topic) if self.home is not None else None
+        if home is not None:  # an entity of another partition: the per-datum path says why
+            check = check & (pl.col("entity_id").replace_strict(home[1], default=partition, return_dtype=pl.Int64)
+                             == partition)
+        return pl.concat([df, meta], how="horizontal").with_columns(_t=t).with_columns(_ok=check).drop("_len")
 
 
 def rows_to_frames(dec: ColumnarDecoder, rows: list[tuple[str, dict[str, Any], datetime]],

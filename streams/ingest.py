@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,12 +34,17 @@ class RecordDecoder:
     """Turns a Kafka record (single datum or batch) into events; anything bad becomes a dead letter with a reason."""
 
     def __init__(self, codec: Codec, processor: str, expected: dict[str, Sequence[str]],
-                 known_entities: set[str] | None = None, entity_kinds: dict[str, str] | None = None) -> None:
+                 known_entities: set[str] | None = None, entity_kinds: dict[str, str] | None = None,
+                 home: Mapping[str, tuple[int, Mapping[str, int]]] | None = None) -> None:
+        """*home*: per topic, its partition count and the partition each entity's records belong on
+        (``streams.publisher.homes``); a datum of such an entity on another partition is a dead letter, since each
+        partition keeps its own state and a sensor split over two would have two."""
         self.codec = codec
         self.processor = processor
         self.expected = {topic: frozenset(names) for topic, names in expected.items()}
         self.known_entities = known_entities
         self.entity_kinds = entity_kinds or {}
+        self.home = home or None
 
     def decode(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                headers: Iterable[tuple[str, bytes | None]] | None) -> Decoded:
@@ -107,7 +112,23 @@ class RecordDecoder:
                 out.dead.append(self.dead_letter(topic, partition, offset, key, datum, index, "unknown_entity",
                                            f"{event.entity_id} is a {kind} sensor, not {event.sensor_kind}"))
                 return
+        if self.homeless(topic, partition, event.entity_id):
+            n, home = self.home[topic]  # type: ignore[index]
+            out.dead.append(self.dead_letter(
+                topic, partition, offset, key, datum, index, "wrong_partition",
+                f"{event.entity_id} belongs on partition {home[event.entity_id]} of {topic} (murmur2 of its id over {n} "
+                f"partitions), not on partition {partition}: each partition keeps its own state, so an entity on two "
+                "partitions would have two. Produce with the entity id as key and the murmur2 partitioner "
+                "(confluent-kafka: 'partitioner': 'murmur2_random'; the Kafka Java client's default)"))
+            return
         out.events.append(event)
+
+    def homeless(self, topic: str, partition: int, entity_id: str) -> bool:
+        """True when *entity_id* belongs on another partition of *topic* than *partition*."""
+        if self.home is None:
+            return False
+        entry = self.home.get(topic)
+        return entry is not None and entry[1].get(entity_id, partition) != partition
 
     def dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes, index: int,
               kind: str, reason: str) -> DeadLettered:
@@ -192,6 +213,8 @@ class FastDecoder(RecordDecoder):
                 kind = self.entity_kinds.get(eid)
                 if eid not in self.known_entities or (kind is not None and kind != getattr(check.model, "sensor_kind", kind)):
                     t = None
+            if t is not None and self.homeless(topic, partition, rec["entity_id"]):
+                t = None  # the slow path says why
         if t is not None:
             out.rows.append((name, rec, t))
             return

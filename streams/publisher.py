@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -26,6 +27,17 @@ class PublishError(RuntimeError):
 
 def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+Homes = dict[str, tuple[int, dict[str, int]]]
+
+
+def homes(entity_ids: Iterable[str], topics: dict[str, int]) -> Homes:
+    """Per topic (name -> partition count): its partition count and, per entity id, the partition its records are keyed
+    to (murmur2 of the id, as the Kafka Java client and ``EventPublisher`` partition)."""
+    ids = [str(e) for e in entity_ids]
+    by_count = {n: {e: partition_for(e.encode(), n) for e in ids} for n in set(topics.values())}
+    return {topic: (n, by_count[n]) for topic, n in topics.items()}
 
 
 def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:

@@ -331,3 +331,44 @@ def test_a_reading_from_a_wrong_clock_is_a_dead_letter_and_does_not_freeze_the_s
     assert len(dead) == 3 and all("the sender's clock is wrong" in d["reason"] for d in dead), [d["reason"] for d in dead]
     state = tx.part(0)[SENSOR_TABLE][sid.encode()]
     assert state["observed_at"].startswith("2026-06-01T08:01")  # the true reading, not the one from 9999
+
+
+def test_a_reading_on_another_partition_than_its_sensors_is_a_dead_letter_everywhere() -> None:
+    """A sender that does not partition by murmur2 of the sensor id would split a sensor over partitions, each with its
+    own state (found by the fuzz drill). The worker's sensor unit, a processor and the archive refuse such a datum
+    with the reason, and take the sensor's readings on its own partition."""
+    from streams.archive import Validator
+    from streams.examples.parking_full import ParkingFull
+    from streams.publisher import partition_for
+
+    sid = "kiel:gaarden:sensor:traffic-count-001"
+    home = partition_for(sid.encode(), 4)
+    away = (home + 1) % 4
+    readings = [encode_event(CODEC, traffic(sid, i)) for i in range(3)]
+    unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0, partitions=4), MemoryTx(SensorUnit.tables)
+    unit.process(tx, away, [Msg("sensor.traffic-count", away, 5, frame_batch(readings))])
+    assert tx.part(away)[SENSOR_TABLE] == {k: v for k, v in tx.part(away)[SENSOR_TABLE].items() if k.startswith(b"__")}
+    dead = tx.decoded(DEAD_LETTERS.name)
+    assert [d["error_type"] for d in dead] == ["wrong_partition"] * 3
+    assert f"belongs on partition {home} of sensor.traffic-count" in dead[0]["reason"]
+    assert "murmur2_random" in dead[0]["reason"]
+    assert not tx.decoded(TWIN_UPDATES.name) and not tx.decoded(AGGREGATES.name)
+    unit.process(tx, home, [Msg("sensor.traffic-count", home, 6, frame_batch(readings))])
+    assert tx.part(home)[SENSOR_TABLE][sid.encode()]["revision"] == 2
+    # the same verdict one datum at a time (not a batch record), and in the archive
+    single = Msg("sensor.traffic-count", away, 7, readings[0], headers=[])
+    unit.process(tx, away, [single])
+    assert tx.decoded(DEAD_LETTERS.name)[-1]["error_type"] == "wrong_partition"
+    validator = Validator(CODEC, PACK, 4)
+    assert validator.event("sensor.traffic-count", away, 8, None, readings[0]) is None
+    assert validator.reasons == {"wrong_partition": 1}
+    assert validator.event("sensor.traffic-count", home, 8, None, readings[0]) is not None
+    # a processor reading the parking topic refuses a car park's reading off its partition too
+    park = next(s for s in PACK.sensors.values() if s.sensor_kind == "parking")
+    reading = ParkingOccupancyReported(entity_id=park.id, region="kiel", occurred_at=T0, source="t", occupied=10,
+                                       capacity=100)
+    p_home = partition_for(park.id.encode(), 4)
+    proc = ProcessorUnit(ParkingFull(), CODEC, PACK, "e1", set(), partitions=4)
+    ptx = MemoryTx(proc.tables)
+    proc.process(ptx, (p_home + 1) % 4, [Msg("sensor.parking", (p_home + 1) % 4, 1, frame_batch([encode_event(CODEC, reading)]))])
+    assert [d["error_type"] for d in ptx.decoded(DEAD_LETTERS.name)] == ["wrong_partition"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, CodecError, frame_batch
 from streams.columnar import ColumnarDecoder
 from streams.ingest import FastDecoder
+from streams.publisher import homes
 from tests.streams.test_fastpath import CODEC, KINDS, KNOWN, records, same
 from twin import aggregates, columnar
 from twin.region import BUNDLED_DIR, load_pack
@@ -26,8 +27,12 @@ EXPECTED = {"sensor.water-level": ["WaterLevelMeasured"], "sensor.traffic-count"
 
 
 class Msg:
-    def __init__(self, topic: str, offset: int, value: bytes | None, headers: Any = BATCH) -> None:
-        self.topic, self.partition, self.offset, self.key, self.value, self.headers = topic, 0, offset, b"k", value, headers
+    def __init__(self, topic: str, offset: int, value: bytes | None, headers: Any = BATCH, partition: int = 0) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value, self.headers = (topic, partition, offset, b"k", value,
+                                                                                       headers)
+
+
+HOMES = homes(KNOWN, dict.fromkeys(EXPECTED, 2))  # two partitions: about half the known entities' datums are at home
 
 
 def damage(datum: bytes, how: str) -> bytes:
@@ -68,15 +73,18 @@ def kafka_records(draw: st.DrawFn) -> list[Msg]:
             continue
         topic = draw(st.sampled_from(sorted(EXPECTED)))
         single = len(datums) == 1 and draw(st.booleans())
-        msgs.append(Msg(topic, offset, datums[0] if single else frame_batch(datums), None if single else BATCH))
+        msgs.append(Msg(topic, offset, datums[0] if single else frame_batch(datums), None if single else BATCH,
+                        draw(st.integers(0, 1))))
     return msgs
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(kafka_records())
-def test_the_columnar_decoder_gives_the_rows_and_dead_letters_of_the_per_datum_decoder(msgs: list[Msg]) -> None:
-    fast = FastDecoder(CODEC, "p", expected=EXPECTED, known_entities=KNOWN, entity_kinds=KINDS)
-    cols = ColumnarDecoder(CODEC, "p", expected=EXPECTED, known_entities=KNOWN, entity_kinds=KINDS)
+@given(kafka_records(), st.booleans())
+def test_the_columnar_decoder_gives_the_rows_and_dead_letters_of_the_per_datum_decoder(msgs: list[Msg], home: bool) -> None:
+    """*home*: both decoders also refuse an entity's datum on another partition than its own."""
+    fast = FastDecoder(CODEC, "p", expected=EXPECTED, known_entities=KNOWN, entity_kinds=KINDS, home=HOMES if home else None)
+    cols = ColumnarDecoder(CODEC, "p", expected=EXPECTED, known_entities=KNOWN, entity_kinds=KINDS,
+                           home=HOMES if home else None)
     batch = cols.batch(msgs)
     per_record = columnar.rows_by_record(batch.frames)
     for k, msg in enumerate(msgs):
