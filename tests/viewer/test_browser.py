@@ -155,9 +155,15 @@ async def test_viewer_shows_a_scenario_rising(browser: Any, api_url: str) -> Non
     low = _pixels(await page.screenshot())
     await page.eval_on_selector("#slider", f"(el) => {{ el.value = {peak}; el.dispatchEvent(new Event('change')); }}")
     await page.wait_for_function(f"() => window.plietsch.scenarioStep === {peak}", timeout=20_000)
-    await page.wait_for_timeout(1500)
-    high = _pixels(await page.screenshot())
     assert await page.evaluate("window.plietsch.scenarioCells") > 0
     assert "1.95 m" in await page.inner_text("#scenario-step")
-    assert (np.abs(high - low).sum(axis=2) > 40).mean() > 0.005, "the water rising does not show"
+    # software WebGL on a loaded machine may take a few frames to draw the new water: look again until it shows
+    # (a fresh-clone run once saw 0.47 % after a fixed 1.5 s wait), bounded
+    changed = 0.0
+    for _ in range(20):
+        await page.wait_for_timeout(1000)
+        changed = float((np.abs(_pixels(await page.screenshot()) - low).sum(axis=2) > 40).mean())
+        if changed > 0.005:
+            break
+    assert changed > 0.005, f"the water rising does not show ({changed:.2%} of the pixels changed)"
     assert problems == [], problems
