@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.codec import CodecError, is_batch, iter_batch
+from schemas.codec import CodecError, is_batch, split_batch
 from streams.fastpath import FastCheck, compile_check
 from streams.serde import Codec
 from twin.events import BY_NAME, DeadLettered, Event, Reading
@@ -68,7 +68,7 @@ class RecordDecoder:
         if not is_batch(headers):
             return [value]
         try:
-            return list(iter_batch(value))
+            return split_batch(value)
         except CodecError as exc:
             return self.dead_letter(topic, partition, offset, key, value, -1, exc.kind, f"batch frame broken: {exc}")
 

@@ -1,10 +1,13 @@
+import contextlib
 import copy
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from schemas.codec import SCHEMA_DIR, CodecError, SingleObjectCodec, frame_batch, iter_batch
+from schemas.codec import SCHEMA_DIR, CodecError, SingleObjectCodec, frame_batch, iter_batch, split_batch
 from schemas.compat import incompatibilities
 from streams.schematools import check_backward, dump, expected_schemas, publish
 
@@ -72,3 +75,14 @@ def test_batch_frames_isolate_datums() -> None:
     assert list(iter_batch(frame_batch(datums))) == datums
     with pytest.raises(CodecError, match="declares"):
         list(iter_batch(frame_batch([b"abc"])[:-1]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64) | st.binary(min_size=8000, max_size=20_000), max_size=12), st.binary(max_size=40))
+def test_batch_frames_round_trip_and_junk_gives_only_codec_errors(datums: list[bytes], junk: bytes) -> None:
+    """One-, two- and three-byte length prefixes (the short paths and the general loop) split as framed; any bytes
+    either split or give a CodecError, never another exception."""
+    assert split_batch(frame_batch(datums)) == datums
+    for data in (junk, frame_batch(datums)[:-1] if datums else junk, junk + frame_batch(datums)):
+        with contextlib.suppress(CodecError):
+            split_batch(data)
