@@ -23,6 +23,7 @@ from api.auth.store import AuthStore
 from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
 from api.openapi import document_errors
+from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
@@ -30,6 +31,7 @@ from api.routes import audit, auth, coast, entities, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
+from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.serde import make_codec
 from twin.events import AuditRecorded
 from twin.region import load_pack
@@ -52,7 +54,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.read_model.start()
         app.state.sweeper.start()
+        app.state.pipeline.start()
         yield
+        app.state.pipeline.stop()
         app.state.sweeper.stop()
         app.state.read_model.stop()
 
@@ -127,6 +131,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                      done.bytes_after / 2**20)
 
     app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
+    inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
+    watched = [Group("the worker", settings.app_id, inputs),
+               Group("the archive sink", settings.archive_group, [*inputs, AUDIT.name])] if settings.health_lag_limit else []
+    watch = app.state.pipeline = PipelineWatch(settings.bootstrap_servers, watched, settings.health_lag_limit,
+                                               settings.health_lag_grace_s, settings.health_every_s)
     registry = app.state.metrics_registry = metrics_registry(rm)
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -137,11 +146,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                    audit.router):
         app.include_router(router)
 
-    @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the read model (503 when degraded)",
-             responses={503: {"description": "the read model has stopped or cannot reach Kafka"}})
+    @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the platform (503 when degraded)",
+             responses={503: {"description": "the read model has stopped or cannot reach Kafka, or the worker or the "
+                                             "archive sink is falling behind its input topics"}})
     def health(request: Request, response: Response) -> dict[str, Any]:
-        """Status and reason for everyone (probes); the read model's details and the viewer's for operators."""
+        """Status and reason for everyone (probes); the read model's details, the consumer lag of the worker and the
+        archive sink, and the viewer's state for operators."""
         status, reason = rm.status()
+        if status != "degraded":
+            pipe, why = watch.status()
+            if pipe == "degraded":
+                status, reason = pipe, why
         if status == "degraded":
             response.status_code = 503
         if not allowed(identify(request), "operator"):
@@ -152,6 +167,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                                "applied": sum(dict(rm.applied).values()), "broken": rm.broken_by_topic(),
                                "broken_total": sum(dict(rm.broken).values()), "lag": rm.lag_by_topic(),
                                "sse_subscribers": rm.subscribers},
+                "consumer_lag": watch.lags(),
                 "viewer": "ok" if (cesium_dir() / "Cesium.js").is_file() else f"CesiumJS missing at {cesium_dir()}: run 'make run'"}
 
     @app.get("/metrics", operation_id="metrics", tags=["meta"], summary="Prometheus metrics of this API process",

@@ -49,6 +49,14 @@ class ApiSettings(BaseSettings):
     scenario_result_ttl_h: float = Field(default=168.0, gt=0)
     scenario_disk_mb: float = Field(default=10_240.0, gt=0)
     scenario_sweep_s: float = Field(default=60.0, gt=0)
+    # The pipeline behind the API (api/pipeline.py): /health is 503 when the worker's consumer group (its app id, the
+    # same PLIETSCH_APP_ID as the worker's) or the archive sink's is more than health_lag_limit records behind its
+    # input topics for health_lag_grace_s seconds; 0 as the limit turns the watch off.
+    app_id: str = "plietsch-twin"
+    archive_group: str = "plietsch-archive"
+    health_lag_limit: int = Field(default=10_000, ge=0)
+    health_lag_grace_s: float = Field(default=60.0, ge=0)
+    health_every_s: float = Field(default=5.0, gt=0)
 
     @property
     def auth_db(self) -> Path:
