@@ -26,7 +26,7 @@ from api.openapi import document_errors
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import audit, auth, coast, entities, history, live, scenarios
+from api.routes import audit, auth, coast, entities, feedback, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
@@ -134,7 +134,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
     app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
     for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
-                   audit.router):
+                   audit.router, feedback.router):
         app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the read model (503 when degraded)",
