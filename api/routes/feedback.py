@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
@@ -312,3 +312,59 @@ def qr(request: Request, lang: Annotated[Literal["de", "en", "da"], Query()] = "
     img = qrcode.make(url, image_factory=qrcode.image.svg.SvgPathImage, border=2)
     return Response(img.to_string(encoding="unicode"), media_type="image/svg+xml",
                     headers={"Cache-Control": "max-age=300", "X-QR-Target": url})
+
+
+@router.get("/public/kiosk", operation_id="public_kiosk",
+            summary="The Info-Cube's map and the day's curves: outlines, surge classes, hourly figures per neighbourhood")
+def kiosk_data(request: Request) -> dict[str, Any]:
+    """Public only (api/privacy.py): outlines of neighbourhoods, roads and the coast (geometry, no readings), the storm
+    surge classes, and per neighbourhood the day's curves of aggregates: vehicles per 15 min (summed over its roads,
+    under 5 as "<5") and hourly NO2 means, for the 24 h up to the newest window."""
+    from twin.coast import SURGE_CLASSES
+
+    pack = request.app.state.pack
+    rm = request.app.state.read_model
+    road_hood = {r.id: r.neighbourhood.scope for r in pack.roads.values() if r.neighbourhood is not None}
+    hoods = {n.id.scope: n.id for n in pack.neighbourhoods.values()}
+    traffic: dict[str, dict[str, float]] = {}
+    no2: dict[str, dict[str, tuple[float, int]]] = {}
+    newest = ""
+    for a in rm.aggregates("traffic_vehicles"):
+        hood = road_hood.get(a["group"])
+        if hood and a.get("window"):
+            traffic.setdefault(hood, {})[a["window"]] = traffic.get(hood, {}).get(a["window"], 0.0) + float(a["sum"])
+            newest = max(newest, a["window"])
+    for a in rm.aggregates("air_no2_ugm3"):
+        slug = str(a["group"]).split(":")[1] if str(a["group"]).count(":") == 3 else str(a["group"])
+        if slug in hoods and a.get("window") and a["mean"] is not None:
+            s, n = no2.setdefault(slug, {}).get(a["window"], (0.0, 0))
+            no2[slug][a["window"]] = (s + float(a["sum"]), n + int(a["count"]))
+            newest = max(newest, a["window"])
+    since = (datetime.fromisoformat(newest) - timedelta(hours=24)).isoformat() if newest else ""
+
+    def line(points: list[tuple[float, float]]) -> list[list[float]]:
+        return [[round(x, 5), round(y, 5)] for x, y in points]
+
+    curves = {slug: {"traffic_vehicles_15min": [[w, small(v)] for w, v in sorted(traffic.get(slug, {}).items()) if w > since],
+                     "air_no2_ugm3_hourly": [[w, round(s / n, 1)] for w, (s, n) in sorted(no2.get(slug, {}).items())
+                                             if w > since and n]}
+              for slug in hoods}
+    from shapely.geometry import MultiLineString
+
+    shapes = [Polygon(n.polygon) for n in pack.neighbourhoods.values()]
+    shapes.append(MultiLineString([r.line for r in pack.roads.values()] + [c.line for c in pack.coast.values()]))
+    w, s, e, n = pack.manifest.bbox
+    bounds = [sh.bounds for sh in shapes if not sh.is_empty]
+    view = [w, s, e, n]
+    if bounds:  # what there is to see, with a margin, inside the region (a pin must lie in the region)
+        x0, y0 = min(b[0] for b in bounds), min(b[1] for b in bounds)
+        x1, y1 = max(b[2] for b in bounds), max(b[3] for b in bounds)
+        mx, my = max(0.15 * (x1 - x0), 0.005), max(0.15 * (y1 - y0), 0.003)
+        view = [max(w, x0 - mx), max(s, y0 - my), min(e, x1 + mx), min(n, y1 + my)]
+    return {"region": pack.manifest.name, "bbox": pack.manifest.bbox, "view": view,
+            "neighbourhoods": [{"id": n.id, "slug": n.id.scope, "name": n.name, "polygon": line(n.polygon)}
+                               for n in pack.neighbourhoods.values()],
+            "roads": [line(r.line) for r in pack.roads.values()],
+            "coast": [line(c.line) for c in pack.coast.values()],
+            "surge_classes": [{"from_m": b, "class": name} for b, name in SURGE_CLASSES],
+            "curves": curves, "synthetic_layers": pack.synthetic_layers()}
