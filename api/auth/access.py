@@ -76,6 +76,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/public/feedback"): "public",
     ("GET", "/public/feedback/counts"): "public",
     ("GET", "/public/qr.svg"): "public",
+    ("GET", "/public/kiosk"): "public",
     ("GET", "/feedback"): "planner",
     ("GET", "/feedback/queue"): "operator",
     ("POST", "/feedback/{code}/moderation"): "operator",
