@@ -69,7 +69,8 @@ async def _axe(page: Any, what: str) -> None:
 
 async def _small_targets(page: Any) -> list[str]:
     """Visible controls a finger cannot hit: smaller than 44 x 44 CSS px (a radio counts by its label)."""
-    return list(await page.evaluate("""() => [...document.querySelectorAll('button, select, textarea, input:not([type=radio]), label.choice, svg#fb-map')]
+    controls = "button, select, textarea, input:not([type=radio]), label.choice, svg#fb-map"
+    return list(await page.evaluate("""() => [...document.querySelectorAll('""" + controls + """')]
         .filter((e) => e.offsetParent !== null || e.tagName === 'svg')
         .map((e) => [e.id || e.textContent.trim().slice(0, 20) || e.tagName, e.getBoundingClientRect()])
         .filter(([, r]) => r.width > 0 && (r.width < 44 || r.height < 44)).map(([n, r]) => `${n} ${r.width}x${r.height}`)"""))
