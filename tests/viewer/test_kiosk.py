@@ -124,17 +124,35 @@ async def test_a_visitor_in_danish_leaves_an_idea_that_is_moderated_published_an
     assert "personlige" in await page.inner_text("#fb-removed")  # "we removed personal details", in Danish
     await page.screenshot(path=str(shots / "kiosk-da-receipt.png"))
 
-    # the operator logs in (a session cookie), sees the idea without the phone number, approves it
+    # the operator logs in to the viewer, sees the idea without the phone number in the queue and approves it
     name, password = f"ops-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(16)
     AuthStore(data / "auth.sqlite3").add_user(name, "operator", password)
-    with httpx.Client(base_url=url, timeout=30) as ops:
-        assert ops.post("/auth/login", json={"name": name, "password": password}).status_code == 200
-        item = next(i for i in ops.get("/feedback/queue").json()["items"] if i["code"] == code)
-        assert marker in item["text"] and "12 34 56 78" not in item["text"] and item["language"] == "da"
-        assert item["channel"] == "kiosk" and item["lon"] is not None
-        r = ops.post(f"/feedback/{code}/moderation", json={"decision": "approved", "reason": "god idé"})
-        assert r.status_code == 200, r.text
-        wait_for(lambda: ops.get(f"/feedback/receipt/{code}").json()["status"] == "published", 60, "the publication")
+    ops_context, ops, ops_problems = await _page(browser, f"{url}/?view=gaarden", viewport={"width": 1280, "height": 900})
+    await _wait(ops, "!document.getElementById('login').hidden", 60, "the login form", ops_problems)
+    await ops.fill("#login-name", name)
+    await ops.fill("#login-password", password)
+    await ops.click("#login-submit")
+    await _wait(ops, f"document.querySelector('#feedback-queue-list li[data-code=\"{code}\"]') !== null", 120,
+                "the idea in the operator's queue", ops_problems)
+    await ops.click("#feedback-summary")
+    item = ops.locator(f'#feedback-queue-list li[data-code="{code}"]')
+    text = await item.inner_text()
+    assert marker in text and "12 34 56 78" not in text and "[Telefonnummer entfernt]" in text
+    await _axe(ops, "the viewer with the feedback panel open")
+    await item.locator("input").fill("god idé")
+    await item.locator("button.approve").click()
+    await _wait(ops, f"window.plietsch.feedback.pins.some((f) => f.properties.code === '{code}')", 30,
+                "the approved idea as a pin in the planner's viewer", ops_problems)
+    await ops.select_option("#feedback-category", "traffic")  # a filter: the idea (environment) is not a traffic pin
+    await _wait(ops, f"!window.plietsch.feedback.pins.some((f) => f.properties.code === '{code}')", 30, "the filter", ops_problems)
+    href = await ops.get_attribute("#feedback-csv", "href")
+    assert href.startswith("/feedback?category=traffic") and href.endswith("format=csv")
+    await ops.select_option("#feedback-category", "")
+    await _wait(ops, f"window.plietsch.feedback.pins.some((f) => f.properties.code === '{code}')", 30, "all pins", ops_problems)
+    assert [p for p in ops_problems if "401" not in p] == [], ops_problems  # the viewer's /auth/me before the login
+    await ops_context.close()
+    with httpx.Client(base_url=url, timeout=30) as c:
+        wait_for(lambda: c.get(f"/feedback/receipt/{code}").json()["status"] == "published", 60, "the publication")
 
     # after the delay: on the kiosk's public map and in its counts; the receipt says published
     await _wait(page, f"window.kiosk.pins.some((f) => f.properties.text.includes('{marker}'))", 60, "the pin on the public map",
