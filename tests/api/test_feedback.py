@@ -146,7 +146,7 @@ def test_feedback_from_submission_to_publication_and_after_a_restart(topics: str
 
         # after the delay: on the public map and in the counts; the receipt says published; rejected stays hidden
         wait_for(lambda: all(c.get(f"/feedback/receipt/{code}").json()["status"] == "published" for code in [idea["code"], *trees]),
-                 60, "the publication")
+                 60, "the publication", every=1.0)  # 7 lookups a round: well under the public rate limit
         layer = c.get("/public/feedback").json()
         feature = next(f for f in layer["features"] if "Zebrastreifen" in f["properties"]["text"])
         assert feature["geometry"]["coordinates"] == list(GAARDEN) and "code" not in feature["properties"]

@@ -3,6 +3,7 @@
 "use strict";
 window.KIOSK_STRINGS = {
   de: {
+    layer_neighbourhoods: "Quartiere", layer_buildings: "Gebäude", layer_roads: "Straßen", layer_sensors: "Messstellen", layer_coast: "Küste", layer_terrain: "Gelände",
     lang_name: "Deutsch", title: "Kiel live: so geht es dem Quartier", conn_live: "live",
     conn_lost: "Verbindung weg, verbinde neu …", loading: "Lädt …",
     synthetic: "Erfundene Beispieldaten (nicht gemessen)", real: "Nur öffentliche Zahlen: Summen und Mittelwerte, keine Einzelpersonen.",
@@ -34,6 +35,7 @@ window.KIOSK_STRINGS = {
     next: "Weiter", prev: "Zurück", language: "Sprache",
   },
   en: {
+    layer_neighbourhoods: "neighbourhoods", layer_buildings: "buildings", layer_roads: "roads", layer_sensors: "sensors", layer_coast: "coast", layer_terrain: "terrain",
     lang_name: "English", title: "Kiel live: how the quarter is doing", conn_live: "live",
     conn_lost: "connection lost, reconnecting ...", loading: "Loading ...",
     synthetic: "SYNTHETIC example data (made up, not measured)", real: "Public figures only: totals and averages, never one person.",
@@ -65,6 +67,7 @@ window.KIOSK_STRINGS = {
     next: "Next", prev: "Back", language: "Language",
   },
   da: {
+    layer_neighbourhoods: "kvarterer", layer_buildings: "bygninger", layer_roads: "veje", layer_sensors: "målestationer", layer_coast: "kyst", layer_terrain: "terræn",
     lang_name: "Dansk", title: "Kiel live: sådan har kvarteret det", conn_live: "live",
     conn_lost: "forbindelsen er væk, forbinder igen …", loading: "Indlæser …",
     synthetic: "Opdigtede eksempeldata (ikke målt)", real: "Kun offentlige tal: summer og gennemsnit, aldrig én person.",

@@ -133,7 +133,8 @@ function applyLanguage(lang) {
 function notice() {
   if (!kiosk.summary) return;
   const syn = kiosk.summary.synthetic_layers;
-  $("notice").textContent = `${kiosk.summary.region}. ${t("real")} ${syn.length ? `${t("synthetic")}: ${syn.join(", ")}.` : ""}`;
+  const names = syn.map((l) => (STRINGS[kiosk.lang][`layer_${l}`] ? t(`layer_${l}`) : l));
+  $("notice").textContent = `${kiosk.summary.region}. ${t("real")} ${syn.length ? `${t("synthetic")}: ${names.join(", ")}.` : ""}`;
 }
 
 // -- the feedback form ---------------------------------------------------------------------------------------------
