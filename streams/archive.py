@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from infra.kafka_security import kafka_security
 from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
-from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
@@ -36,7 +36,8 @@ __all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter"
            "archive_files", "read_events", "rebuild", "run_sink", "tail"]
 
 log = logging.getLogger("plietsch.archive")
-ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT))  # audit: issue 11 item 6
+# audit: issue 11 item 6; feedback: issue 12 (the embedded broker forgets it at a restart; the archive brings it back)
+ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK))
 REPLAY_HEADER = "plietsch-replay"
 REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 
@@ -49,7 +50,7 @@ class Validator:
         self.pack = pack
         self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                     known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()})
-        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT)}
+        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK)}
         self.municipal = RecordDecoder(codec, "archive", expected=expected)
         self.reasons: dict[str, int] = {}
 
