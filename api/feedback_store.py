@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra.kafka_security import secured
-from schemas.codec import CodecError
+from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, CodecError, iter_batch
 from streams.catalogue import FEEDBACK
 from streams.serde import Codec
 from twin.events import FeedbackModerated, FeedbackSubmitted
@@ -98,6 +98,13 @@ class FeedbackStore:
                 if msg is not None:
                     if msg.error():
                         self.error = str(msg.error())
+                    elif (dict(msg.headers() or []).get(CONTENT_TYPE_HEADER)) == BATCH_CONTENT_TYPE:
+                        try:  # a replay from the archive may frame several datums in one record
+                            for datum in iter_batch(msg.value() or b""):
+                                self._apply(datum)
+                        except CodecError as exc:
+                            self.broken += 1
+                            log.warning("feedback: a batch on %s does not frame: %s", FEEDBACK.name, exc)
                     else:
                         self._apply(msg.value())
                 if not self.ready.is_set():
