@@ -76,7 +76,8 @@ class FeedbackStore:
 
         consumer = Consumer(secured({
             "bootstrap.servers": self.bootstrap_servers, "group.id": f"plietsch-api-feedback-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed"}))
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 20}))  # read-your-writes: a submitter waits for this consumer (500 ms by default)
         try:
             ends: dict[int, int] | None = None
             while not self._stop.is_set():
