@@ -27,11 +27,11 @@ from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import audit, auth, coast, entities, history, live, scenarios
+from api.routes import audit, auth, coast, entities, feedback, history, live, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
-from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.serde import make_codec
 from twin.events import AuditRecorded
 from twin.region import load_pack
@@ -133,7 +133,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
     inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
     watched = [Group("the worker", settings.app_id, inputs),
-               Group("the archive sink", settings.archive_group, [*inputs, AUDIT.name])] if settings.health_lag_limit else []
+               Group("the archive sink", settings.archive_group, [*inputs, AUDIT.name, FEEDBACK.name])] if settings.health_lag_limit else []
     watch = app.state.pipeline = PipelineWatch(settings.bootstrap_servers, watched, settings.health_lag_limit,
                                                settings.health_lag_grace_s, settings.health_every_s)
     registry = app.state.metrics_registry = metrics_registry(rm)
@@ -143,7 +143,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
     app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
     for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
-                   audit.router):
+                   audit.router, feedback.router):
         app.include_router(router)
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the platform (503 when degraded)",

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from infra.kafka_security import kafka_security
 from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
-from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
@@ -37,7 +37,8 @@ __all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter"
            "archive_files", "read_events", "rebuild", "run_sink", "tail"]
 
 log = logging.getLogger("plietsch.archive")
-ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT))  # audit: issue 11 item 6
+# audit: issue 11 item 6; feedback: issue 12 (the embedded broker forgets it at a restart; the archive brings it back)
+ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK))
 REPLAY_HEADER = "plietsch-replay"
 REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 
@@ -54,7 +55,7 @@ class Validator:
                                     known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()},
                                     home=homes(sensors, {t.name: sensor_partitions for t in SENSOR_TOPICS.values()})
                                     if sensor_partitions else None)
-        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT)}
+        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK)}
         self.municipal = RecordDecoder(codec, "archive", expected=expected,
                                        home=homes(pack.entities(), {t.name: t.partitions for t in MUNICIPAL_TOPICS.values()})
                                        if sensor_partitions else None)

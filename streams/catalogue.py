@@ -16,6 +16,8 @@ from twin.events import (
     BikeStationStatusReported,
     DeadLettered,
     DefectReported,
+    FeedbackModerated,
+    FeedbackSubmitted,
     ParkingOccupancyReported,
     PublicEventScheduled,
     RoadWorksAnnounced,
@@ -83,8 +85,15 @@ DEAD_LETTERS = TopicSpec("dead-letters", (DeadLettered.__name__,), key="original
 AUDIT = TopicSpec("audit.events", (AuditRecorded.__name__,), key="actor", partitions=1, retention_ms=400 * DAY_MS,
                   doc="who did what through the API (scenarios, users, keys, logins); archived, read by operators")
 
+# Feedback from the public (issue 12): submissions and the operators' decisions on one topic, keyed by the receipt code,
+# so one partition keeps a feedback's decision after its submission. Not compacted (a decision must not erase its
+# submission); kept two years. The API's feedback state is this topic, read from the start (api/feedback_store.py).
+FEEDBACK = TopicSpec("feedback.events", (FeedbackSubmitted.__name__, FeedbackModerated.__name__), key="receipt code",
+                     partitions=1, retention_ms=730 * DAY_MS,
+                     doc="the public's feedback (personal data removed) and its moderation; the API's feedback state")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), TWIN_UPDATES, AGGREGATES, ALERTS,
-                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS, AUDIT)
+                                     SCENARIO_REQUESTS, SCENARIO_RESULTS, DEAD_LETTERS, AUDIT, FEEDBACK)
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 
 

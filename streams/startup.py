@@ -40,9 +40,11 @@ def replay_tail(bootstrap: str, archive_root: Path, covered: Mapping[tuple[str, 
     """Produce every archived record that *covered* does not hold (``streams.archive.tail``) into its topic and
     partition; returns (records, datums). Progress is reported every few seconds."""
     from streams.archive import tail
-    from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
+    from streams.catalogue import FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS
 
-    agent_inputs = {t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())}
+    # the public's feedback too: the topic is the API's store of it (api/feedback_store.py); no agent keeps markers for
+    # it, so all of it is replayed each time (it is written by people: small), and the store counts each feedback once
+    agent_inputs = {t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), FEEDBACK)}
 
     errors: list[str] = []
 
@@ -53,7 +55,7 @@ def replay_tail(bootstrap: str, archive_root: Path, covered: Mapping[tuple[str, 
     producer = Producer(producer_config(bootstrap, **{"enable.idempotence": True, "linger.ms": 20}))
     t0 = last = time.monotonic()
     records = datums = 0
-    # the agents' inputs only: the audit topic is archived too, but nothing folds it (GET /audit reads the archive)
+    # the agents' inputs and feedback: the audit topic is archived too, but nothing folds it (GET /audit reads the archive)
     for rec in tail(archive_root, covered, agent_inputs):
         if should_stop():
             break

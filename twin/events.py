@@ -221,6 +221,42 @@ class AuditRecorded(Event):
     client: str = Field(default="", max_length=64, description="keyed hash of the client address, never the address")
 
 
+FeedbackKind = Literal["idea", "problem", "rating"]
+FeedbackCategory = Literal["traffic", "parking", "environment", "coast", "public_space", "planning", "other"]
+FEEDBACK_CATEGORIES: tuple[str, ...] = get_args(FeedbackCategory)
+
+
+class FeedbackSubmitted(Event):
+    """A visitor's idea, problem or rating (issue 12), from the kiosk or online, without an account. Personal data
+    (e-mail addresses, phone numbers, names after "ich bin"/"my name is") is removed before the event is produced; no
+    address of the sender is kept. ``entity_id`` is ``<region>:<neighbourhood or _>:report:fb-<receipt code>``."""
+
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.REPORT
+    feedback_id: str = Field(min_length=4, max_length=16, description="the receipt code the visitor was given")
+    kind: FeedbackKind = Field(description="idea, problem or rating")
+    category: FeedbackCategory = Field(description="what it is about")
+    text: str = Field(max_length=1000, description="the visitor's words, personal data already removed")
+    rating: int | None = Field(default=None, ge=1, le=5, description="1 to 5 stars for a rating")
+    lon: Finite | None = Field(default=None, ge=-180.0, le=180.0, description="the pin, longitude WGS84")
+    lat: Finite | None = Field(default=None, ge=-90.0, le=90.0, description="the pin, latitude WGS84")
+    neighbourhood: str = Field(default="", max_length=63, description="neighbourhood slug of the pin, empty without")
+    scenario_id: str = Field(default="", max_length=200, description="the scenario or planning variant it is about")
+    channel: Literal["kiosk", "online"] = Field(description="where it was written")
+    language: Literal["de", "en", "da"] = Field(default="de", description="the language of the form")
+    redactions: int = Field(default=0, ge=0, description="how many pieces of personal data were removed")
+
+
+class FeedbackModerated(Event):
+    """An operator's decision on one feedback (issue 12): approved feedback becomes public after the publication delay,
+    rejected feedback never does. ``entity_id`` is the feedback's."""
+
+    entity_kind: ClassVar[EntityKind | None] = EntityKind.REPORT
+    feedback_id: str = Field(min_length=4, max_length=16, description="the receipt code of the feedback decided on")
+    decision: Literal["approved", "rejected"] = Field(description="approved or rejected")
+    reason: str = Field(min_length=1, max_length=500, description="why, in words the visitor may read")
+    moderator: str = Field(min_length=1, max_length=200, description="the operator's subject")
+
+
 class DeadLettered(BaseModel):
     """A record that could not be processed, kept with the reason. Not an entity event, so no envelope."""
 
@@ -250,6 +286,7 @@ READING_TYPES: tuple[type[Reading], ...] = (
 MUNICIPAL_TYPES: tuple[type[Event], ...] = (RoadWorksAnnounced, DefectReported, PublicEventScheduled)
 TWIN_TYPES: tuple[type[Event], ...] = (TwinEntityUpdated, AggregateUpdated, AlertRaised, AlertCleared, ScenarioRequested,
                                       ScenarioCancelRequested, ScenarioProgressed, AuditRecorded)
-ALL_TYPES: tuple[type[BaseModel], ...] = (*READING_TYPES, *MUNICIPAL_TYPES, *TWIN_TYPES, DeadLettered)
+FEEDBACK_TYPES: tuple[type[Event], ...] = (FeedbackSubmitted, FeedbackModerated)
+ALL_TYPES: tuple[type[BaseModel], ...] = (*READING_TYPES, *MUNICIPAL_TYPES, *TWIN_TYPES, *FEEDBACK_TYPES, DeadLettered)
 BY_NAME: dict[str, type[BaseModel]] = {t.__name__: t for t in ALL_TYPES}
 READING_BY_SENSOR_KIND: dict[str, type[Reading]] = {t.sensor_kind: t for t in READING_TYPES}

@@ -69,6 +69,17 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/auth/keys"): "operator",
     ("POST", "/auth/keys"): "operator",
     ("DELETE", "/auth/keys/{key_id}"): "operator",
+    # the public's feedback (issue 12): submit and look up a receipt without an account, published feedback and counts
+    # for everyone, approved feedback with filters and export for planners, the queue and decisions for operators
+    ("POST", "/feedback"): "public",
+    ("GET", "/feedback/receipt/{code}"): "public",
+    ("GET", "/public/feedback"): "public",
+    ("GET", "/public/feedback/counts"): "public",
+    ("GET", "/public/qr.svg"): "public",
+    ("GET", "/public/kiosk"): "public",
+    ("GET", "/feedback"): "planner",
+    ("GET", "/feedback/queue"): "operator",
+    ("POST", "/feedback/{code}/moderation"): "operator",
 }
 # Static files (mounted apps, outside the OpenAPI document): pages' code and styles, the CesiumJS library. No data.
 MOUNTS: dict[str, str] = {"/static": "public", "/cesium": "public"}

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.pipeline import Group, PipelineWatch
 from infra.broker import EmbeddedBroker
-from streams.catalogue import AUDIT, MUNICIPAL_TOPICS, SENSOR_TOPICS, ensure_topics
+from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS, ensure_topics
 from tests.api.test_readmodel import app_for, wait_ok
 from tests.credentials import OPERATOR
 from tests.helpers import wait_for
@@ -79,6 +79,6 @@ def test_health_is_503_while_the_worker_and_the_archive_lag_and_200_when_they_ca
         _commit_to_end(broker.bootstrap_servers, "plietsch-twin", INPUTS)  # the worker caught up; the archive sink has not
         body = wait_for(lambda: (b := degraded()) and "archive sink" in b["reason"] and b, 60, "the archive's turn")
         assert body["consumer_lag"]["plietsch-twin"] == 0
-        _commit_to_end(broker.bootstrap_servers, "plietsch-archive", [*INPUTS, AUDIT.name])
+        _commit_to_end(broker.bootstrap_servers, "plietsch-archive", [*INPUTS, AUDIT.name, FEEDBACK.name])
         wait_for(lambda: c.get("/health").status_code == 200, 60, "/health to be 200 again")
         assert c.get("/health").json()["status"] == "ok"

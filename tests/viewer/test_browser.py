@@ -109,7 +109,7 @@ async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: An
 
 
 async def test_kiosk_cycles_and_reconnects(browser: Any, api_url: str) -> None:
-    page, problems = await _open(browser, f"{api_url}/kiosk?interval=700&refresh=500", headers={})  # public: no login
+    page, problems = await _open(browser, f"{api_url}/kiosk?interval=700&refresh=500&lang=en", headers={})  # public: no login
     await page.wait_for_function("() => window.kiosk.online && new Set(window.kiosk.shown).size >= 3", timeout=30_000)
     assert set(await page.evaluate("window.kiosk.shown")) >= {"kiel:gaarden:neighbourhood:gaarden", "coast"}
     assert "SYNTHETIC" in await page.inner_text("footer")

@@ -95,7 +95,7 @@ async def test_a_script_in_an_alert_shows_as_text_in_the_viewer_and_not_at_all_o
         await context.close()
 
         context, page, problems = await _page(browser)  # the kiosk: public, no login
-        response = await page.goto(f"{api_url}/kiosk?interval=300&refresh=300")
+        response = await page.goto(f"{api_url}/kiosk?interval=300&refresh=300&lang=en")
         assert "unsafe-eval" not in response.headers["content-security-policy"]
         await _wait(page, "window.kiosk.online && window.kiosk.shown.includes('coast') && "
                           "document.body.innerText.includes('Storm surge warning')", 30, "the coast slide with the alert", problems)
