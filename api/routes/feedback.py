@@ -180,12 +180,12 @@ def receipt(code: str, request: Request) -> dict[str, Any]:
 
 def _json(item: Item, store: FeedbackStore, now: datetime, *, public: bool) -> dict[str, Any]:
     s = item.sub
+    at = item.publish_at(store.delay)
+    if public:  # no free text on a public output, moderated or not, and no time that tells a visit apart: the day only
+        return {"kind": s.kind, "category": s.category, "rating": s.rating, "neighbourhood": s.neighbourhood,
+                "published_on": at.date().isoformat() if at else None}
     out: dict[str, Any] = {"kind": s.kind, "category": s.category, "text": s.text, "rating": s.rating,
                            "neighbourhood": s.neighbourhood, "submitted_at": s.occurred_at.isoformat()}
-    at = item.publish_at(store.delay)
-    if public:
-        out["published_at"] = at.isoformat() if at else None
-        return out
     out.update(code=show_code(item.code), status=item.status(store.delay, now), scenario_id=s.scenario_id,
                channel=s.channel, language=s.language, removed=s.redactions, lon=s.lon, lat=s.lat)
     if item.decision is not None:
