@@ -1,0 +1,89 @@
+"""Traffic what-if scenarios on the bundled pack: closures, lanes, extra demand, flood roads, against the baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from twin.region import bundled_pack
+from twin.traffic.network import NetworkError
+from twin.traffic.scenario import Context, TrafficRequest, run
+
+
+@pytest.fixture(scope="module")
+def pack_ctx() -> tuple:  # type: ignore[type-arg]
+    pack = bundled_pack()
+    return pack, Context.of(pack)
+
+
+def _busiest_road(ctx: Context) -> str:
+    from twin.traffic.assign import assign
+
+    base = assign(ctx.net, ctx.demand)
+    order = np.argsort(-base.volume, kind="stable")
+    return next(ctx.net.road[i] for i in order if ctx.net.road[i])
+
+
+def test_closing_the_busiest_road_moves_its_traffic(pack_ctx: tuple) -> None:  # type: ignore[type-arg]
+    pack, ctx = pack_ctx
+    road = _busiest_road(ctx)
+    res = run(pack, TrafficRequest(name="closure", closures=[road]), ctx=ctx)
+    s = res.summary()
+    links = {x["id"]: x for x in res.links()}
+    mine = [x for x in links.values() if x["road"] == road]
+    assert mine and all(x["closed"] and x["volume"] == 0 and x["vc"] is None for x in mine)
+    assert s["displaced_volume"] == pytest.approx(sum(x["volume_before"] for x in mine), abs=0.5) and s["displaced_volume"] > 0
+    assert s["gained_most"] and s["rerouted_volume"] > 0
+    assert s["vht"]["after"] >= s["vht"]["before"]  # closing a road never helps here (no Braess link in the pack)
+    assert s["baseline"]["converged"] and s["scenario"]["converged"] and s["scenario"]["relative_gap"] < 1e-4
+    assert s["trips"] == s["trips_before"] and "demand" in s["synthetic_inputs"]
+    delayed = s["most_delayed_pairs"]
+    assert delayed and delayed[0]["delay_min"] >= 0
+    feats = res.geojson()["features"]
+    assert feats[0]["geometry"]["type"] == "LineString" and len(feats) == s["links"]
+
+
+def test_lane_closure_halves_capacity_and_extra_demand_adds_trips(pack_ctx: tuple) -> None:  # type: ignore[type-arg]
+    pack, ctx = pack_ctx
+    primary = next(r for r, c in zip(ctx.net.road, ctx.net.road_class, strict=True) if c == "primary")
+    res = run(pack, TrafficRequest(lane_closures=[{"link": primary, "lanes_closed": 1}],
+                                   extra_demand=[{"zone": "kiel:gaarden:neighbourhood:gaarden", "trips": 1000, "note": "Kieler Woche"}]),
+              ctx=ctx)
+    s = res.summary()
+    assert s["trips"] == pytest.approx(s["trips_before"] + 1000, abs=0.5)
+    lane = [x for x in res.links() if x["road"] == primary]
+    assert all(x["capacity"] == 1000.0 and not x["closed"] for x in lane)  # 2 lanes of 1000 veh/h, one closed
+    assert s["vkt"]["after"] > s["vkt"]["before"]
+
+
+def test_roads_a_flood_cuts_close_and_a_zone_cut_off_is_reported(pack_ctx: tuple) -> None:  # type: ignore[type-arg]
+    pack, ctx = pack_ctx
+    hood = "kiel:friedrichsort:neighbourhood:friedrichsort"
+    every = sorted({r for r in ctx.net.road if r.startswith("kiel:friedrichsort:")})
+    res = run(pack, TrafficRequest(name="flooded"), flood_roads=every + ["kiel:gaarden:road:not-in-pack"], ctx=ctx)
+    s = res.summary()
+    assert s["flood_roads_closed"] == every and s["unreachable_pair_count"] > 0
+    assert s["unreachable_trips"] == pytest.approx(float(ctx.demand[np.array(ctx.net.zone_group) == hood].sum()), abs=0.1)
+    assert {(p["from"], p["to"]) for p in s["pairs_cut_off"]} == {(hood, hood)}
+    assert s["scenario"]["converged"]
+
+
+def test_bad_requests_are_named(pack_ctx: tuple) -> None:  # type: ignore[type-arg]
+    pack, ctx = pack_ctx
+    with pytest.raises(NetworkError, match="unknown link or road id"):
+        run(pack, TrafficRequest(closures=["kiel:gaarden:road:nope"]), ctx=ctx)
+    with pytest.raises(NetworkError, match="unknown zone or neighbourhood 'atlantis'"):
+        run(pack, TrafficRequest(extra_demand=[{"zone": "atlantis", "trips": 5}]), ctx=ctx)
+    with pytest.raises(ValidationError):
+        TrafficRequest(gap=0.5)
+    with pytest.raises(ValidationError):
+        TrafficRequest.model_validate({"kind": "flood"})
+
+
+def test_same_request_same_results(pack_ctx: tuple) -> None:  # type: ignore[type-arg]
+    pack, ctx = pack_ctx
+    req = TrafficRequest(closures=[_busiest_road(ctx)])
+    a, b = run(pack, req, ctx=ctx), run(pack, req, ctx=ctx)
+    assert a.run.volume.tobytes() == b.run.volume.tobytes()
+    assert a.summary() == {**b.summary(), "baseline": a.summary()["baseline"], "scenario": a.summary()["scenario"]}
