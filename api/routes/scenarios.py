@@ -1,8 +1,9 @@
-"""Storm-surge scenarios: asked for by producing an event; status, results and files read back."""
+"""Storm-surge and traffic scenarios: asked for by producing an event; status, results and files read back."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,10 @@ from twin.events import ScenarioCancelRequested, ScenarioRequested
 from twin.flood import FloodInputError, Grid, extent_polygons
 from twin.geo import to_wgs84
 from twin.importers import read_geotiff
+from twin.region import RegionPack
 from twin.scenario import ScenarioRequest, compare
+from twin.traffic.network import NetworkError
+from twin.traffic.scenario import Context, TrafficRequest, apply_changes
 
 router = APIRouter(tags=["scenarios"])
 FINISHED = ("completed", "failed", "cancelled")
@@ -57,6 +61,78 @@ def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> 
     _produce(request, SCENARIO_REQUESTS.name, sid, event)
     record(request, "scenario.launch", sid, entity=sid, detail=f"{body.steps} steps")
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
+
+
+_traffic_lock = threading.Lock()
+_traffic_contexts: dict[str, Context] = {}
+
+
+def _traffic_context(pack: RegionPack) -> Context:
+    """The pack's road network, zones and baseline demand, built on first use (under a second for the bundled pack)."""
+    with _traffic_lock:
+        if pack.id not in _traffic_contexts:
+            _traffic_contexts[pack.id] = Context.of(pack)
+        return _traffic_contexts[pack.id]
+
+
+@router.post("/scenarios/traffic", operation_id="request_traffic_scenario", status_code=202,
+             summary="Ask for a traffic what-if (closures, lanes closed, extra trips; or the roads a flood cuts)",
+             responses={422: {"description": "unknown link, road, zone or flood scenario"},
+                        429: {"description": "your scenario quota is used up"}})
+def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackDep, rm: ReadModelDep,
+                             settings: SettingsDep) -> dict[str, Any]:
+    ctx = _traffic_context(pack)
+    try:
+        apply_changes(ctx, body, [])  # unknown links, roads and zones: refused here, not in the worker
+    except NetworkError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if body.closures_from_flood is not None:
+        out = _completed(rm, settings, body.closures_from_flood, request)
+        if json.loads((out / "summary.json").read_text()).get("kind") == "traffic":
+            raise HTTPException(422, f"{body.closures_from_flood} is a traffic scenario; closures_from_flood needs a storm-surge scenario")
+    _check_quota(request)
+    sid = f"{pack.id}:_:scenario:t-{uuid.uuid4().hex[:10]}"
+    event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
+                              request_json=body.model_dump_json())
+    request.app.state.auth_store.own_scenario(sid, identify(request).subject)
+    _produce(request, SCENARIO_REQUESTS.name, sid, event)
+    record(request, "scenario.launch", sid, entity=sid, detail="traffic")
+    return {"id": sid, "status": "requested", "kind": "traffic", "links": {"self": f"/scenarios/{sid}",
+                                                                          "links": f"/scenarios/{sid}/traffic/links"}}
+
+
+@router.get("/traffic/network", operation_id="traffic_network", summary="The road network the traffic scenarios use")
+def traffic_network(pack: PackDep) -> dict[str, Any]:
+    ctx = _traffic_context(pack)
+    net = ctx.net
+    feats = [{"type": "Feature", "id": net.link_ids[i], "geometry": {"type": "LineString", "coordinates": net.geometry[i]},
+              "properties": {"road": net.road[i], "road_class": net.road_class[i], "lanes": int(net.lanes[i]),
+                             "capacity": float(net.capacity[i]), "speed_kmh": float(net.speed_kmh[i]),
+                             "length_m": round(float(net.length_m[i]), 1)}}
+             for i in range(net.n_links) if net.road_class[i] != "connector"]
+    zones = [{"id": z.id, "neighbourhood": z.neighbourhood, "lon": z.lon, "lat": z.lat, "trips_from": round(float(ctx.demand[k].sum()), 1),
+              "trips_to": round(float(ctx.demand[:, k].sum()), 1)} for k, z in enumerate(ctx.zones)]
+    return {"type": "FeatureCollection", "features": feats, "zones": zones, "demand_preset": "gravity-floor-area-v1",
+            "synthetic": True}
+
+
+def _traffic_file(rm: Any, settings: Any, sid: str, request: Request, name: str) -> dict[str, Any]:
+    path = _completed(rm, settings, sid, request) / name
+    if not path.is_file():
+        raise HTTPException(404, f"{sid} is not a traffic scenario (no {name}); its results are under /scenarios/{sid}/summary")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+@router.get("/scenarios/{sid}/traffic/links", operation_id="traffic_scenario_links",
+            summary="Per link: volume, v/c, travel time, before and after (GeoJSON)")
+def traffic_links(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    return _traffic_file(rm, settings, sid, request, "links.geojson")
+
+
+@router.get("/scenarios/{sid}/traffic/zones", operation_id="traffic_scenario_zones",
+            summary="Zone-to-zone travel times before and after, minutes (null: no route)")
+def traffic_zones(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    return _traffic_file(rm, settings, sid, request, "zone_times.json")
 
 
 UNSEEN_S = 600.0  # a request the worker has not shown progress for after this long no longer counts against the quota
