@@ -52,3 +52,25 @@ def test_road_class_table_serves_osm_tags() -> None:
     assert road_class_values("primary_link") == ROAD_CLASSES["primary"]
     with pytest.raises(NetworkError, match="unknown road class 'bridleway_x'"):
         road_class_values("bridleway_x")
+
+
+def test_an_osm_import_becomes_the_network(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`plietsch region import --osm` writes the roads with their highway tag and lanes; the network reads the capacity
+    and speed of that tag from the same table."""
+    import shutil
+    from pathlib import Path
+
+    from twin.importers import import_into_pack
+    from twin.region import load_pack
+
+    root = Path(__file__).resolve().parents[2]
+    pack_dir = tmp_path / "kiel"
+    shutil.copytree(root / "twin" / "regions" / "kiel", pack_dir)
+    import_into_pack(pack_dir, osm=root / "tests" / "fixtures" / "gaarden_small.osm", licence="ODbL-1.0")
+    net, zones = network_of(load_pack(pack_dir))
+    roads = [i for i, c in enumerate(net.road_class) if c != "connector"]
+    assert roads and all(net.road_class[i] == "secondary" and net.lanes[i] == 2 for i in roads)
+    per_lane, speed = ROAD_CLASSES["secondary"]
+    assert all(net.capacity[i] == 2 * per_lane and net.speed_kmh[i] == speed for i in roads)
+    assert ":road:osm-w" in net.road[roads[0]]
+    assert zones and len(net.zones) == len(zones)
