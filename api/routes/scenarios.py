@@ -28,7 +28,7 @@ from twin.importers import read_geotiff
 from twin.region import RegionPack
 from twin.scenario import ScenarioRequest, compare
 from twin.traffic.network import NetworkError
-from twin.traffic.scenario import Context, TrafficRequest, apply_changes
+from twin.traffic.scenario import Context, TrafficRequest, apply_changes, road_works_closures
 
 router = APIRouter(tags=["scenarios"])
 FINISHED = ("completed", "failed", "cancelled")
@@ -82,6 +82,13 @@ def _traffic_context(pack: RegionPack) -> Context:
 def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackDep, rm: ReadModelDep,
                              settings: SettingsDep) -> dict[str, Any]:
     ctx = _traffic_context(pack)
+    if body.road_works_applied:
+        raise HTTPException(422, "road_works_applied is set by the API; ask for live_road_works instead")
+    if body.live_road_works:
+        roads = {r: rec["state"] for r in sorted(set(ctx.net.road) - {""}) if (rec := rm.get(r)) is not None}
+        works = road_works_closures(roads, body.road_works_at or datetime.now(UTC))
+        body = body.model_copy(update={"lane_closures": [*body.lane_closures, *works],
+                                       "road_works_applied": [w.link for w in works]})
     try:
         apply_changes(ctx, body, [])  # unknown links, roads and zones: refused here, not in the worker
     except NetworkError as exc:

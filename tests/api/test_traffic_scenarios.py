@@ -88,3 +88,32 @@ def test_roads_a_storm_surge_cuts_become_closures(api_url: str) -> None:
         assert {f["properties"]["road"] for f in links if f["properties"]["closed"]} == set(s["flood_roads_closed"])
         r = c.post("/scenarios/traffic", json={"closures_from_flood": sid})
         assert r.status_code == 422 and "needs a storm-surge scenario" in r.json()["detail"]
+
+
+def test_live_road_works_in_the_twin_close_lanes(api_url: str, worker: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.codec import SingleObjectCodec
+    from streams.catalogue import MUNICIPAL_TOPICS
+    from streams.publisher import EventPublisher
+    from twin.events import RoadWorksAnnounced
+
+    with httpx.Client(base_url=api_url, timeout=60, headers=OPERATOR) as c:
+        network = c.get("/traffic/network").json()
+        road = sorted({f["properties"]["road"] for f in network["features"] if f["properties"]["road_class"] == "primary"})[-1]
+        now = datetime.now(UTC)
+        pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
+        pub.send(MUNICIPAL_TOPICS["road_works"].name, road, RoadWorksAnnounced(
+            entity_id=road, region="kiel", occurred_at=now, source="Tiefbauamt (traffic test)", event_id="rw-traffic-1",
+            starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=3), lanes_closed=1, description="Leitungsbau"))
+        pub.flush()
+        wait_for(lambda: c.get(f"/entities/{road}").json()["properties"].get("reported", {}).get("works"), 120,
+                 "the road works in the twin")
+        sid = _run(c, {"name": "works", "live_road_works": True})
+        s = c.get(f"/scenarios/{sid}/summary").json()
+        assert s["request"]["road_works_applied"] == [road]
+        assert {"link": road, "lanes_closed": 1} in s["request"]["lane_closures"]
+        mine = [f["properties"] for f in c.get(f"/scenarios/{sid}/traffic/links").json()["features"] if f["properties"]["road"] == road]
+        assert mine and all(p["capacity"] == 1000.0 and not p["closed"] for p in mine)  # 2 lanes of 1000 veh/h, one closed
+        r = c.post("/scenarios/traffic", json={"road_works_applied": [road]})
+        assert r.status_code == 422 and "set by the API" in r.json()["detail"]

@@ -87,3 +87,17 @@ def test_same_request_same_results(pack_ctx: tuple) -> None:  # type: ignore[typ
     a, b = run(pack, req, ctx=ctx), run(pack, req, ctx=ctx)
     assert a.run.volume.tobytes() == b.run.volume.tobytes()
     assert a.summary() == {**b.summary(), "baseline": a.summary()["baseline"], "scenario": a.summary()["scenario"]}
+
+
+def test_road_works_under_way_become_lane_closures() -> None:
+    from datetime import UTC, datetime
+
+    from twin.traffic.scenario import road_works_closures
+
+    roads = {"r1": {"works": [{"starts_at": "2027-06-01T08:00:00+00:00", "ends_at": "2027-06-06T08:00:00+00:00", "lanes_closed": 1},
+                              {"starts_at": "2027-06-03T08:00:00+00:00", "ends_at": "2027-06-04T08:00:00+00:00", "lanes_closed": 2}]},
+             "r2": {"works": [{"starts_at": "2027-07-01T08:00:00+00:00", "ends_at": "2027-07-02T08:00:00+00:00", "lanes_closed": 1}]},
+             "r3": {"works": [{"starts_at": "2027-06-01T08:00:00+00:00", "ends_at": "2027-06-09T08:00:00+00:00", "lanes_closed": 0}]}}
+    got = road_works_closures(roads, datetime(2027, 6, 3, 12, tzinfo=UTC))
+    assert [(w.link, w.lanes_closed) for w in got] == [("r1", 2)]  # r2 not yet, r3 closes no lane
+    assert [(w.link, w.lanes_closed) for w in road_works_closures(roads, datetime(2027, 6, 2, tzinfo=UTC))] == [("r1", 1)]

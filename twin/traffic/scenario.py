@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from twin.region import RegionPack
 from twin.traffic.assign import Assignment, Graph, assign, shortest
@@ -49,9 +50,33 @@ class TrafficRequest(BaseModel):
     closures_from_flood: str | None = Field(default=None, max_length=200, description=(
         "a completed storm-surge scenario id: every road it cuts (deeper than 0.3 m at its peak) is closed"))
     lane_closures: list[LaneClosure] = Field(default_factory=list, max_length=MAX_ITEMS)
+    live_road_works: bool = Field(default=False, description=(
+        "also close the lanes of the road works the twin knows to be under way at road_works_at (default: now); "
+        "the API resolves them into lane_closures and lists them in road_works_applied"))
+    road_works_at: AwareDatetime | None = Field(default=None, description="the time whose road works count")
+    road_works_applied: list[str] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                          description="set by the API: the roads whose works were added")
     extra_demand: list[ExtraDemand] = Field(default_factory=list, max_length=100)
     gap: float = Field(default=1e-4, ge=1e-7, le=0.1, description="relative gap to stop at")
     max_iterations: int = Field(default=500, ge=1, le=5000)
+
+
+def road_works_closures(roads: dict[str, dict[str, Any]], at: datetime) -> list[LaneClosure]:
+    """Lane closures for the road works under way at *at*, from the twin's road states (``works`` as folded by
+    twin.municipal.apply); works that close no lane (restrictions only) close nothing."""
+    out = []
+    for road, state in sorted(roads.items()):
+        lanes = 0
+        for w in state.get("works", []):
+            try:
+                on = datetime.fromisoformat(w["starts_at"]) <= at <= datetime.fromisoformat(w["ends_at"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if on:
+                lanes = max(lanes, int(w.get("lanes_closed", 0)))
+        if lanes > 0:
+            out.append(LaneClosure(link=road, lanes_closed=min(lanes, 10)))
+    return out
 
 
 @dataclass
