@@ -27,6 +27,7 @@ from twin.geo import to_wgs84
 from twin.importers import read_geotiff
 from twin.region import RegionPack
 from twin.scenario import ScenarioRequest, compare
+from twin.traffic.counts import Count
 from twin.traffic.network import NetworkError
 from twin.traffic.scenario import Context, TrafficRequest, apply_changes, road_works_closures
 
@@ -89,6 +90,8 @@ def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackD
         works = road_works_closures(roads, body.road_works_at or datetime.now(UTC))
         body = body.model_copy(update={"lane_closures": [*body.lane_closures, *works],
                                        "road_works_applied": [w.link for w in works]})
+    if body.live_counts:
+        body = body.model_copy(update={"counts": [*body.counts, *_live_counts(pack, rm, set(ctx.net.road))]})
     try:
         apply_changes(ctx, body, [])  # unknown links, roads and zones: refused here, not in the worker
     except NetworkError as exc:
@@ -106,6 +109,24 @@ def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackD
     record(request, "scenario.launch", sid, entity=sid, detail="traffic")
     return {"id": sid, "status": "requested", "kind": "traffic", "links": {"self": f"/scenarios/{sid}",
                                                                           "links": f"/scenarios/{sid}/traffic/links"}}
+
+
+def _live_counts(pack: RegionPack, rm: Any, roads: set[str]) -> list[Count]:
+    """The twin's latest reading of every traffic counter on a road of the network, as vehicles per hour."""
+    out = []
+    for s in sorted(pack.sensors.values(), key=lambda s: s.id):
+        if s.sensor_kind != "traffic_count" or s.road not in roads or (rec := rm.get(s.id)) is None:
+            continue
+        values = (rec.get("state") or {}).get("values") or {}
+        try:
+            per_hour = float(values["vehicles"]) * 3600.0 / float(values["interval_s"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue
+        out.append(Count(station=s.id, road=str(s.road), vehicles_per_hour=round(min(per_hour, 100_000.0), 1)))
+    if not out:
+        raise HTTPException(422, "live_counts: the twin has no traffic count on a road of the network yet; "
+                                 "send counts (sensor.traffic-count) or give counts in the request")
+    return out
 
 
 @router.get("/traffic/network", operation_id="traffic_network", summary="The road network the traffic scenarios use")

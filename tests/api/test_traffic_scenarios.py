@@ -117,3 +117,34 @@ def test_live_road_works_in_the_twin_close_lanes(api_url: str, worker: Any) -> N
         assert mine and all(p["capacity"] == 1000.0 and not p["closed"] for p in mine)  # 2 lanes of 1000 veh/h, one closed
         r = c.post("/scenarios/traffic", json={"road_works_applied": [road]})
         assert r.status_code == 422 and "set by the API" in r.json()["detail"]
+
+
+def test_live_counts_scale_the_demand_and_the_fit_is_reported(api_url: str, worker: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.codec import SingleObjectCodec
+    from streams.catalogue import SENSOR_TOPICS
+    from streams.publisher import EventPublisher
+    from twin.events import TrafficCounted
+
+    with httpx.Client(base_url=api_url, timeout=60, headers=OPERATOR) as c:
+        roads = {f["properties"]["road"] for f in c.get("/traffic/network").json()["features"]}
+        sensors = [f for f in c.get("/entities", params={"type": "sensor", "limit": 1000}).json()["features"]
+                   if f["properties"]["sensor_kind"] == "traffic_count" and f["properties"].get("road") in roads]
+        assert len(sensors) >= 3
+        pub = EventPublisher(worker.bootstrap, SingleObjectCodec())
+        t = datetime.now(UTC) + timedelta(days=401)  # newer than the session's other readings
+        for k, f in enumerate(sensors):
+            pub.send(SENSOR_TOPICS["traffic_count"].name, f["id"], TrafficCounted(
+                entity_id=f["id"], region="kiel", occurred_at=t, source="traffic-test", vehicles=40 + 10 * k, interval_s=300))
+        pub.flush()
+        last = sensors[-1]["id"]
+        wait_for(lambda: (c.get(f"/entities/{last}").json()["properties"].get("reported") or {}).get("values", {}).get("vehicles")
+                 == 40 + 10 * (len(sensors) - 1), 120, "the counts in the twin")
+        sid = _run(c, {"name": "counts", "live_counts": True})
+        s = c.get(f"/scenarios/{sid}/summary").json()
+        counted = {x["station"]: x["vehicles_per_hour"] for x in s["request"]["counts"]}
+        assert counted[sensors[0]["id"]] == 480.0 and len(counted) == len(sensors)  # 40 vehicles in 5 min
+        fit = s["count_fit"]
+        assert fit["demand_factor"] > 0 and len(fit["after"]["stations"]) == len(sensors)
+        assert all(x["geh"] >= 0 for x in fit["after"]["stations"]) and "r2" in fit["after"]

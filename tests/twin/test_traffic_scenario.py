@@ -101,3 +101,22 @@ def test_road_works_under_way_become_lane_closures() -> None:
     got = road_works_closures(roads, datetime(2027, 6, 3, 12, tzinfo=UTC))
     assert [(w.link, w.lanes_closed) for w in got] == [("r1", 2)]  # r2 not yet, r3 closes no lane
     assert [(w.link, w.lanes_closed) for w in road_works_closures(roads, datetime(2027, 6, 2, tzinfo=UTC))] == [("r1", 1)]
+
+
+def test_counts_scale_the_demand_and_report_the_fit(pack_ctx: tuple) -> None:  # type: ignore[type-arg]
+    from twin.traffic.assign import assign
+    from twin.traffic.counts import Count, geh, road_volumes
+
+    pack, ctx = pack_ctx
+    # counts made from an assignment of twice the demand: the fitted factor must come out near 2, the fit near perfect
+    truth = assign(ctx.net, ctx.demand * 2.0).volume
+    roads = sorted({r for r, c in zip(ctx.net.road, ctx.net.road_class, strict=True) if c == "primary"})[::4][:8]
+    vols = road_volumes(ctx.net, truth, roads)
+    counts = [Count(station=f"s{i}", road=r, vehicles_per_hour=round(vols[r], 1)) for i, r in enumerate(roads)]
+    res = run(pack, TrafficRequest(counts=[*counts, Count(station="elsewhere", road="kiel:x:road:none", vehicles_per_hour=5)]), ctx=ctx)
+    f = res.summary()["count_fit"]
+    assert f["demand_factor"] == pytest.approx(2.0, rel=0.05) and f["stations_ignored"] == 1
+    assert f["before"]["r2"] < f["after"]["r2"] and f["after"]["r2"] > 0.98
+    assert f["after"]["geh_under_5"] == 1.0 and len(f["after"]["stations"]) == 8
+    assert res.summary()["trips_before"] == pytest.approx(float(ctx.demand.sum()) * f["demand_factor"], rel=1e-3)
+    assert geh(100, 100) == 0 and geh(150, 100) == pytest.approx(4.47, abs=0.01)

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from twin.region import RegionPack
 from twin.traffic.assign import Assignment, Graph, assign, shortest
+from twin.traffic.counts import Count, fit, scale_to_counts
 from twin.traffic.network import Network, NetworkError
 from twin.traffic.pack import PRESET, Zone, gravity, network_of
 
@@ -56,6 +57,10 @@ class TrafficRequest(BaseModel):
     road_works_at: AwareDatetime | None = Field(default=None, description="the time whose road works count")
     road_works_applied: list[str] = Field(default_factory=list, max_length=MAX_ITEMS,
                                           description="set by the API: the roads whose works were added")
+    live_counts: bool = Field(default=False, description=(
+        "scale the SYNTHETIC demand to the twin's latest traffic counts and report the fit (R^2, GEH per station); "
+        "the API resolves them into counts"))
+    counts: list[Count] = Field(default_factory=list, max_length=MAX_ITEMS, description="counted volumes to fit to")
     extra_demand: list[ExtraDemand] = Field(default_factory=list, max_length=100)
     gap: float = Field(default=1e-4, ge=1e-7, le=0.1, description="relative gap to stop at")
     max_iterations: int = Field(default=500, ge=1, le=5000)
@@ -154,6 +159,7 @@ class TrafficRun:
     demand: np.ndarray
     flood_roads: list[str]
     synthetic_inputs: list[str]
+    count_fit: dict[str, Any] | None = None
 
     def links(self) -> list[dict[str, Any]]:
         net, b, r = self.net, self.base, self.run
@@ -225,6 +231,7 @@ class TrafficRun:
             "unreachable_pairs": [{"from": o, "to": d, "trips": round(t, 2)} for o, d, t in r.unreachable][:200],
             "unreachable_pair_count": len(r.unreachable),
             "unreachable_trips": round(float(sum(t for *_, t in r.unreachable)), 1),
+            "count_fit": self.count_fit,
         }
 
 
@@ -232,7 +239,17 @@ def run(pack: RegionPack, req: TrafficRequest, flood_roads: list[str] | None = N
         on_iteration: Callable[[str, int, float], bool | None] | None = None) -> TrafficRun:
     """The baseline and the scenario, each to the requested gap. *on_iteration(phase, iteration, gap)* may return
     False to stop (the run then raises NetworkError('cancelled'))."""
-    ctx = ctx or Context.of(pack)
+    base_ctx = ctx = ctx or Context.of(pack)
+    count_fit: dict[str, Any] | None = None
+    counts = [c for c in req.counts if c.road in set(ctx.net.road)]
+    if counts:
+        def assigned_at(f: float) -> np.ndarray:
+            return assign(base_ctx.net, base_ctx.demand * f, gap=req.gap, max_iterations=req.max_iterations).volume
+
+        before = fit(ctx.net, assigned_at(1.0), counts)
+        factor = scale_to_counts(ctx.net, counts, assigned_at)
+        ctx = Context(ctx.net, ctx.zones, ctx.demand * factor, ctx.free_flow_skim)
+        count_fit = {"demand_factor": factor, "before": before, "stations_ignored": len(req.counts) - len(counts)}
     roads = set(ctx.net.road)
     flood_roads = sorted(r for r in flood_roads or [] if r in roads)  # a flood may cut roads cars do not use
     closed, capacity, demand = apply_changes(ctx, req, flood_roads)
@@ -254,4 +271,6 @@ def run(pack: RegionPack, req: TrafficRequest, flood_roads: list[str] | None = N
     if stopped:
         raise NetworkError("cancelled")
     synthetic = [x for x in pack.synthetic_layers() if x in ("roads", "buildings", "neighbourhoods")] + ["demand"]
-    return TrafficRun(req, ctx.net, base, scen, closed, capacity, ctx.demand, demand, flood_roads, synthetic)
+    if count_fit is not None:
+        count_fit["after"] = fit(ctx.net, base.volume, counts)
+    return TrafficRun(req, ctx.net, base, scen, closed, capacity, ctx.demand, demand, flood_roads, synthetic, count_fit)
