@@ -28,7 +28,9 @@
   function legend(box, mode) {
     box.replaceChildren();
     const scale = mode === "diff" ? DIFF : VC;
-    box.appendChild(el("h2", mode === "diff" ? "Traffic: change of volume against the baseline" : "Traffic: volume / capacity"));
+    const head = el("h3", mode === "diff" ? "Colour: change of volume against the baseline" : "Colour: volume / capacity");
+    Object.assign(head.style, { margin: "6px 0 4px", fontSize: "13px" });
+    box.appendChild(head);
     for (const [, css, label] of [...scale, [0, CLOSED[0], CLOSED[1]]]) {
       const row = el("div");
       const sw = el("span", undefined, "swatch");
@@ -72,7 +74,7 @@
     const panel = el("section", undefined, "panel");
     panel.id = "traffic";
     panel.setAttribute("aria-labelledby", "traffic-title");
-    Object.assign(panel.style, { top: "60px", right: "8px", width: "330px", maxHeight: "45%", overflow: "auto" });
+    Object.assign(panel.style, { bottom: "160px", right: "8px", width: "330px", maxHeight: "42%", overflow: "auto" });
     const title = el("h2", `Traffic scenario ${summary.name || sid.split(":").pop()}`);
     title.id = "traffic-title";
     const syn = summary.synthetic_inputs.length ? ` SYNTHETIC inputs: ${summary.synthetic_inputs.join(", ")}.` : "";
@@ -95,7 +97,8 @@
     }
     const box = el("div");
     box.id = "traffic-legend";
-    panel.append(title, facts, el("div", "Most delayed neighbourhood pairs:"), delayed, buttons, box);
+    for (const h of [title]) Object.assign(h.style, { margin: "0 0 6px", fontSize: "14px" });
+    panel.append(title, buttons, box, facts, el("div", "Most delayed neighbourhood pairs:"), delayed);
     document.querySelector("main").appendChild(panel);
     for (const f of fc.features) {
       const p = f.properties;
