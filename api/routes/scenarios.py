@@ -260,6 +260,15 @@ def _completed(rm: Any, settings: Any, sid: str, request: Request) -> Path:
     return out
 
 
+def _flood(rm: Any, settings: Any, sid: str, request: Request) -> Path:
+    """A completed storm-surge run's folder; a traffic run has none of its files (404 that says where its results are)."""
+    out = _completed(rm, settings, sid, request)
+    if not (out / "assets.json").is_file():
+        raise HTTPException(404, f"{sid} is a traffic scenario: its results are /scenarios/{sid}/summary, "
+                                 f"/scenarios/{sid}/traffic/links and /scenarios/{sid}/traffic/zones")
+    return out
+
+
 @router.get("/scenarios/{sid}/summary", operation_id="scenario_summary")
 def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
     return json.loads((_completed(rm, settings, sid, request) / "summary.json").read_text())  # type: ignore[no-any-return]
@@ -267,7 +276,7 @@ def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep, request:
 
 @router.get("/scenarios/{sid}/assets", operation_id="scenario_assets", summary="Affected assets as GeoJSON")
 def scenario_assets(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
-    assets = json.loads((_completed(rm, settings, sid, request) / "assets.json").read_text())
+    assets = json.loads((_flood(rm, settings, sid, request) / "assets.json").read_text())
     places = request.app.state.places
     feats = []
     for a in sorted(assets, key=lambda a: (-a["max_depth_m"], a["entity_id"])):
@@ -287,7 +296,7 @@ def _raster(out: Path, name: str) -> tuple[Grid, np.ndarray]:
 
 @router.get("/scenarios/{sid}/flooded", operation_id="scenario_flooded", summary="Flooded area as GeoJSON (a step, or the maximum)")
 def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request, step: int | None = None) -> dict[str, Any]:
-    out = _completed(rm, settings, sid, request)
+    out = _flood(rm, settings, sid, request)
     summary = json.loads((out / "summary.json").read_text())
     if step is not None and not 0 <= step < summary["steps"]:
         raise HTTPException(422, f"step {step} is outside 0..{summary['steps'] - 1}")
@@ -302,7 +311,7 @@ def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, request:
 
 @router.get("/scenarios/{sid}/depth/{step}.tif", operation_id="scenario_depth_raster", summary="Depth raster of a step (GeoTIFF)")
 def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep, request: Request) -> FileResponse:
-    path = _completed(rm, settings, sid, request) / "steps" / f"depth_{step:03d}.tif"
+    path = _flood(rm, settings, sid, request) / "steps" / f"depth_{step:03d}.tif"
     if not path.is_file():
         raise HTTPException(404, f"no step {step} for scenario {sid}")
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_depth_{step:03d}.tif")
@@ -312,14 +321,14 @@ def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep,
 def scenario_raster(sid: str, name: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> FileResponse:
     if name not in ("max_depth", "duration_h", "first_wet_step"):
         raise HTTPException(404, f"no raster {name!r}; there are max_depth, duration_h and first_wet_step")
-    path = _completed(rm, settings, sid, request) / f"{name}.tif"
+    path = _flood(rm, settings, sid, request) / f"{name}.tif"
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_{name}.tif")
 
 
 @router.get("/scenarios/{sid}/compare/{other}", operation_id="compare_scenarios")
 def compare_scenarios(sid: str, other: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
     def load(s: str) -> dict[str, Any]:
-        out = _completed(rm, settings, s, request)
+        out = _flood(rm, settings, s, request)
         return {"summary": json.loads((out / "summary.json").read_text()), "assets": json.loads((out / "assets.json").read_text())}
 
     return {"first": sid, "second": other, **compare(load(sid), load(other))}

@@ -56,7 +56,9 @@ def test_closure_and_extra_demand_against_the_baseline(api_url: str) -> None:
         assert any(f["properties"]["volume_diff"] > 0 for f in links["features"])
         zones = c.get(f"/scenarios/{sid}/traffic/zones").json()
         assert len(zones["before_min"]) == len(network["zones"]) == len(zones["after_min"][0])
-        assert c.get(f"/scenarios/{sid}/traffic/links").status_code == 200
+        for flood_only in ("assets", "flooded", "depth/0.tif", "rasters/max_depth.tif", f"compare/{sid}"):
+            r = c.get(f"/scenarios/{sid}/{flood_only}")
+            assert r.status_code == 404 and "is a traffic scenario" in r.json()["detail"], (flood_only, r.text)
 
 
 def test_bad_traffic_requests_get_clear_4xx(api_url: str) -> None:
