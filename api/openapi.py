@@ -42,7 +42,11 @@ OWN: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/scenarios/{sid}/share"): {404: "no such scenario (yet)"},
     ("DELETE", "/scenarios/{sid}"): {404: "no such scenario (yet)", 409: "the run has ended already"},
     **{("GET", f"/scenarios/{{sid}}/{tail}"): RESULTS
-       for tail in ("summary", "assets", "flooded", "depth/{step}.tif", "rasters/{name}.tif", "compare/{other}")},
+       for tail in ("summary", "assets", "flooded", "depth/{step}.tif", "rasters/{name}.tif", "compare/{other}",
+                    "traffic/links", "traffic/zones")},
+    ("POST", "/scenarios/traffic"): {404: "closures_from_flood names no such scenario (yet)",
+                                     409: "the storm-surge run of closures_from_flood has not completed (yet)",
+                                     410: "the results of closures_from_flood expired"},
     ("POST", "/auth/users"): {409: "a user of that name exists"},
     ("DELETE", "/auth/users/{name}"): {404: "no such user", 409: "you cannot delete yourself"},
     ("DELETE", "/auth/keys/{key_id}"): {404: "no such key"},

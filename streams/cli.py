@@ -24,10 +24,12 @@ topics_app = typer.Typer(help="The topic catalogue.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Avro schemas: generate, check, publish.", no_args_is_help=True)
 region_app = typer.Typer(help="Region packs.", no_args_is_help=True)
 source_app = typer.Typer(help="Adapters for real open-data sources.", no_args_is_help=True)
+traffic_app = typer.Typer(help="Road traffic: equilibrium assignment on TNTP files or a region pack.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(region_app, name="region")
 app.add_typer(source_app, name="source")
+app.add_typer(traffic_app, name="traffic")
 console = Console(stderr=True, soft_wrap=True)  # whole lines in logs: no wrapping at 80 columns
 
 
@@ -407,6 +409,74 @@ def region_import(
         raise _fail(str(exc)) from exc
     for line in report:
         console.print(f"  {line}")
+
+
+@traffic_app.command("assign")
+def traffic_assign(
+    tntp_net: Annotated[Path | None, typer.Option(help="TNTP network file (..._net.tntp)")] = None,
+    tntp_trips: Annotated[Path | None, typer.Option(help="TNTP trips file (..._trips.tntp)")] = None,
+    pack: Annotated[Path | None, typer.Option(help="a region pack instead of TNTP files (its roads, zones and the "
+                                                   "SYNTHETIC gravity demand)")] = None,
+    gap: Annotated[float, typer.Option(help="relative gap to stop at")] = 1e-4,
+    max_iterations: Annotated[int, typer.Option(help="stop after this many iterations even if the gap is not reached")] = 1000,
+    algorithm: Annotated[str, typer.Option(help="cfw (conjugate Frank-Wolfe) or fw (plain Frank-Wolfe)")] = "cfw",
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Static user-equilibrium assignment (BPR costs): iterations, relative gap, Beckmann objective, total system
+    travel time and time taken. Progress goes to stderr while it runs."""
+    import json
+
+    import numpy as np
+
+    from twin.region import RegionPackError, load_pack
+    from twin.traffic.assign import Graph, assign, shortest
+    from twin.traffic.network import NetworkError, read_tntp_net, read_tntp_trips
+
+    if algorithm not in ("cfw", "fw"):
+        raise _fail(f"--algorithm {algorithm!r} is not known; use cfw or fw")
+    if max_iterations < 1:
+        raise _fail(f"--max-iterations must be 1 or more, got {max_iterations}")
+    started = time.perf_counter()
+    try:
+        if pack is not None:
+            if tntp_net is not None or tntp_trips is not None:
+                raise _fail("give either --pack or --tntp-net with --tntp-trips, not both")
+            from twin.traffic.pack import gravity, network_of
+
+            net, zones = network_of(load_pack(pack))
+            skim, _ = shortest(Graph(net, np.ones(net.n_links, dtype=bool)), net.fft, None)
+            od = gravity(net, zones, skim)
+            source = f"region pack {pack} (demand: SYNTHETIC gravity preset)"
+        else:
+            if tntp_net is None or tntp_trips is None:
+                raise _fail("give --tntp-net and --tntp-trips (TNTP files), or --pack for a region pack")
+            net = read_tntp_net(tntp_net)
+            od = read_tntp_trips(tntp_trips, len(net.zones))
+            source = f"{tntp_net.name} + {tntp_trips.name}"
+        console.print(f"{source}: {net.n_nodes:,} nodes, {net.n_links:,} links, {len(net.zones):,} zones, "
+                      f"{od.sum():,.1f} trips; read in {time.perf_counter() - started:.2f} s")
+        last = [0.0]
+
+        def progress(it: int, g: float, seconds: float) -> None:
+            if seconds - last[0] >= 1.0 or it <= 3:
+                last[0] = seconds
+                console.print(f"  iteration {it}: relative gap {g:.3e} after {seconds:.1f} s")
+
+        res = assign(net, od, gap=gap, max_iterations=max_iterations, on_iteration=progress, algorithm=algorithm)
+    except (NetworkError, RegionPackError) as exc:
+        raise _fail(str(exc)) from exc
+    out = res.summary()
+    out["links"], out["zones"], out["trips"] = net.n_links, len(net.zones), float(od.sum())
+    if as_json:
+        print(json.dumps(out))
+    else:
+        print(f"iterations {res.iterations}, relative gap {res.gap:.3e} ({'converged' if res.converged else 'NOT converged'}), "
+              f"Beckmann objective {res.objective:.6g}, total system travel time {res.tstt:.6g}, {res.seconds:.2f} s")
+        if res.unreachable:
+            print(f"{len(res.unreachable)} zone pairs cannot be reached ({sum(t for *_, t in res.unreachable):g} trips "
+                  f"not assigned), e.g. {', '.join(f'{o} -> {d}' for o, d, _ in res.unreachable[:5])}")
+    if not res.converged:
+        raise typer.Exit(1)
 
 
 @region_app.command("info")

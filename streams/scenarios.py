@@ -1,5 +1,6 @@
-"""The scenario agent's work: run a requested storm-surge scenario on a fork of the twin, write its results as files
-(summary, affected assets, a depth GeoTIFF per step) and report progress as events. Runs in a worker thread so that the
+"""The scenario agent's work: run a requested storm-surge or traffic scenario on a fork of the twin, write its results
+as files (storm surge: summary, affected assets, a depth GeoTIFF per step; traffic: summary, GeoJSON per link,
+zone-to-zone times) and report progress as events. Runs in a worker thread so that the
 Faust worker keeps serving; one scenario at a time, cancellable between steps."""
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from twin.flood import FloodInputError, Grid
 from twin.importers import Terrain, write_geotiff
 from twin.region import RegionPack
 from twin.scenario import ScenarioRequest, load_grid, run
+from twin.traffic.network import NetworkError
+from twin.traffic.scenario import Context, TrafficRequest
+from twin.traffic.scenario import run as run_traffic
 
 log = logging.getLogger("plietsch.scenarios")
 AGENT = "twin-scenarios"
@@ -39,6 +43,7 @@ class ScenarioRunner:
         self.emit = emit
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
+        self._traffic: Context | None = None
 
     def cancel(self, scenario_id: str) -> None:
         with self.lock:
@@ -54,6 +59,11 @@ class ScenarioRunner:
     def execute(self, event: ScenarioRequested) -> str:
         """Run one scenario to its end; returns the final status. Never raises: failures become events."""
         sid = event.entity_id
+        try:
+            if json.loads(event.request_json).get("kind") == "traffic":
+                return self._execute_traffic(event)
+        except (ValueError, AttributeError):
+            pass  # not a JSON object: the storm-surge model below says what is wrong with it
         try:
             req = ScenarioRequest.model_validate_json(event.request_json)
         except ValidationError as exc:
@@ -105,4 +115,63 @@ class ScenarioRunner:
         self._progress(event, "completed", n, n, f"{summary['affected']['building']} buildings affected", summary)
         del result
         gc.collect()
+        return "completed"
+
+    def flood_roads(self, flood_id: str) -> list[str]:
+        """The roads a completed storm-surge scenario cuts (deeper than 0.3 m at its peak), from its results."""
+        path = scenario_dir(self.data_dir, flood_id) / "summary.json"
+        if not path.is_file():
+            raise NetworkError(f"storm-surge scenario {flood_id!r} has no results here (not completed, expired or "
+                               "unknown); run it first and wait for 'completed'")
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("kind") == "traffic":
+            raise NetworkError(f"{flood_id!r} is a traffic scenario; closures_from_flood needs a storm-surge scenario")
+        return list(summary.get("roads_cut", []))
+
+    def _execute_traffic(self, event: ScenarioRequested) -> str:
+        sid = event.entity_id
+        try:
+            req = TrafficRequest.model_validate_json(event.request_json)
+        except ValidationError as exc:
+            self._progress(event, "failed", 0, 0, f"invalid traffic request: {exc}")
+            return "failed"
+        self._progress(event, "running", 0, 2, "baseline assignment")
+        last = {"baseline": 0, "scenario": 0}
+
+        def on_iteration(phase: str, it: int, gap: float) -> bool:
+            if it - last[phase] >= 10 or it == 1:
+                last[phase] = it
+                self._progress(event, "running", 0 if phase == "baseline" else 1, 2,
+                               f"{phase}: iteration {it}, relative gap {gap:.2e}")
+            with self.lock:
+                return sid not in self.cancelled
+
+        try:
+            flood = self.flood_roads(req.closures_from_flood) if req.closures_from_flood else []
+            if self._traffic is None:
+                self._traffic = Context.of(self.pack)
+            result = run_traffic(self.pack, req, flood, self._traffic, on_iteration)
+        except NetworkError as exc:
+            cancelled = str(exc) == "cancelled"
+            self._progress(event, "cancelled" if cancelled else "failed", 0, 2, "cancelled on request" if cancelled else str(exc))
+            return "cancelled" if cancelled else "failed"
+        except Exception as exc:  # a bug must not take the worker down; the planner sees the reason
+            log.exception("traffic scenario %s failed", sid)
+            self._progress(event, "failed", 0, 2, f"{type(exc).__name__}: {exc}")
+            return "failed"
+        finally:
+            with self.lock:
+                self.cancelled.discard(sid)
+        out = scenario_dir(self.data_dir, sid)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = result.summary()
+        summary["scenario_id"] = sid
+        summary["request"] = json.loads(req.model_dump_json())
+        (out / "links.geojson").write_text(json.dumps(result.geojson(), separators=(",", ":")), encoding="utf-8")
+        (out / "zone_times.json").write_text(json.dumps(result.zone_times(), separators=(",", ":")), encoding="utf-8")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")  # last: it marks the run done
+        small = {k: v for k, v in summary.items() if k not in ("neighbourhood_times", "closed_links", "displaced_from",
+                                                                "gained_most", "unreachable_pairs", "flood_roads_closed")}
+        self._progress(event, "completed", 2, 2, f"VHT {summary['vht']['before']} -> {summary['vht']['after']} h, "
+                       f"{summary['unreachable_pair_count']} zone pairs unreachable", small)
         return "completed"

@@ -60,6 +60,10 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/scenarios/{sid}/depth/{step}.tif"): "planner",
     ("GET", "/scenarios/{sid}/rasters/{name}.tif"): "planner",
     ("GET", "/scenarios/{sid}/compare/{other}"): "planner",
+    ("POST", "/scenarios/traffic"): "planner",
+    ("GET", "/scenarios/{sid}/traffic/links"): "planner",
+    ("GET", "/scenarios/{sid}/traffic/zones"): "planner",
+    ("GET", "/traffic/network"): "planner",
     # operator: users and keys, the audit log, the processors' state
     ("GET", "/audit"): "operator",
     ("GET", "/metrics"): "operator",

@@ -1,8 +1,9 @@
-"""Storm-surge scenarios: asked for by producing an event; status, results and files read back."""
+"""Storm-surge and traffic scenarios: asked for by producing an event; status, results and files read back."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,11 @@ from twin.events import ScenarioCancelRequested, ScenarioRequested
 from twin.flood import FloodInputError, Grid, extent_polygons
 from twin.geo import to_wgs84
 from twin.importers import read_geotiff
+from twin.region import RegionPack
 from twin.scenario import ScenarioRequest, compare
+from twin.traffic.counts import Count
+from twin.traffic.network import NetworkError
+from twin.traffic.scenario import Context, TrafficRequest, apply_changes, road_works_closures
 
 router = APIRouter(tags=["scenarios"])
 FINISHED = ("completed", "failed", "cancelled")
@@ -57,6 +62,105 @@ def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> 
     _produce(request, SCENARIO_REQUESTS.name, sid, event)
     record(request, "scenario.launch", sid, entity=sid, detail=f"{body.steps} steps")
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
+
+
+_traffic_lock = threading.Lock()
+_traffic_contexts: dict[str, Context] = {}
+
+
+def _traffic_context(pack: RegionPack) -> Context:
+    """The pack's road network, zones and baseline demand, built on first use (under a second for the bundled pack)."""
+    with _traffic_lock:
+        if pack.id not in _traffic_contexts:
+            _traffic_contexts[pack.id] = Context.of(pack)
+        return _traffic_contexts[pack.id]
+
+
+@router.post("/scenarios/traffic", operation_id="request_traffic_scenario", status_code=202,
+             summary="Ask for a traffic what-if (closures, lanes closed, extra trips; or the roads a flood cuts)",
+             responses={422: {"description": "unknown link, road, zone or flood scenario"},
+                        429: {"description": "your scenario quota is used up"}})
+def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackDep, rm: ReadModelDep,
+                             settings: SettingsDep) -> dict[str, Any]:
+    ctx = _traffic_context(pack)
+    if body.road_works_applied:
+        raise HTTPException(422, "road_works_applied is set by the API; ask for live_road_works instead")
+    if body.live_road_works:
+        roads = {r: rec["state"] for r in sorted(set(ctx.net.road) - {""}) if (rec := rm.get(r)) is not None}
+        works = road_works_closures(roads, body.road_works_at or datetime.now(UTC))
+        body = body.model_copy(update={"lane_closures": [*body.lane_closures, *works],
+                                       "road_works_applied": [w.link for w in works]})
+    if body.live_counts:
+        body = body.model_copy(update={"counts": [*body.counts, *_live_counts(pack, rm, set(ctx.net.road))]})
+    try:
+        apply_changes(ctx, body, [])  # unknown links, roads and zones: refused here, not in the worker
+    except NetworkError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if body.closures_from_flood is not None:
+        out = _completed(rm, settings, body.closures_from_flood, request)
+        if json.loads((out / "summary.json").read_text()).get("kind") == "traffic":
+            raise HTTPException(422, f"{body.closures_from_flood} is a traffic scenario; closures_from_flood needs a storm-surge scenario")
+    _check_quota(request)
+    sid = f"{pack.id}:_:scenario:t-{uuid.uuid4().hex[:10]}"
+    event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
+                              request_json=body.model_dump_json())
+    request.app.state.auth_store.own_scenario(sid, identify(request).subject)
+    _produce(request, SCENARIO_REQUESTS.name, sid, event)
+    record(request, "scenario.launch", sid, entity=sid, detail="traffic")
+    return {"id": sid, "status": "requested", "kind": "traffic", "links": {"self": f"/scenarios/{sid}",
+                                                                          "links": f"/scenarios/{sid}/traffic/links"}}
+
+
+def _live_counts(pack: RegionPack, rm: Any, roads: set[str]) -> list[Count]:
+    """The twin's latest reading of every traffic counter on a road of the network, as vehicles per hour."""
+    out = []
+    for s in sorted(pack.sensors.values(), key=lambda s: s.id):
+        if s.sensor_kind != "traffic_count" or s.road not in roads or (rec := rm.get(s.id)) is None:
+            continue
+        values = (rec.get("state") or {}).get("values") or {}
+        try:
+            per_hour = float(values["vehicles"]) * 3600.0 / float(values["interval_s"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue
+        out.append(Count(station=s.id, road=str(s.road), vehicles_per_hour=round(min(per_hour, 100_000.0), 1)))
+    if not out:
+        raise HTTPException(422, "live_counts: the twin has no traffic count on a road of the network yet; "
+                                 "send counts (sensor.traffic-count) or give counts in the request")
+    return out
+
+
+@router.get("/traffic/network", operation_id="traffic_network", summary="The road network the traffic scenarios use")
+def traffic_network(pack: PackDep) -> dict[str, Any]:
+    ctx = _traffic_context(pack)
+    net = ctx.net
+    feats = [{"type": "Feature", "id": net.link_ids[i], "geometry": {"type": "LineString", "coordinates": net.geometry[i]},
+              "properties": {"road": net.road[i], "road_class": net.road_class[i], "lanes": int(net.lanes[i]),
+                             "capacity": float(net.capacity[i]), "speed_kmh": float(net.speed_kmh[i]),
+                             "length_m": round(float(net.length_m[i]), 1)}}
+             for i in range(net.n_links) if net.road_class[i] != "connector"]
+    zones = [{"id": z.id, "neighbourhood": z.neighbourhood, "lon": z.lon, "lat": z.lat, "trips_from": round(float(ctx.demand[k].sum()), 1),
+              "trips_to": round(float(ctx.demand[:, k].sum()), 1)} for k, z in enumerate(ctx.zones)]
+    return {"type": "FeatureCollection", "features": feats, "zones": zones, "demand_preset": "gravity-floor-area-v1",
+            "synthetic": True}
+
+
+def _traffic_file(rm: Any, settings: Any, sid: str, request: Request, name: str) -> dict[str, Any]:
+    path = _completed(rm, settings, sid, request) / name
+    if not path.is_file():
+        raise HTTPException(404, f"{sid} is not a traffic scenario (no {name}); its results are under /scenarios/{sid}/summary")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+@router.get("/scenarios/{sid}/traffic/links", operation_id="traffic_scenario_links",
+            summary="Per link: volume, v/c, travel time, before and after (GeoJSON)")
+def traffic_links(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    return _traffic_file(rm, settings, sid, request, "links.geojson")
+
+
+@router.get("/scenarios/{sid}/traffic/zones", operation_id="traffic_scenario_zones",
+            summary="Zone-to-zone travel times before and after, minutes (null: no route)")
+def traffic_zones(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    return _traffic_file(rm, settings, sid, request, "zone_times.json")
 
 
 UNSEEN_S = 600.0  # a request the worker has not shown progress for after this long no longer counts against the quota
@@ -156,6 +260,15 @@ def _completed(rm: Any, settings: Any, sid: str, request: Request) -> Path:
     return out
 
 
+def _flood(rm: Any, settings: Any, sid: str, request: Request) -> Path:
+    """A completed storm-surge run's folder; a traffic run has none of its files (404 that says where its results are)."""
+    out = _completed(rm, settings, sid, request)
+    if not (out / "assets.json").is_file():
+        raise HTTPException(404, f"{sid} is a traffic scenario: its results are /scenarios/{sid}/summary, "
+                                 f"/scenarios/{sid}/traffic/links and /scenarios/{sid}/traffic/zones")
+    return out
+
+
 @router.get("/scenarios/{sid}/summary", operation_id="scenario_summary")
 def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
     return json.loads((_completed(rm, settings, sid, request) / "summary.json").read_text())  # type: ignore[no-any-return]
@@ -163,7 +276,7 @@ def scenario_summary(sid: str, rm: ReadModelDep, settings: SettingsDep, request:
 
 @router.get("/scenarios/{sid}/assets", operation_id="scenario_assets", summary="Affected assets as GeoJSON")
 def scenario_assets(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
-    assets = json.loads((_completed(rm, settings, sid, request) / "assets.json").read_text())
+    assets = json.loads((_flood(rm, settings, sid, request) / "assets.json").read_text())
     places = request.app.state.places
     feats = []
     for a in sorted(assets, key=lambda a: (-a["max_depth_m"], a["entity_id"])):
@@ -183,7 +296,7 @@ def _raster(out: Path, name: str) -> tuple[Grid, np.ndarray]:
 
 @router.get("/scenarios/{sid}/flooded", operation_id="scenario_flooded", summary="Flooded area as GeoJSON (a step, or the maximum)")
 def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, request: Request, step: int | None = None) -> dict[str, Any]:
-    out = _completed(rm, settings, sid, request)
+    out = _flood(rm, settings, sid, request)
     summary = json.loads((out / "summary.json").read_text())
     if step is not None and not 0 <= step < summary["steps"]:
         raise HTTPException(422, f"step {step} is outside 0..{summary['steps'] - 1}")
@@ -198,7 +311,7 @@ def scenario_flooded(sid: str, rm: ReadModelDep, settings: SettingsDep, request:
 
 @router.get("/scenarios/{sid}/depth/{step}.tif", operation_id="scenario_depth_raster", summary="Depth raster of a step (GeoTIFF)")
 def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep, request: Request) -> FileResponse:
-    path = _completed(rm, settings, sid, request) / "steps" / f"depth_{step:03d}.tif"
+    path = _flood(rm, settings, sid, request) / "steps" / f"depth_{step:03d}.tif"
     if not path.is_file():
         raise HTTPException(404, f"no step {step} for scenario {sid}")
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_depth_{step:03d}.tif")
@@ -208,14 +321,14 @@ def scenario_depth(sid: str, step: int, rm: ReadModelDep, settings: SettingsDep,
 def scenario_raster(sid: str, name: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> FileResponse:
     if name not in ("max_depth", "duration_h", "first_wet_step"):
         raise HTTPException(404, f"no raster {name!r}; there are max_depth, duration_h and first_wet_step")
-    path = _completed(rm, settings, sid, request) / f"{name}.tif"
+    path = _flood(rm, settings, sid, request) / f"{name}.tif"
     return FileResponse(path, media_type="image/tiff", filename=f"{sid.split(':')[-1]}_{name}.tif")
 
 
 @router.get("/scenarios/{sid}/compare/{other}", operation_id="compare_scenarios")
 def compare_scenarios(sid: str, other: str, rm: ReadModelDep, settings: SettingsDep, request: Request) -> dict[str, Any]:
     def load(s: str) -> dict[str, Any]:
-        out = _completed(rm, settings, s, request)
+        out = _flood(rm, settings, s, request)
         return {"summary": json.loads((out / "summary.json").read_text()), "assets": json.loads((out / "assets.json").read_text())}
 
     return {"first": sid, "second": other, **compare(load(sid), load(other))}

@@ -278,7 +278,15 @@ async function main() {
                             orientation: { heading: 0, pitch: Cesium.Math.toRadians(view === "fjord" ? -50 : -40), roll: 0 } });
     const scenarioId = new URLSearchParams(location.search).get("scenario");
     if (scenarioId) {
-      await scenarioMode(scenarioId);
+      const trafficId = new URLSearchParams(location.search).get("traffic");  // a traffic run over a surge: both shown
+      const kind = (await getJSON(`/scenarios/${encodeURIComponent(scenarioId)}/summary`)).kind;
+      if (kind === "traffic") {
+        live = false;
+        await window.PlietschTraffic.show(viewer, scenarioId);  // traffic.js
+      } else {
+        await scenarioMode(scenarioId);
+        if (trafficId) await window.PlietschTraffic.show(viewer, trafficId);
+      }
       state.ready = true;
       state.live = true;
       document.getElementById("status").textContent = "scenario (a fork: the live twin is untouched)";
