@@ -304,8 +304,14 @@ def source_pegelonline(
     stations: Annotated[Path | None, typer.Option(help="a saved stations.json, to find the station's uuid offline")] = None,
     sensor: Annotated[str | None, typer.Option(help="sensor id to report as; default from the station table")] = None,
     mean_cm: Annotated[float | None, typer.Option(help="mean water level, cm above gauge zero")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="poll continuously until SIGTERM/Ctrl-C (settings "
+                                         "PLIETSCH_PEGELONLINE_*; README, PEGELONLINE)")] = False,
 ) -> None:
-    """Publish PEGELONLINE water levels (cm above gauge zero) as readings in metres above mean water level."""
+    """Publish PEGELONLINE water levels (cm above gauge zero) as readings in metres above mean water level: once, or
+    with --follow continuously (conditional requests, backoff, dedup across restarts, dead letters, /metrics)."""
+    if follow:
+        _follow_pegelonline()
+        return
     from streams.catalogue import SENSOR_TOPICS
     from streams.publisher import EventPublisher
     from streams.serde import make_codec
@@ -335,6 +341,34 @@ def source_pegelonline(
         pub.add(SENSOR_TOPICS["water_level"].name, sensor_id, e)
     pub.flush()
     console.print(f"published {len(events)} water level(s) for {sensor_id}, skipped {len(problems)}")
+
+
+def _follow_pegelonline() -> None:
+    from streams.catalogue import ensure_topics
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources.pegelonline_follow import ConfigError, PegelSettings, build
+
+    settings, pegel = StreamSettings(), PegelSettings()
+    _bootstrap()
+    ensure_topics(settings.bootstrap_servers)
+    try:
+        source = build(pegel, settings.bootstrap_servers, settings.data_dir, make_codec(settings.schema_registry_url),
+                       console.print)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: source.stop_event.set())
+    source.start()
+    console.print(f"PEGELONLINE source: {pegel.base_url}, stations {pegel.stations}, every {pegel.interval_s:g} s; "
+                  f"metrics on http://{pegel.metrics_host}:{pegel.metrics_port}/metrics")
+    try:
+        source.run()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        source.stop()
+    console.print("PEGELONLINE source stopped")
 
 
 @source_app.command("lorawan")
