@@ -389,7 +389,7 @@ class PegelSource:
                                     "next run asks PEGELONLINE again for these measurements") from exc
                 self.metrics.retries.labels("kafka").inc()
                 self.report(f"Kafka: {what} failed ({exc}); retrying in {delay:.1f} s")
-                time.sleep(delay)
+                self.stop_event.wait(delay)  # a stop ends the wait; the next attempt then gives up (Abandoned)
                 delay = min(delay * 2, 30.0)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
