@@ -500,6 +500,18 @@ def _start_lorawan(sup: Supervisor, exe: list[str], env: dict[str, str], data_di
                     f"metrics http://{lora.metrics_host}:{lora.metrics_port}/metrics\n")
 
 
+def _start_pegelonline(sup: Supervisor, exe: list[str]) -> str:
+    """With PLIETSCH_PEGELONLINE_STATIONS set, run the continuous PEGELONLINE source. Returns the banner line."""
+    from streams.sources.pegelonline_follow import PegelSettings
+
+    pegel = PegelSettings()
+    if not pegel.stations.strip():
+        return ""
+    sup.add("pegelonline", [*exe, "source", "pegelonline", "--follow"])
+    return (f"  PEGEL    {pegel.base_url} stations {pegel.stations}, every {pegel.interval_s:g} s, "
+            f"metrics http://{pegel.metrics_host}:{pegel.metrics_port}/metrics\n")
+
+
 # How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
 ARCHIVE_GROUP = "plietsch-archive"  # the archive sink's consumer group (streams.archive.run_sink)
 STOP_SIMULATOR_S = 2.0
@@ -555,7 +567,7 @@ def run_all(
             sup.add("archive", [*exe, "archive"])
             if simulate_:
                 sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
-            lorawan = _start_lorawan(sup, exe, env, settings.data_dir)
+            lorawan = _start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe)
             sup.add("api", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
                             "--port", str(api_port), "--log-level", "warning"])
             if broker_proc is not None:
@@ -588,7 +600,7 @@ def run_all(
             since[0] = now
 
         try:
-            sup.stop(["simulator", "lorawan"], t0 + STOP_SIMULATOR_S, hurry)  # the inputs flush their producers on SIGTERM
+            sup.stop(["simulator", "lorawan", "pegelonline"], t0 + STOP_SIMULATOR_S, hurry)  # the inputs flush their producers on SIGTERM
             step("simulator")
             # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
             groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]
