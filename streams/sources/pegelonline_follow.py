@@ -78,6 +78,7 @@ class PegelSettings(BaseSettings):
     interval_s: float = 60.0  # PEGELONLINE updates every 1 to 15 minutes
     start: str = "P1D"  # how far back the first poll of a station reaches (ISO 8601 duration, at most P31D)
     timeout_s: float = 20.0
+    flush_timeout_s: float = 10.0  # a Kafka flush not done by then is retried (with backoff)
     backoff_base_s: float = 2.0
     backoff_cap_s: float = 300.0
     metrics_port: int = 9467
@@ -202,8 +203,9 @@ class PegelSource:
         self.means = parse_pairs(settings.mean_cm, "PLIETSCH_PEGELONLINE_MEAN_CM")
         self.stations = [Station(n, s) for n, s in pairs.items()]
         self.state = StateFile(data_dir / "pegelonline" / "state.json")
+        loaded = self.state.load()
         for st in self.stations:
-            saved = self.state.load().get(st.number) or {}
+            saved = loaded.get(st.number) or {}
             st.last = datetime.fromisoformat(saved["last"]) if saved.get("last") else None
             st.dead_ids = list(saved.get("dead") or [])
         self.http = httpx.Client(timeout=settings.timeout_s, headers={"User-Agent": "plietsch-twin (pegelonline source)"})
@@ -321,7 +323,7 @@ class PegelSource:
             self.pub.send_raw(DEAD_LETTERS.name, d.original_topic.encode(), encode_event(self.pub.codec, d),
                               [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())])
         if events or dead:
-            self._retry("writing the readings to Kafka", lambda: self.pub.flush(timeout=10))
+            self._retry("writing the readings to Kafka", lambda: self.pub.flush(timeout=self.settings.flush_timeout_s))
             st.last = newest
             st.dead_ids = [*st.dead_ids, *(d.dead_letter_id for d in dead)][-200:]
             self.state.save(self.stations)

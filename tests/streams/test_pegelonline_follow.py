@@ -282,6 +282,48 @@ def test_a_restart_with_the_state_file_publishes_nothing_again(fake: FakePegelon
     assert sorted(r["level_m"] for r in readings(bootstrap, "kiel:_:sensor:gauge-t4")) == [0.01, 0.02, 0.03]
 
 
+@pytest.fixture
+def paused_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, to pause with SIGSTOP (always resumed)."""
+    broker = EmbeddedBroker().start()
+    ensure_topics(broker.bootstrap_servers)
+    try:
+        yield broker
+    finally:
+        if broker._proc is not None:
+            os.kill(broker._proc.pid, signal.SIGCONT)
+        broker.stop()
+
+
+def test_kafka_unreachable_is_retried_and_the_state_waits_for_the_flush(fake: FakePegelonline, paused_broker: EmbeddedBroker,
+                                                                        tmp_path: Path) -> None:
+    bootstrap, pid = paused_broker.bootstrap_servers, paused_broker._proc.pid  # type: ignore[union-attr]
+    fake.add_station(HOLTENAU, "9610010", "uuid-t10")
+    fake.rows["uuid-t10"] = rows([504.0])
+    state = tmp_path / "pegelonline" / "state.json"
+    src = Running(fake, bootstrap, tmp_path, "9610010=kiel:_:sensor:gauge-t10", flush_timeout_s=1.0)
+    try:
+        wait_for(lambda: src.value("plietsch_pegelonline_readings_published_total", station="9610010") == 1, 15, "1")
+        before = state.read_text()
+        last = datetime.fromisoformat(fake.rows["uuid-t10"][-1]["timestamp"])
+        os.kill(pid, signal.SIGSTOP)  # Kafka stops answering: a transient failure
+        try:
+            fake.rows["uuid-t10"].append({"timestamp": (last + timedelta(minutes=1)).isoformat(), "value": 514.0})
+            wait_for(lambda: src.value("plietsch_pegelonline_retries_total", cause="kafka") >= 1, 30, "a Kafka retry")
+            assert state.read_text() == before  # not advanced before the flush succeeded
+            assert src.value("plietsch_pegelonline_readings_published_total", station="9610010") == 1
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: src.value("plietsch_pegelonline_readings_published_total", station="9610010") == 2, 60,
+                 "the reading after Kafka came back")
+        assert json.loads(state.read_text())["stations"]["9610010"]["last"] == fake.rows["uuid-t10"][-1]["timestamp"]
+    finally:
+        src.stop()
+    assert sorted({r["event_id"]: r["level_m"] for r in readings(bootstrap, "kiel:_:sensor:gauge-t10")}.values()) == [0.0, 0.1]
+    assert dead_letters(bootstrap, "9610010") == []
+    assert any("Kafka: writing the readings to Kafka failed" in line for line in src.lines)
+
+
 def test_bad_entries_are_dead_letters_with_their_reason(fake: FakePegelonline, bootstrap: str, tmp_path: Path) -> None:
     fake.add_station(HOLTENAU, "9610005", "uuid-t5")
     good = rows([600.0, 601.0])
