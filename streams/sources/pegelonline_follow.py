@@ -206,7 +206,11 @@ class PegelSource:
         loaded = self.state.load()
         for st in self.stations:
             saved = loaded.get(st.number) or {}
-            st.last = datetime.fromisoformat(saved["last"]) if saved.get("last") else None
+            try:
+                st.last = datetime.fromisoformat(saved["last"]) if saved.get("last") else None
+            except (TypeError, ValueError):
+                raise ConfigError(f"{self.state.path}: station {st.number} has last {saved.get('last')!r}, not an ISO "
+                                  "time; fix or delete the entry") from None
             st.dead_ids = list(saved.get("dead") or [])
         self.http = httpx.Client(timeout=settings.timeout_s, headers={"User-Agent": "plietsch-twin (pegelonline source)"})
         self.server: Any = None
@@ -253,6 +257,10 @@ class PegelSource:
             raise Transient(f"station metadata without uuid: {str(meta)[:120]!r}")
         mw, zero = mean_water_level(meta)
         origin = "MW from PEGELONLINE"
+        configured_mw = self.means.get(st.number)
+        if mw is not None and configured_mw is not None:
+            self.report(f"PEGELONLINE station {st.number}: PLIETSCH_PEGELONLINE_MEAN_CM gives {configured_mw} cm, "
+                        f"PEGELONLINE's MW is {mw:g} cm: using PEGELONLINE's (unset the setting to silence this)")
         if mw is None:
             configured = self.means.get(st.number)
             if configured is None:
