@@ -306,8 +306,14 @@ def source_pegelonline(
     stations: Annotated[Path | None, typer.Option(help="a saved stations.json, to find the station's uuid offline")] = None,
     sensor: Annotated[str | None, typer.Option(help="sensor id to report as; default from the station table")] = None,
     mean_cm: Annotated[float | None, typer.Option(help="mean water level, cm above gauge zero")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="poll continuously until SIGTERM/Ctrl-C (settings "
+                                         "PLIETSCH_PEGELONLINE_*; README, PEGELONLINE)")] = False,
 ) -> None:
-    """Publish PEGELONLINE water levels (cm above gauge zero) as readings in metres above mean water level."""
+    """Publish PEGELONLINE water levels (cm above gauge zero) as readings in metres above mean water level: once, or
+    with --follow continuously (conditional requests, backoff, dedup across restarts, dead letters, /metrics)."""
+    if follow:
+        _follow_pegelonline()
+        return
     from streams.catalogue import SENSOR_TOPICS
     from streams.publisher import EventPublisher
     from streams.serde import make_codec
@@ -337,6 +343,34 @@ def source_pegelonline(
         pub.add(SENSOR_TOPICS["water_level"].name, sensor_id, e)
     pub.flush()
     console.print(f"published {len(events)} water level(s) for {sensor_id}, skipped {len(problems)}")
+
+
+def _follow_pegelonline() -> None:
+    from streams.catalogue import ensure_topics
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources.pegelonline_follow import ConfigError, PegelSettings, build
+
+    settings, pegel = StreamSettings(), PegelSettings()
+    _bootstrap()
+    ensure_topics(settings.bootstrap_servers)
+    try:
+        source = build(pegel, settings.bootstrap_servers, settings.data_dir, make_codec(settings.schema_registry_url),
+                       console.print)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: source.stop_event.set())
+    source.start()
+    console.print(f"PEGELONLINE source: {pegel.base_url}, stations {pegel.stations}, every {pegel.interval_s:g} s; "
+                  f"metrics on http://{pegel.metrics_host}:{pegel.metrics_port}/metrics")
+    try:
+        source.run()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        source.stop()
+    console.print("PEGELONLINE source stopped")
 
 
 @source_app.command("lorawan")
@@ -536,6 +570,18 @@ def _start_lorawan(sup: Supervisor, exe: list[str], env: dict[str, str], data_di
                     f"metrics http://{lora.metrics_host}:{lora.metrics_port}/metrics\n")
 
 
+def _start_pegelonline(sup: Supervisor, exe: list[str]) -> str:
+    """With PLIETSCH_PEGELONLINE_STATIONS set, run the continuous PEGELONLINE source. Returns the banner line."""
+    from streams.sources.pegelonline_follow import PegelSettings
+
+    pegel = PegelSettings()
+    if not pegel.stations.strip():
+        return ""
+    sup.add("pegelonline", [*exe, "source", "pegelonline", "--follow"])
+    return (f"  PEGEL    {pegel.base_url} stations {pegel.stations}, every {pegel.interval_s:g} s, "
+            f"metrics http://{pegel.metrics_host}:{pegel.metrics_port}/metrics\n")
+
+
 # How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
 ARCHIVE_GROUP = "plietsch-archive"  # the archive sink's consumer group (streams.archive.run_sink)
 STOP_SIMULATOR_S = 2.0
@@ -591,7 +637,7 @@ def run_all(
             sup.add("archive", [*exe, "archive"])
             if simulate_:
                 sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
-            lorawan = _start_lorawan(sup, exe, env, settings.data_dir)
+            lorawan = _start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe)
             sup.add("api", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
                             "--port", str(api_port), "--log-level", "warning"])
             if broker_proc is not None:
@@ -624,7 +670,7 @@ def run_all(
             since[0] = now
 
         try:
-            sup.stop(["simulator", "lorawan"], t0 + STOP_SIMULATOR_S, hurry)  # the inputs flush their producers on SIGTERM
+            sup.stop(["simulator", "lorawan", "pegelonline"], t0 + STOP_SIMULATOR_S, hurry)  # the inputs flush their producers on SIGTERM
             step("simulator")
             # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
             groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]

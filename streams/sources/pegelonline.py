@@ -47,6 +47,36 @@ def find_station(stations_json: str | bytes, number: str) -> Station:
     raise PegelonlineError(f"no station with number {number} in the stations list")
 
 
+def event_id(sensor_id: str, t: datetime) -> str:
+    """Stable per sensor and measurement time: a re-import or a second poll gives the same id."""
+    return f"pegelonline-{sensor_id.split(':')[-1]}-{t.isoformat()}"
+
+
+def parse_entry(row: object, sensor_id: str, mean_cm: float, region: str = "kiel", source: str = SOURCE
+                ) -> WaterLevelMeasured | tuple[str, str]:
+    """One ``{timestamp, value}`` entry as an event, or ``(kind, reason)`` why not. Kinds: ``missing`` (no timestamp
+    or value), ``bad_timestamp``, ``no_offset`` (a time without UTC offset), ``not_a_number``, ``out_of_range``."""
+    if not isinstance(row, dict) or "timestamp" not in row or "value" not in row:
+        return "missing", f"{row!r}: an entry needs 'timestamp' and 'value'"
+    try:
+        t = datetime.fromisoformat(str(row["timestamp"]))
+    except ValueError as exc:
+        return "bad_timestamp", f"{row!r}: timestamp is not ISO 8601: {exc}"
+    if t.tzinfo is None:
+        return "no_offset", f"timestamp {row['timestamp']!r} has no UTC offset"
+    try:
+        value = float(row["value"])
+    except (TypeError, ValueError):
+        return "not_a_number", f"value {row['value']!r} is not a number"
+    if not math.isfinite(value):
+        return "not_a_number", f"value {row['value']!r} is not a number"
+    try:
+        return WaterLevelMeasured(entity_id=sensor_id, region=region, occurred_at=t, source=source,
+                                  level_m=round((value - mean_cm) / 100.0, 3), event_id=event_id(sensor_id, t))
+    except ValueError as exc:
+        return "out_of_range", (f"value {row['value']!r} cm at {row['timestamp']}: " + str(exc).replace("\n", " "))[:300]
+
+
 def parse_measurements(data: str | bytes, sensor_id: str, mean_cm: float, region: str = "kiel"
                        ) -> tuple[list[WaterLevelMeasured], list[str]]:
     """Events for the valid measurements, and a line per entry that was refused (index, value, reason)."""
@@ -59,24 +89,11 @@ def parse_measurements(data: str | bytes, sensor_id: str, mean_cm: float, region
     events: list[WaterLevelMeasured] = []
     problems: list[str] = []
     for i, row in enumerate(rows):
-        try:
-            t = datetime.fromisoformat(str(row["timestamp"]))
-            value = float(row["value"])
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(f"entry {i}: {row!r}: {type(exc).__name__}: {exc}")
-            continue
-        if t.tzinfo is None:
-            problems.append(f"entry {i}: timestamp {row['timestamp']!r} has no UTC offset")
-            continue
-        if not math.isfinite(value):
-            problems.append(f"entry {i}: value {row['value']!r} is not a number")
-            continue
-        try:
-            events.append(WaterLevelMeasured(entity_id=sensor_id, region=region, occurred_at=t, source=SOURCE,
-                                             level_m=round((value - mean_cm) / 100.0, 3),
-                                             event_id=f"pegelonline-{sensor_id.split(':')[-1]}-{t.isoformat()}"))
-        except ValueError as exc:
-            problems.append(f"entry {i}: {exc}".replace("\n", " ")[:300])
+        got = parse_entry(row, sensor_id, mean_cm, region)
+        if isinstance(got, WaterLevelMeasured):
+            events.append(got)
+        else:
+            problems.append(f"entry {i}: {got[1]}")
     return events, problems
 
 
