@@ -97,3 +97,20 @@ def api_url(worker: Worker, big_pack_dir: Path, data_dir: Path, tmp_path_factory
     yield url
     proc.terminate()
     proc.wait(20)
+
+
+@pytest.fixture
+def paused_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, to pause with SIGSTOP (always resumed)."""
+    import signal
+
+    from streams.catalogue import ensure_topics
+
+    broker = EmbeddedBroker().start()
+    ensure_topics(broker.bootstrap_servers)
+    try:
+        yield broker
+    finally:
+        if broker._proc is not None:
+            os.kill(broker._proc.pid, signal.SIGCONT)
+        broker.stop()

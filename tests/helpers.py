@@ -128,3 +128,31 @@ def start_api(env: dict[str, str], log: Path, timeout_s: float = 90.0,
         time.sleep(0.3)
     proc.terminate()
     raise RuntimeError(f"API did not start within {timeout_s:.0f} s: {log.read_text()[-2000:]}")
+
+
+def metric(port: int, name: str) -> float | None:
+    """A sample of metric *name* (the first series) from a Prometheus /metrics on *port*, None while it does not answer."""
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return None
+
+
+def gauge_level(api: str, gauge: str) -> float | None:
+    """The water level the API reports for *gauge*, None while it has none (or does not answer)."""
+    import httpx
+
+    from tests.credentials import OPERATOR
+
+    try:
+        r = httpx.get(f"{api}/entities/{gauge}", timeout=5, headers=OPERATOR)
+    except httpx.HTTPError:
+        return None
+    reported = r.json()["properties"].get("reported") if r.status_code == 200 else None
+    return (reported or {}).get("values", {}).get("level_m")

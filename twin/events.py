@@ -166,7 +166,7 @@ class AggregateUpdated(Event):
 
 
 class ScenarioRequested(Event):
-    """A planner asked for a what-if run; ``request_json`` is a ``twin.scenario.ScenarioRequest``."""
+    """A planner asked for a what-if run; ``request_json`` is a storm-surge ``ScenarioRequest`` or a ``TrafficRequest``."""
 
     entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
     request_json: str = Field(description="the scenario request as JSON")

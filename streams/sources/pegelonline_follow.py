@@ -43,13 +43,13 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
-from streams.publisher import EventPublisher, PublishError
+from streams.publisher import EventPublisher
 from streams.serde import encode_event
+from streams.sources.kafka_retry import Abandoned, retry_kafka
 from streams.sources.pegelonline import BASE_URL, SOURCE, parse_entry
 from twin.events import DeadLettered, WaterLevelMeasured
 
@@ -60,10 +60,6 @@ MAX_BACK = timedelta(days=30)  # PEGELONLINE keeps 31 days of measurements; an o
 
 class ConfigError(ValueError):
     """The configuration cannot work: the message says what to set."""
-
-
-class Abandoned(RuntimeError):
-    """A stop was asked for while Kafka was unreachable: the state file is not advanced (the next run asks again)."""
 
 
 class PegelSettings(BaseSettings):
@@ -388,19 +384,11 @@ class PegelSource:
         st.due = now if resolving else now + self.settings.interval_s  # once resolved, poll right away
 
     def _retry(self, what: str, action: Callable[[], Any]) -> None:
-        delay = 0.5
-        while True:
-            try:
-                action()
-                return
-            except (PublishError, KafkaException) as exc:
-                if self.stopping():
-                    raise Abandoned(f"stop requested while {what} failed ({exc}): the state file is not advanced; the "
-                                    "next run asks PEGELONLINE again for these measurements") from exc
-                self.metrics.retries.labels("kafka").inc()
-                self.report(f"Kafka: {what} failed ({exc}); retrying in {delay:.1f} s")
-                self.stop_event.wait(delay)  # a stop ends the wait; the next attempt then gives up (Abandoned)
-                delay = min(delay * 2, 30.0)
+        retry_kafka(what, action, stopping=self.stopping, report=self.report,
+                    wait=self.stop_event.wait,  # a stop ends the wait; the next attempt then gives up (Abandoned)
+                    counted=self.metrics.retries.labels("kafka").inc,
+                    left_for_next_run="the state file is not advanced; the next run asks PEGELONLINE again for these "
+                                      "measurements")
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> PegelSource:

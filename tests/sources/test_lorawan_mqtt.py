@@ -196,19 +196,6 @@ def test_uplinks_of_both_network_servers_become_readings_once(bootstrap: str, tm
         broker.stop()
 
 
-@pytest.fixture
-def paused_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, to pause with SIGSTOP (always resumed)."""
-    broker = EmbeddedBroker().start()
-    ensure_topics(broker.bootstrap_servers)
-    try:
-        yield broker
-    finally:
-        if broker._proc is not None:
-            os.kill(broker._proc.pid, signal.SIGCONT)
-        broker.stop()
-
-
 def test_kafka_unreachable_is_retried_not_dead_lettered_nor_lost(paused_broker: EmbeddedBroker, tmp_path: Path) -> None:
     bootstrap = paused_broker.bootstrap_servers
     assert paused_broker._proc is not None

@@ -9,39 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from infra.broker import free_port
 from streams.sources.lorawan.mosquitto import port_answers
-from tests.credentials import OPERATOR
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, gauge_level, metric, wait_for
 from tests.sources.test_lorawan_mqtt import TTS_APP, publish
 from tests.sources.test_lorawan_units import FIX
 
 pytestmark = pytest.mark.broker
 
 GAUGE = "kiel:_:sensor:gauge-leuchtturm"
-
-
-def _metric(port: int, name: str) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
-def _gauge_level(api: str) -> float | None:
-    try:
-        r = httpx.get(f"{api}/entities/{GAUGE}", timeout=5, headers=OPERATOR)
-    except httpx.HTTPError:
-        return None
-    reported = r.json()["properties"].get("reported") if r.status_code == 200 else None
-    return (reported or {}).get("values", {}).get("level_m")
 
 
 def test_make_run_with_lorawan_configured(tmp_path: Path) -> None:
@@ -54,11 +32,11 @@ def test_make_run_with_lorawan_configured(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-simulate", "--api-port", str(api_port)],
                             cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: _metric(metrics_port, "plietsch_lorawan_mqtt_connected") == 1, 120,
+        wait_for(lambda: metric(metrics_port, "plietsch_lorawan_mqtt_connected") == 1, 120,
                  "the LoRaWAN source of 'plietsch run' to connect to its Mosquitto\n" + log.read_text()[-2000:])
         publish(mqtt_port, [(f"{TTS_APP}/gauge-leuchtturm/up", (FIX / "tts_water_level_gw1.json").read_bytes())])
-        wait_for(lambda: _metric(metrics_port, "plietsch_lorawan_readings_published_total") == 1, 60, "the reading")
-        level = wait_for(lambda: _gauge_level(f"http://127.0.0.1:{api_port}"), 120,
+        wait_for(lambda: metric(metrics_port, "plietsch_lorawan_readings_published_total") == 1, 60, "the reading")
+        level = wait_for(lambda: gauge_level(f"http://127.0.0.1:{api_port}", GAUGE), 120,
                          "the twin to show the gauge's reading\n" + log.read_text()[-2000:])
         assert level == pytest.approx(0.96)
         assert "LoRaWAN  mqtt://127.0.0.1:" in log.read_text()
@@ -66,4 +44,4 @@ def test_make_run_with_lorawan_configured(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(60)
     assert proc.returncode == 0, log.read_text()[-3000:]
-    assert not port_answers(mqtt_port) and _metric(metrics_port, "plietsch_lorawan_up") is None  # both stopped
+    assert not port_answers(mqtt_port) and metric(metrics_port, "plietsch_lorawan_up") is None  # both stopped

@@ -282,19 +282,6 @@ def test_a_restart_with_the_state_file_publishes_nothing_again(fake: FakePegelon
     assert sorted(r["level_m"] for r in readings(bootstrap, "kiel:_:sensor:gauge-t4")) == [0.01, 0.02, 0.03]
 
 
-@pytest.fixture
-def paused_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, to pause with SIGSTOP (always resumed)."""
-    broker = EmbeddedBroker().start()
-    ensure_topics(broker.bootstrap_servers)
-    try:
-        yield broker
-    finally:
-        if broker._proc is not None:
-            os.kill(broker._proc.pid, signal.SIGCONT)
-        broker.stop()
-
-
 def test_kafka_unreachable_is_retried_and_the_state_waits_for_the_flush(fake: FakePegelonline, paused_broker: EmbeddedBroker,
                                                                         tmp_path: Path) -> None:
     bootstrap, pid = paused_broker.bootstrap_servers, paused_broker._proc.pid  # type: ignore[union-attr]

@@ -9,37 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from infra.broker import free_port
-from tests.credentials import OPERATOR
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, gauge_level, metric, wait_for
 from tests.streams.test_pegelonline_follow import HOLTENAU, FakePegelonline, rows
 
 pytestmark = pytest.mark.broker
 
 GAUGE = "kiel:_:sensor:gauge-holtenau"
-
-
-def _metric(port: int, name: str) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    return None
-
-
-def _gauge_level(api: str) -> float | None:
-    try:
-        r = httpx.get(f"{api}/entities/{GAUGE}", timeout=5, headers=OPERATOR)
-    except httpx.HTTPError:
-        return None
-    reported = r.json()["properties"].get("reported") if r.status_code == 200 else None
-    return (reported or {}).get("values", {}).get("level_m")
 
 
 def test_make_run_with_pegelonline_configured(tmp_path: Path) -> None:
@@ -55,9 +33,9 @@ def test_make_run_with_pegelonline_configured(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-simulate", "--api-port", str(api_port)],
                             cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: _metric(metrics_port, "plietsch_pegelonline_readings_published_total") == 2, 120,
+        wait_for(lambda: metric(metrics_port, "plietsch_pegelonline_readings_published_total") == 2, 120,
                  "the PEGELONLINE source of 'plietsch run' to publish\n" + log.read_text()[-2000:])
-        level = wait_for(lambda: _gauge_level(f"http://127.0.0.1:{api_port}"), 120,
+        level = wait_for(lambda: gauge_level(f"http://127.0.0.1:{api_port}", GAUGE), 120,
                          "the twin to show the gauge's reading\n" + log.read_text()[-2000:])
         assert level == pytest.approx(0.94)  # the newest: (598 - MW 504) / 100
         assert "PEGEL    http://127.0.0.1:" in log.read_text()
@@ -66,4 +44,4 @@ def test_make_run_with_pegelonline_configured(tmp_path: Path) -> None:
         proc.wait(60)
         fake.close()
     assert proc.returncode == 0, log.read_text()[-3000:]
-    assert _metric(metrics_port, "plietsch_pegelonline_up") is None  # the source stopped with the rest
+    assert metric(metrics_port, "plietsch_pegelonline_up") is None  # the source stopped with the rest

@@ -20,22 +20,18 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
-from streams.publisher import EventPublisher, PublishError
+from streams.publisher import EventPublisher
 from streams.serde import encode_event
+from streams.sources.kafka_retry import Abandoned, retry_kafka
 from streams.sources.lorawan.convert import Converter, Outcome, SeenWindow
 
 log = logging.getLogger("plietsch.lorawan")
 
 DEFAULT_TOPICS = "v3/+/devices/+/up,application/+/device/+/event/up"
-
-
-class Abandoned(RuntimeError):
-    """A stop was asked for while Kafka was unreachable: the batch is left unacknowledged (redelivered later)."""
 
 
 class LoraSettings(BaseSettings):
@@ -188,19 +184,10 @@ class LoraSource:
         self._retry("writing the readings to Kafka", lambda: self.pub.flush(timeout=10))
 
     def _retry(self, what: str, action: Callable[[], Any]) -> None:
-        delay = 0.5
-        while True:
-            try:
-                action()
-                return
-            except (PublishError, KafkaException) as exc:
-                if self.stopping():
-                    raise Abandoned(f"stop requested while {what} failed ({exc}): leaving without acknowledging the "
-                                    "MQTT messages of this batch; the MQTT server redelivers them to the next run") from exc
-                self.metrics.kafka_retries.inc()
-                self.report(f"Kafka: {what} failed ({exc}); retrying in {delay:.1f} s")
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        retry_kafka(what, action, stopping=self.stopping, wait=time.sleep, report=self.report,
+                    counted=self.metrics.kafka_retries.inc,
+                    left_for_next_run="leaving without acknowledging the MQTT messages of this batch; the MQTT server "
+                                      "redelivers them to the next run")
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         self.stopping = should_stop
