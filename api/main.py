@@ -132,8 +132,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
     inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
-    watched = [Group("the worker", settings.app_id, inputs),
-               Group("the archive sink", settings.archive_group, [*inputs, AUDIT.name, FEEDBACK.name])] if settings.health_lag_limit else []
+    watched = [g for g in (Group("the worker", settings.app_id, inputs),
+                           Group("the archive sink", settings.archive_group, [*inputs, AUDIT.name, FEEDBACK.name]))
+               if g.group_id and settings.health_lag_limit]
     watch = app.state.pipeline = PipelineWatch(settings.bootstrap_servers, watched, settings.health_lag_limit,
                                                settings.health_lag_grace_s, settings.health_every_s)
     registry = app.state.metrics_registry = metrics_registry(rm)

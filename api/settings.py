@@ -51,7 +51,8 @@ class ApiSettings(BaseSettings):
     scenario_sweep_s: float = Field(default=60.0, gt=0)
     # The pipeline behind the API (api/pipeline.py): /health is 503 when the worker's consumer group (its app id, the
     # same PLIETSCH_APP_ID as the worker's) or the archive sink's is more than health_lag_limit records behind its
-    # input topics for health_lag_grace_s seconds; 0 as the limit turns the watch off.
+    # input topics for health_lag_grace_s seconds; 0 as the limit turns the watch off, an empty group id leaves that
+    # group out (a deployment without an archive sink).
     app_id: str = "plietsch-twin"
     archive_group: str = "plietsch-archive"
     health_lag_limit: int = Field(default=10_000, ge=0)

@@ -92,7 +92,7 @@ def api_url(worker: Worker, big_pack_dir: Path, data_dir: Path, tmp_path_factory
     from tests.helpers import start_api
 
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, PLIETSCH_REGION_PACK=str(big_pack_dir),
-               PLIETSCH_DATA_DIR=str(data_dir))
+               PLIETSCH_DATA_DIR=str(data_dir), **worker.api_env())
     proc, url = start_api(env, tmp_path_factory.mktemp("api") / "api.log", 60, lambda r: r.json()["status"] == "ok")
     yield url
     proc.terminate()

@@ -82,6 +82,11 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=ROOT,
                                      env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
 
+    def api_env(self) -> dict[str, str]:
+        """What an API over this worker needs to watch it (/health): its consumer group, and no archive sink (the
+        tests' worker runs without one)."""
+        return {"PLIETSCH_APP_ID": self.app_id, "PLIETSCH_ARCHIVE_GROUP": ""}
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

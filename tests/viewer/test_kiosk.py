@@ -31,7 +31,7 @@ def cube(worker: Worker, big_pack_dir: Path, tmp_path_factory: pytest.TempPathFa
     """An API of its own (publication delay of a few seconds) over the session's broker and worker."""
     data = tmp_path_factory.mktemp("cube")
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, PLIETSCH_REGION_PACK=str(big_pack_dir),
-               PLIETSCH_DATA_DIR=str(data), PLIETSCH_FEEDBACK_DELAY_S=str(DELAY_S))
+               PLIETSCH_DATA_DIR=str(data), PLIETSCH_FEEDBACK_DELAY_S=str(DELAY_S), **worker.api_env())
     proc, url = start_api(env, data / "api.log", 90, lambda r: r.json()["status"] == "ok")
     yield url, data
     proc.terminate()

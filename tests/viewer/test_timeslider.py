@@ -138,7 +138,8 @@ def day_stack(topics: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     data = tmp_path_factory.mktemp("slider-data")
     day_archive(data / "archive", READINGS, snapshot_every=2_000)
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=topics, PLIETSCH_DATA_DIR=str(data))
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=topics, PLIETSCH_DATA_DIR=str(data),
+               PLIETSCH_HEALTH_LAG_LIMIT="0")  # no worker here for /health to watch
     env.pop("PLIETSCH_REGION_PACK", None)  # the bundled pack, as the archive
     proc, url = start_api(env, data / "api.log", 90)
     try:
