@@ -25,7 +25,7 @@ from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UP
 from streams.columnar import ColumnarDecoder
 from streams.fastpath import light_to_model
 from streams.ingest import RecordDecoder
-from streams.publisher import homes
+from streams.publisher import homes, municipal_homes, sensor_homes
 from streams.serde import Codec, encode_event
 from streams.tables import Encoded, Output, dumps, is_internal
 from twin import aggregates, columnar, municipal
@@ -148,8 +148,7 @@ class SensorUnit:
 
         self.decoder = ColumnarDecoder(codec, self.agent, expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                        known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()},
-                                       home=homes(sensors, {t.name: partitions for t in SENSOR_TOPICS.values()})
-                                       if partitions else None)
+                                       home=sensor_homes(sensors, partitions) if partitions else None)
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
         self.groups = columnar.Groups(sensors)
         self.horizon = timedelta(hours=horizon_h)
@@ -313,8 +312,7 @@ class MunicipalUnit:
 
         self.codec, self.pack, self.epoch, self.region = codec, pack, epoch, pack.id
         self.decoder = RecordDecoder(codec, self.agent, expected={t.name: t.value_schemas for t in MUNICIPAL_TOPICS.values()},
-                                     home=homes(pack.entities(), {t.name: partitions for t in MUNICIPAL_TOPICS.values()})
-                                     if partitions else None)
+                                     home=municipal_homes(pack.entities()) if partitions else None)
 
     def process(self, tx: Tx, p: int, msgs: list[Message]) -> None:
         markers: dict[tuple[str, str, int], int] = {}

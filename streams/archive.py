@@ -27,7 +27,7 @@ from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
-from streams.publisher import homes
+from streams.publisher import municipal_homes, sensor_homes
 from streams.serde import Codec, to_record
 from twin.events import Event, RoadWorksAnnounced
 from twin.region import RegionPack
@@ -47,18 +47,17 @@ class Validator:
     """The worker's acceptance rules for input topics: datum bytes in, a valid event (or None) out."""
 
     def __init__(self, codec: Codec, pack: RegionPack, sensor_partitions: int | None = None) -> None:
-        """*sensor_partitions*: the sensor topics' partition count as the worker has it (the municipal topics' come
-        from the catalogue): given, a datum on another partition than its entity's is refused here as it is there."""
+        """*sensor_partitions*: the sensor topics' partition count as the worker has it; given, the partition checks
+        are on (municipal topics with the catalogue's counts, as the worker's municipal unit): a datum on another
+        partition than its entity's is refused here as it is there."""
         sensors = pack.sensors
         self.pack = pack
         self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                     known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()},
-                                    home=homes(sensors, {t.name: sensor_partitions for t in SENSOR_TOPICS.values()})
-                                    if sensor_partitions else None)
+                                    home=sensor_homes(sensors, sensor_partitions) if sensor_partitions else None)
         expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK)}
         self.municipal = RecordDecoder(codec, "archive", expected=expected,
-                                       home=homes(pack.entities(), {t.name: t.partitions for t in MUNICIPAL_TOPICS.values()})
-                                       if sensor_partitions else None)
+                                       home=municipal_homes(pack.entities()) if sensor_partitions else None)
         self.reasons: dict[str, int] = {}
 
     def event(self, topic: str, partition: int, offset: int, key: bytes | None, datum: bytes) -> Event | None:

@@ -40,6 +40,20 @@ def homes(entity_ids: Iterable[str], topics: dict[str, int]) -> Homes:
     return {topic: (n, by_count[n]) for topic, n in topics.items()}
 
 
+def sensor_homes(sensor_ids: Iterable[str], partitions: int) -> Homes:
+    """``homes`` on every sensor topic, each of *partitions* partitions (the worker's and the archive's setting)."""
+    from streams.catalogue import SENSOR_TOPICS
+
+    return homes(sensor_ids, {t.name: partitions for t in SENSOR_TOPICS.values()})
+
+
+def municipal_homes(entity_ids: Iterable[str]) -> Homes:
+    """``homes`` on every municipal topic, with the catalogue's partition counts (the topics are made with them)."""
+    from streams.catalogue import MUNICIPAL_TOPICS
+
+    return homes(entity_ids, {t.name: t.partitions for t in MUNICIPAL_TOPICS.values()})
+
+
 def producer_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
