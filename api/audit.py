@@ -3,6 +3,11 @@ deleted, every login, failed login and logout becomes an ``AuditRecorded`` event
 keeps them with the input events (``streams.archive.ARCHIVED_TOPICS``); ``GET /audit`` reads them back from the archive,
 for operators only.
 
+A moderation decision (issue 12) is its own audit record: the ``FeedbackModerated`` event on ``feedback.events`` names
+the operator, the decision and the reason, and ``GET /audit`` reads it from the archive as a ``moderate`` entry. So the
+decision and its audit entry are one record, written or not written together, on any broker (Tansu shows an aborted
+transaction's records, so a transaction over two topics would not give that).
+
 The actor is the caller's subject (user name, ``key:<id>``, the token's subject), never a password, token or key secret;
 the client address is kept only as a keyed hash (the key, ``<data_dir>/audit.salt``, stays on this machine), so the same
 client is recognisable across the log while the address cannot be recovered by trying all addresses."""
@@ -22,10 +27,10 @@ from fastapi import HTTPException, Request
 
 from api.auth.access import identify
 from schemas.codec import CodecError, SingleObjectCodec
-from streams.catalogue import AUDIT
+from streams.catalogue import AUDIT, FEEDBACK
 from streams.history.store import Manifest
 from streams.serde import encode_event
-from twin.events import AuditRecorded
+from twin.events import AuditRecorded, FeedbackModerated
 
 SOURCE = "api"
 _salt_lock = threading.Lock()
@@ -79,10 +84,20 @@ class Page:
     items: list[dict[str, Any]]
 
 
+def moderation_entry(m: FeedbackModerated) -> AuditRecorded:
+    """The audit entry a moderation decision is (see the module's docstring); only operators moderate."""
+    from api.feedback import show_code
+
+    return AuditRecorded(event_id=m.event_id, entity_id=m.entity_id, region=m.region, occurred_at=m.occurred_at,
+                         source=m.source, action="moderate", actor=m.moderator, actor_role="operator",
+                         target=show_code(m.feedback_id), detail=f"{m.decision}: {m.reason}"[:500])
+
+
 def query(archive: Path, start: datetime, end: datetime, *, action: str | None = None, actor: str | None = None,
           target: str | None = None, limit: int = 100, offset: int = 0) -> Page:
-    """Archived audit events between *start* and *end* (newest first), filtered, paged. Reads only the audit topic's
-    files of those days; a record archived twice (a redelivery) is shown once."""
+    """Archived audit events between *start* and *end* (newest first), filtered, paged. Reads only the files of those
+    days of the audit topic and (for moderation decisions) of the feedback topic; a record archived twice (a
+    redelivery) is shown once."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
@@ -90,11 +105,13 @@ def query(archive: Path, start: datetime, end: datetime, *, action: str | None =
 
     manifest = Manifest.load(archive)
     lo, hi = to_us(start), to_us(end)
+    topics = {AUDIT.name} if action not in (None, "moderate") else {AUDIT.name, FEEDBACK.name}
     files = [str(manifest.root / f.path) for f in manifest.files.values()
-             if f.topic == AUDIT.name and f.t_max >= lo and f.t_min <= hi]
+             if f.topic in topics and f.t_max >= lo and f.t_min <= hi]
     if not files:
         return Page(0, [])
-    flt = (pc.field("occurred_at") >= start) & (pc.field("occurred_at") <= end)
+    flt = (pc.field("occurred_at") >= start) & (pc.field("occurred_at") <= end) & pc.field("event_type").isin(
+        [AuditRecorded.__name__, FeedbackModerated.__name__])
     table = ds.dataset(files, format="parquet").to_table(columns=["seq", "event_id", "datum"], filter=flt)
     codec = SingleObjectCodec()
     seen: set[str] = set()
@@ -104,8 +121,9 @@ def query(archive: Path, start: datetime, end: datetime, *, action: str | None =
             continue
         seen.add(eid)
         try:
-            _, rec = codec.decode(datum)
-            e = AuditRecorded.model_validate(rec)
+            name, rec = codec.decode(datum)
+            e = moderation_entry(FeedbackModerated.model_validate(rec)) if name == FeedbackModerated.__name__ \
+                else AuditRecorded.model_validate(rec)
         except (CodecError, ValueError):
             continue  # the sink archived only valid events; a record that no longer reads is not an audit entry
         if (action and e.action != action) or (actor and e.actor != actor) or (target and e.target != target):

@@ -2,8 +2,8 @@
 operators, the approved feedback for the public (a GeoJSON layer and counts, counts under 5 as "<5") and for planners
 (pins with filters, export as GeoJSON or CSV). Errors a visitor can meet are in German.
 
-Writes are events only: ``FeedbackSubmitted`` and ``FeedbackModerated`` on ``feedback.events`` (decisions also on the
-audit topic); what the routes read is folded from that topic (api/feedback_store.py)."""
+Writes are events only: ``FeedbackSubmitted`` and ``FeedbackModerated`` on ``feedback.events`` (a decision is also its own
+audit entry: api/audit.py); what the routes read is folded from that topic (api/feedback_store.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from shapely.geometry import Point, Polygon
 from shapely.prepared import prep
 
-from api.audit import record as audit
 from api.auth.access import identify
 from api.feedback import DeviceLimit, FeedbackSettings, new_code, normalise_code, scrub, show_code
 from api.feedback_store import FeedbackStore, Item
@@ -230,8 +229,7 @@ def moderate(code: str, body: Decision, request: Request) -> dict[str, Any]:
     event = FeedbackModerated(entity_id=item.sub.entity_id, region=item.sub.region, occurred_at=datetime.now(UTC),
                               source="api", feedback_id=item.code, decision=body.decision, reason=body.reason.strip() or "-",
                               moderator=who.subject[:200])
-    _produce(request, event)
-    audit(request, "moderate", show_code(item.code), detail=f"{body.decision}: {body.reason}"[:500], entity=item.sub.entity_id)
+    _produce(request, event)  # the decision and its audit entry in one record (api/audit.py)
     store.wait(lambda: item.decision is not None, 10)
     if item.decision is not None and item.decision.event_id != event.event_id:
         raise HTTPException(409, f"{show_code(item.code)} was decided at the same moment by {item.decision.moderator} "

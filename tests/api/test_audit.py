@@ -18,11 +18,11 @@ from api.main import create_app
 from api.settings import ApiSettings
 from infra.broker import EmbeddedBroker
 from streams.archive import read_events, run_sink
-from streams.catalogue import SCENARIO_RESULTS, ensure_topics
+from streams.catalogue import FEEDBACK, SCENARIO_RESULTS, ensure_topics
 from streams.serde import encode_event, make_codec
 from tests.credentials import OPERATOR
 from tests.helpers import wait_for
-from twin.events import AuditRecorded, ScenarioProgressed
+from twin.events import AuditRecorded, FeedbackModerated, ScenarioProgressed
 from twin.region import BUNDLED_DIR, bundled_pack
 
 pytestmark = pytest.mark.broker
@@ -77,9 +77,13 @@ def test_actions_are_audited_archived_and_read_by_operators_only(own_broker: str
         key = c.post("/auth/keys", json={"name": "gauge-bridge", "role": "planner"}, headers=OPERATOR).json()
         assert c.delete(f"/auth/keys/{key['id']}", headers=OPERATOR).status_code == 204
         assert c.delete("/auth/users/anna", headers=OPERATOR).status_code == 204
+        code = c.post("/feedback", json={"kind": "idea", "category": "other", "text": "Mehr Bänke"}).json()["code"]
+        wait_for(lambda: c.get(f"/feedback/receipt/{code}").status_code == 200, 60, "the feedback to be read back")
+        decided = c.post(f"/feedback/{code}/moderation", json={"decision": "rejected", "reason": "doppelt"}, headers=OPERATOR)
+        assert decided.status_code == 200, decided.text
 
         expected = ["user.create", "login.failed", "login.failed", "login", "scenario.launch", "scenario.share",
-                    "scenario.cancel", "logout", "key.create", "key.delete", "user.delete"]
+                    "scenario.cancel", "logout", "key.create", "key.delete", "user.delete", "moderate"]
 
         def page(**params: Any) -> dict[str, Any]:
             r = c.get("/audit", params=params, headers=OPERATOR)
@@ -94,6 +98,11 @@ def test_actions_are_audited_archived_and_read_by_operators_only(own_broker: str
         assert by[("scenario.launch", sid)]["actor"] == "anna" and by[("scenario.launch", sid)]["entity_id"] == sid
         assert by[("scenario.cancel", sid)]["actor"] == "anna" and by[("login", "anna")]["actor_role"] == "planner"
         assert by[("key.create", key["id"])]["detail"] == "gauge-bridge, role planner"
+        # the decision is its own audit entry: the same record (event id) as the FeedbackModerated event
+        moderated = [e for topic, e in read_events(sink) if topic == FEEDBACK.name and isinstance(e, FeedbackModerated)]
+        assert [e.event_id for e in moderated] == [by[("moderate", code)]["event_id"]]
+        assert by[("moderate", code)]["actor"] == "key:env" and by[("moderate", code)]["detail"] == "rejected: doppelt"
+        assert [i["action"] for i in page(action="moderate")["items"]] == ["moderate"]
         failed = page(action="login.failed")["items"]
         assert {i["actor"] for i in failed} == {"anna"} | {i["actor"] for i in failed if i["actor"].startswith("unknown:")}
         assert len(failed) == 2 and all(i["outcome"] == "refused" for i in failed)
@@ -110,5 +119,5 @@ def test_actions_are_audited_archived_and_read_by_operators_only(own_broker: str
         kept = "".join(e.model_dump_json() for e in archived)
         for secret in (PASSWORD, "wrong-password-1", "my-secret-typed-in-the-name", key["key"], "testclient"):
             assert secret not in text and secret not in kept
-        assert all(i["client"].startswith("client-") for i in items)
-        assert len(archived) == len(expected) and all(isinstance(e, AuditRecorded) for e in archived)
+        assert all(i["client"].startswith("client-") for i in items if i["action"] != "moderate")
+        assert len(archived) == len(expected) - 1 and all(isinstance(e, AuditRecorded) for e in archived)  # not "moderate"
