@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,7 @@ class TwinApp:
         self.lag_watch = metrics.LagWatch(self.settings.lag_warning_records, every_s=self.settings.lag_warning_every_s)
         # All state work runs in this one thread, one batch at a time (TxTables is not shared between threads)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plietsch-agents")
+        self._settling: Future[None] | None = None
         tune_faust_consumer(s.fetch_max_wait_ms)
         self.app = self._build()
 
@@ -218,6 +219,13 @@ class TwinApp:
         async def progress() -> None:
             self._report()
 
+        @app.timer(interval=1.0, name="twin-settle")
+        async def settle_transactions() -> None:
+            """Settle writes on idle partitions (streams.tables: finalises what Tansu may leave prepared), queued in
+            the processing thread between batches; the timer does not wait for them, one round at a time."""
+            if self._settling is None or self._settling.done():
+                self._settling = self.executor.submit(self._settle)
+
         @app.timer(interval=1.0, name="twin-lag")
         async def lag_gauges() -> None:  # /metrics shows a burst of lag (after a pause) that a 10 s report would miss
             self._update_lag()
@@ -251,6 +259,13 @@ class TwinApp:
             return web.json({"error": f"no state for {sensor_id} on this worker"}, status=404)
 
         return app
+
+    def _settle(self) -> None:
+        for _, tx in self.units:
+            try:
+                tx.settle()
+            except Exception:  # noqa: BLE001 - fatal Kafka errors end the process inside TxTables; a bug must not
+                log.exception("%s: settle write failed", tx.agent)  # stop the timer for good
 
     def _runner(self, unit: Any, tx: TxTables) -> Any:
         async def run(stream: Any) -> None:

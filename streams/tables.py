@@ -23,6 +23,18 @@ same input into those values a second time. Hence every changelog record of a tr
 ``__txseq__`` record. Loading (and the checkpointer) read through a :class:`TxGate`: a write is applied once it has
 reached its end, and dropped when the next transaction carries the same number (it is the redo) or when the log ends;
 a later, larger number proves the earlier write was committed, so compaction that removed an end record loses nothing.
+
+Tansu (0.6, memory storage) can also leave a *committed* transaction invisible to read_committed readers for good: a
+transaction that ends while an earlier-begun transaction of another producer on a partition they share is still open
+stays "prepared", and it is only finalised when a later transaction end lists it among its overlaps, which the other
+producer's end need not do (``txn_end`` and ``overlapping_transactions`` in its ``dynostore.rs``; reproduced in
+``tests/streams/test_settle.py``). The last stable offset of every partition it wrote (changelogs and shared outputs)
+then stops there. Two settle writes finalise it: a new owner, right after fencing, finding a changelog partition *p*
+that ends beyond what read_committed readers may read, writes a tombstone of :data:`SETTLE_KEY` to each changelog
+partition *p* before it loads (its transaction overlaps every earlier one of *p*, all of which are prepared by then);
+and :meth:`TxTables.settle`, called by the worker when a partition has been idle,
+does the same 1, 4 and 16 s after its last commit, which finalises the partition's own held transactions once the
+others it waited for have ended. On Apache Kafka these are one small transaction each, without effect on state.
 """
 
 from __future__ import annotations
@@ -49,12 +61,15 @@ log = logging.getLogger("plietsch.streams.tables")
 MARKER_PREFIX = b"__applied__|"
 SEQ_KEY = b"__txseq__"  # per table and partition: the number of the last transaction that wrote it (ends each write)
 SEQ_HEADER = "plietsch-txseq"
+SETTLE_KEY = b"__settle__"  # a tombstone of it ends a settle write (see the module's docstring); never a table key
+SETTLE_AFTER_S = (1.0, 4.0, 16.0)  # idle time after a partition's last commit at which it writes a settle transaction
 V = TypeVar("V")
 
 
 def is_internal(key: bytes) -> bool:
     """A table key the platform keeps for itself (markers, transaction numbers), not agent or processor state."""
-    return key.startswith(MARKER_PREFIX) or key == SEQ_KEY
+    return key.startswith(MARKER_PREFIX) or key in (SEQ_KEY, SETTLE_KEY)
+
 Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
@@ -98,6 +113,7 @@ class TxTables:
         self.parts: dict[int, dict[str, dict[bytes, Any]]] = {}
         self.producers: dict[int, Producer] = {}
         self._topics_ready = False
+        self.idle: dict[int, tuple[float, int]] = {}  # partition -> (monotonic time of its last commit, settles since)
 
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
@@ -146,6 +162,10 @@ class TxTables:
                 self.ensure_topics()
                 self._topics_ready = True
             self.producer(p)
+            if self._held(p):  # finalise what an earlier owner's transactions left prepared (module docstring)
+                log.warning("%s: partition %d's changelogs end in transactions read_committed readers cannot pass; "
+                            "a settle write finalises them before the load", self.agent, p)
+                self._transact(p, self._settle_records(p))
             started = time.monotonic()
             tables = self.parts[p] = self._load(p)
             log.info("%s: partition %d recovered from the changelogs in %.2f s (%s)", self.agent, p,
@@ -156,6 +176,37 @@ class TxTables:
         """Forget partition *p* (revoked): its state is another worker's now; reloaded if it comes back."""
         self.parts.pop(p, None)
         self.producers.pop(p, None)
+        self.idle.pop(p, None)
+
+    def _held(self, p: int) -> bool:
+        """Whether a changelog partition *p* ends beyond what read_committed readers may read (Tansu then answers a
+        read_committed "latest offset" below the high watermark): a transaction there is open or held."""
+        ends: dict[str, list[tuple[int, int]]] = {}
+        for isolation in ("read_committed", "read_uncommitted"):
+            c = Consumer(secured({"bootstrap.servers": self.bootstrap, "group.id": f"{self.app_id}-probe-{uuid.uuid4().hex[:8]}",
+                                  "enable.auto.commit": False, "isolation.level": isolation}))
+            try:
+                ends[isolation] = [c.get_watermark_offsets(TopicPartition(self.changelog(n), p), timeout=10)
+                                   for n in self.names]
+            finally:
+                c.close()
+        return ends["read_committed"] != ends["read_uncommitted"]
+
+    def _settle_records(self, p: int) -> list[tuple[str, bytes | None, bytes | None, int | None, Any]]:
+        return [(self.changelog(n), SETTLE_KEY, None, p, None) for n in self.names]
+
+    def settle(self, now: float | None = None) -> list[int]:
+        """Write a settle transaction on each loaded partition that has been idle for the next of
+        :data:`SETTLE_AFTER_S` since its last commit (see the module's docstring); returns those partitions. Call it
+        from the thread that commits, between batches."""
+        now = time.monotonic() if now is None else now
+        done = []
+        for p, (last, n) in list(self.idle.items()):
+            if p in self.parts and n < len(SETTLE_AFTER_S) and now - last >= SETTLE_AFTER_S[n]:
+                self._transact(p, self._settle_records(p))
+                self.idle[p] = (last, n + 1)
+                done.append(p)
+        return done
 
     def drop_all(self) -> None:
         for p in list(self.parts):
@@ -239,6 +290,20 @@ class TxTables:
             for k, v in kv.items():
                 data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
                 records.append((topic, k, data, p, seq_header))
+        self._transact(p, records, n_outputs)
+        self.idle[p] = (time.monotonic(), 0)
+        for n, kv in changes.items():
+            table = tables[n]
+            for k, v in kv.items():
+                if v is None:
+                    table.pop(k, None)
+                else:
+                    table[k] = v.value if isinstance(v, Encoded) else v
+
+    def _transact(self, p: int, records: list[tuple[str, bytes | None, bytes | None, int | None, Any]],
+                  n_outputs: int = 0) -> None:
+        """Write *records* (topic, key, value, partition, headers) in one transaction on partition *p*'s producer, the
+        first *n_outputs* of them flushed before the rest; transient failures are retried, fatal ones end the process."""
         prod = self.producer(p)
         started = time.perf_counter()
         attempt = 0
@@ -277,13 +342,6 @@ class TxTables:
                 time.sleep(delay)
         metrics.TX_COMMITS.labels(self.agent).inc()
         metrics.TX_SECONDS.labels(self.agent).observe(time.perf_counter() - started)
-        for n, kv in changes.items():
-            table = tables[n]
-            for k, v in kv.items():
-                if v is None:
-                    table.pop(k, None)
-                else:
-                    table[k] = v.value if isinstance(v, Encoded) else v
 
     @staticmethod
     def _flush(prod: Producer) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from schemas.codec import SingleObjectCodec, frame_batch
 from streams.agents import AGGREGATE_TABLE, SENSOR_TABLE, SensorUnit
 from streams.serde import encode_event
-from streams.tables import SEQ_HEADER, SEQ_KEY, TxTables, apply_changelog, is_internal
+from streams.tables import SEQ_HEADER, SEQ_KEY, SETTLE_KEY, TxTables, apply_changelog, is_internal
 from tests.streams.test_agent_logic import Msg
 from twin.events import TrafficCounted
 from twin.region import BUNDLED_DIR, load_pack
@@ -107,7 +107,7 @@ class _CrashingTables(TxTables):
 
     def _produce(self, prod: Any, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
                  headers: Any) -> None:  # type: ignore[override]
-        if topic == self.changelog(AGGREGATE_TABLE):
+        if topic == self.changelog(AGGREGATE_TABLE) and key != SETTLE_KEY:  # the batch's records, not the settle write
             if self.sent == self.after:
                 prod.flush(10)  # what was sent is on the broker; the rest never is
                 raise _Crash()
