@@ -1,13 +1,13 @@
 """``plietsch region new | synth | info``: a region pack from a municipality's open data, by data alone.
 
-Example (the shared data's Flensburg)::
+Example (see README, "A region pack for another municipality")::
 
-    plietsch region new --out packs/flensburg --id flensburg --name "Flensburg" \\
-        --districts flensburg_stadtteile.geojson --districts-source "Stadt Flensburg" --districts-licence CC0-1.0 \\
-        --shoreline gshhg_full_flensburg_fjord.txt --sea-point 9.6,54.84 \\
-        --quarter "Altstadt=1,2:quay_wall:1.8" --gauge "Flensburg=54.79506,9.43302" \\
-        --surge "flensburg-2023-10-20=2023-10-20T19:33:00+00:00,2.27"
-    plietsch region synth --out packs/flensburg
+    plietsch region new --out packs/<town> --id <town> --name "<Town>" \
+        --districts <town>_districts.geojson --districts-source "<publisher>" --districts-licence CC0-1.0 \
+        --shoreline gshhg_<fjord>.txt --bbox <gmt -R box> --sea-point <lon>,<lat> \
+        --quarter "<Quarter>=1,2,3:quay_wall:1.8" --gauge "<Gauge>=<lat>,<lon>" \
+        --surge "<town>-2023-10-20=2023-10-20T19:33:00+00:00,2.27"
+    plietsch region synth --out packs/<town>
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def register(region_app: typer.Typer, console: Console, fail: Callable[[str], ty
         population_licence: Annotated[str, typer.Option(help="its licence")] = "",
         name_field: Annotated[str | None, typer.Option(help="district name property (default: looked up)")] = None,
         code_field: Annotated[str | None, typer.Option(help="district number property (default: looked up)")] = None,
-        bbox: Annotated[str | None, typer.Option(help="lon0,lat0,lon1,lat1 (default: the shoreline file's extent)")] = None,
+        bbox: Annotated[str | None, typer.Option(help="lon0,lat0,lon1,lat1: the box the shoreline was cut to "
+                                                      "(gmt coast -R); default: the shoreline's extent")] = None,
         mean_water_level_note: Annotated[str, typer.Option(help="what the heights are relative to")] = "",
         shoreline_note: Annotated[str, typer.Option(help="how the shoreline was extracted (attribution)")] = "",
         source_file: Annotated[list[Path] | None, typer.Option(help="another source file to keep in the pack's "

@@ -182,7 +182,10 @@ def build_districts(region_id: str, source: list[tuple[str, int, BaseGeometry]],
 
 
 def _rounded(geom: BaseGeometry) -> dict[str, Any]:
-    return dict(json.loads(json.dumps(geom.__geo_interface__), parse_float=lambda s: round(float(s), 7)))
+    """Coordinates to 7 decimals (about 1 cm), unless that makes the polygon invalid (near-touching rings): then as given."""
+    raw = json.dumps(geom.__geo_interface__)
+    rounded = dict(json.loads(raw, parse_float=lambda s: round(float(s), 7)))
+    return rounded if shape(rounded).is_valid else dict(json.loads(raw))
 
 
 def write_districts(path: Path, districts: list[District]) -> None:

@@ -80,7 +80,7 @@ class SynthSpec(BaseModel):
     seed: int = 7
     sensors_per_kind: int = Field(default=6, ge=1, le=200)
     residents_per_building: float = Field(default=80.0, gt=0, description="one synthetic building per this many residents")
-    buildings_per_km2: float = Field(default=150.0, gt=0, description="density where a district's population is unknown")
+    buildings_per_km2: float = Field(default=60.0, gt=0, description="density where a district's population is unknown")
     terrain_cell_m: float = Field(default=20.0, ge=5.0, le=200.0)
     quarters: list[Quarter] = Field(min_length=1)
     stations: list[Station] = Field(default_factory=list)
