@@ -34,7 +34,9 @@ console = Console(stderr=True, soft_wrap=True)  # whole lines in logs: no wrappi
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}")  # a message's own brackets are text, not markup
     return typer.Exit(code)
 
 
