@@ -308,7 +308,7 @@ def _sensors(region: str, q: Quarter, hood_id: str, per_kind: int, rng: np.rando
         mid = to_metric(LineString(shore[len(shore) // 2]["geometry"]["coordinates"])).interpolate(0.5, normalized=True)
         sensors.append(_feature(to_wgs84(mid), {
             "id": f"{region}:{q.slug}:sensor:water-level-001", "name": f"{q.name} tide staff (synthetic)",
-            "sensor_kind": "water_level"}))
+            "sensor_kind": "water_level", "neighbourhood": hood_id}))
 
 
 def write_terrain(out: Path, manifest: Manifest, segments: list[LineString], quarters_m: BaseGeometry,
