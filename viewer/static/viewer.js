@@ -301,7 +301,13 @@ async function main() {
     }
     const view = new URLSearchParams(location.search).get("view") || "gaarden";
     const spots = { gaarden: [10.1445, 54.2985, 1400], friedrichsort: [10.1800, 54.3800, 1500], fjord: [10.16, 54.27, 9000] };
-    const [lon, lat, height] = spots[view] || spots.gaarden;
+    let [lon, lat, height] = spots[view] || spots.gaarden;
+    if (!(lon >= minLon && lon <= maxLon && lat >= minLat && lat <= maxLat) && buildingEntities.length) {
+      // a pack of another region: look at the middle of its buildings (region packs are data, not code)
+      lon = buildingEntities.reduce((a, b) => a + b.lon, 0) / buildingEntities.length;
+      lat = buildingEntities.reduce((a, b) => a + b.lat, 0) / buildingEntities.length - 0.012;
+      height = 2500;
+    }
     viewer.camera.setView({ destination: Cesium.Cartesian3.fromDegrees(lon, lat, height),
                             orientation: { heading: 0, pitch: Cesium.Math.toRadians(view === "fjord" ? -50 : -40), roll: 0 } });
     const scenarioId = new URLSearchParams(location.search).get("scenario");
