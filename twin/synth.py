@@ -66,9 +66,9 @@ def new_pack(out: Path, *, region_id: str, name: str, districts: Path, shoreline
     segments = read_gmt_segments(shoreline)
     if not segments:
         raise RegionPackError(f"{shoreline}: no shoreline segments")
-    if bbox is None:  # GMT clips the shoreline at its -R box, so the segments' extent is the box
-        bbox = tuple(round(v, 6) for v in unary_union(segments).bounds)  # type: ignore[assignment]
-    assert bbox is not None
+    if bbox is None:  # GMT clips the shoreline at its -R box, so the segments' extent is about the box
+        x0, y0, x1, y1 = (round(v, 6) for v in unary_union(segments).bounds)
+        bbox = (x0, y0, x1, y1)
     try:
         land_polygon(segments, bbox, sea_point)
     except ValueError as exc:
@@ -326,7 +326,8 @@ def write_terrain(out: Path, manifest: Manifest, segments: list[LineString], qua
     x0, y0, x1, y1 = area_m.bounds
     cols, rows = int((x1 - x0) // cell_m), int((y1 - y0) // cell_m)
     grid = Grid(np.zeros((rows, cols)), x0, y0 + rows * cell_m, cell_m)
-    assert manifest.sea_point is not None
+    if manifest.sea_point is None:
+        raise RegionPackError(f"{out / 'region.json'}: no sea_point to tell the water from the land")
     water = to_metric(land_polygon(segments, manifest.bbox, manifest.sea_point).symmetric_difference(box(*manifest.bbox)))
     sea = rasterise_sea(grid, water)  # type: ignore[arg-type]
     d_land = ndimage.distance_transform_edt(~sea) * cell_m
