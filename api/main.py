@@ -182,7 +182,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return [{"id": pack.id, "name": pack.manifest.name, "bbox": pack.manifest.bbox,
                  "neighbourhoods": [{"id": n.id, "name": n.name} for n in pack.neighbourhoods.values()],
                  "layers": {k: v.model_dump() for k, v in pack.manifest.layers.items()},
-                 "synthetic_layers": pack.synthetic_layers()}]
+                 "synthetic_layers": pack.synthetic_layers(),
+                 "real_layers": [k for k, v in pack.manifest.layers.items() if not v.synthetic],
+                 "districts": len(pack.districts),
+                 "surge_presets": {k: v.model_dump(mode="json") for k, v in pack.manifest.surge_presets.items()}}]
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if (cesium_dir() / "Cesium.js").is_file():

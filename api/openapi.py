@@ -35,6 +35,7 @@ RESULTS = {404: "no such scenario (or result file)", 409: "the run has not compl
 # What routes answer themselves, beyond the app-wide codes.
 OWN: dict[tuple[str, str], dict[int, str]] = {
     ("GET", "/regions/{region_id}/surface"): {404: "no such region"},
+    ("GET", "/regions/{region_id}/districts"): {404: "no such region"},
     ("GET", "/entities"): {404: "no such neighbourhood in the region"},
     ("GET", "/entities/{entity_id}"): {404: "no such entity"},
     ("GET", "/history/entities/{entity_id}"): {404: "no such entity in the region"},

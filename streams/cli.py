@@ -34,8 +34,19 @@ console = Console(stderr=True, soft_wrap=True)  # whole lines in logs: no wrappi
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}")  # a message's own brackets are text, not markup
     return typer.Exit(code)
+
+
+def _register_region_commands() -> None:
+    from streams.region_cli import register
+
+    register(region_app, console, _fail)
+
+
+_register_region_commands()
 
 
 def _bootstrap() -> str:
@@ -406,22 +417,6 @@ def source_lorawan() -> None:
     console.print("LoRaWAN source stopped")
 
 
-@region_app.command("synth")
-def region_synth(
-    out: Annotated[Path, typer.Option(help="pack folder to write")] = Path("twin/regions/kiel"),
-    shoreline: Annotated[Path, typer.Option(help="GMT shoreline file")] = Path("../shared/data/gshhg_full_kiel_fjord.txt"),
-    seed: int = 7,
-    sensors_per_kind: int = 6,
-) -> None:
-    """(Re)build the synthetic Kiel pack on the real shoreline."""
-    from twin.synth import build_kiel_pack
-
-    if not shoreline.is_file():
-        shoreline = Path("twin/regions/kiel/shoreline_gshhg.txt")
-    build_kiel_pack(out, shoreline, seed=seed, sensors_per_kind=sensors_per_kind)
-    console.print(f"wrote {out}")
-
-
 @region_app.command("import")
 def region_import(
     pack: Annotated[Path, typer.Option(help="region pack folder to update")] = Path("twin/regions/kiel"),
@@ -511,21 +506,6 @@ def traffic_assign(
                   f"not assigned), e.g. {', '.join(f'{o} -> {d}' for o, d, _ in res.unreachable[:5])}")
     if not res.converged:
         raise typer.Exit(1)
-
-
-@region_app.command("info")
-def region_info(path: Annotated[Path, typer.Argument(help="region pack folder")] = Path("twin/regions/kiel")) -> None:
-    """Summarise a region pack and its provenance."""
-    from twin.region import RegionPackError, load_pack
-
-    try:
-        pack = load_pack(path)
-    except RegionPackError as exc:
-        raise _fail(str(exc)) from exc
-    print(f"{pack.manifest.name} ({pack.id}): {len(pack.neighbourhoods)} neighbourhoods, {len(pack.buildings)} buildings, "
-          f"{len(pack.roads)} roads, {len(pack.sensors)} sensors, {len(pack.coast)} coast segments")
-    for layer, info in pack.manifest.layers.items():
-        print(f"  {layer}: {'SYNTHETIC' if info.synthetic else 'real'}; {info.source}; licence {info.licence}")
 
 
 def _restore_twin(bootstrap: str, report: Callable[[str], None], should_stop: Callable[[], bool]) -> None:

@@ -4,7 +4,13 @@ Layout of a pack folder::
 
     region.json            manifest: id, name, bbox, and per layer its file, source, licence and whether it is synthetic
     neighbourhoods.geojson buildings.geojson roads.geojson sensors.geojson coast.geojson
+    districts.geojson      optional: the municipality's real districts (name, official number, population, source,
+                           licence); context and zones, not twin entities (see twin.districts)
     terrain.tif            optional elevation raster (metres above mean water level)
+
+``region.json`` may also hold ``synth`` (what ``plietsch region synth`` generates: the twin quarters as lists of
+district numbers, the stations at known public places, the seed) and ``surge_presets`` (storm surges of record, as
+data: the scenario runner reads them from the pack).
 
 Every feature carries ``id`` (an entity id) in its properties. Errors name the file, the feature and the problem.
 """
@@ -14,13 +20,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from shapely import STRtree
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from twin.districts import District, DistrictError, load_districts
 from twin.entities import Building, CoastSegment, Entity, Neighbourhood, Region, RoadSegment, Sensor
 from twin.geo import to_metric
 from twin.ids import EntityId
@@ -42,6 +49,55 @@ class LayerInfo(BaseModel):
     note: str = ""
 
 
+class Quarter(BaseModel):
+    """A twin quarter: neighbouring real districts whose buildings, roads and sensors are generated (SYNTHETIC)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    name: str = Field(min_length=1)
+    districts: list[int] = Field(min_length=1)
+    coast_kind: Literal["quay_wall", "dike", "beach", "natural"] = "quay_wall"
+    crest_m: float = Field(default=2.0, ge=0.0, le=10.0, description="synthetic crest height, metres above mean water level")
+
+
+class Station(BaseModel):
+    """A measuring station at a known public place: real name, code and position (its readings may be synthetic)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    name: str = Field(min_length=1)
+    sensor_kind: str = Field(min_length=1)
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    code: str = ""
+    source: str = ""
+
+
+class SynthSpec(BaseModel):
+    """What 'plietsch region synth' generates for a pack: data, so that no code names a region."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: int = 7
+    sensors_per_kind: int = Field(default=6, ge=1, le=200)
+    residents_per_building: float = Field(default=80.0, gt=0, description="one synthetic building per this many residents")
+    buildings_per_km2: float = Field(default=60.0, gt=0, description="density where a district's population is unknown")
+    terrain_cell_m: float = Field(default=20.0, ge=5.0, le=200.0)
+    quarters: list[Quarter] = Field(min_length=1)
+    stations: list[Station] = Field(default_factory=list)
+
+
+class SurgePreset(BaseModel):
+    """A storm surge of record: its peak above mean water level at the pack's gauge, as a scenario preset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    peak_at: AwareDatetime
+    peak_m: float = Field(ge=-3.0, le=6.0)
+    duration_h: float = Field(default=14.0, gt=0, le=240)
+    gauge: str = ""
+    source: str = ""
+    note: str = ""
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
@@ -52,6 +108,8 @@ class Manifest(BaseModel):
     shoreline: str | None = None  # GMT multi-segment shoreline file in the pack
     layers: dict[str, LayerInfo]
     terrain: LayerInfo | None = None
+    synth: SynthSpec | None = None
+    surge_presets: dict[str, SurgePreset] = Field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +161,7 @@ class RegionPack:
     sensors: dict[str, Sensor] = field(default_factory=dict)
     coast: dict[str, CoastSegment] = field(default_factory=dict)
     coast_by_gauge: dict[str, list[CoastSegment]] = field(default_factory=dict)
+    districts: dict[int, District] = field(default_factory=dict)
     _index: PlaceIndex | None = None
     _entities: dict[str, Entity] | None = None
 
@@ -195,6 +254,11 @@ def load_pack(path: Path) -> RegionPack:
         bbox=manifest.bbox, mean_water_level_note=manifest.mean_water_level_note,
     )
     pack = RegionPack(path=path, manifest=manifest, region=region)
+    if "districts" in manifest.layers:
+        try:
+            pack.districts = load_districts(path / manifest.layers["districts"].file, manifest.id)
+        except DistrictError as exc:
+            raise RegionPackError(str(exc)) from None
     for layer in LAYERS:
         info = manifest.layers.get(layer)
         if info is None:

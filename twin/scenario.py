@@ -5,9 +5,10 @@ returns results of its own."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -20,14 +21,27 @@ from twin.flood import MAX_CELLS, Barrier, FloodInputError, FloodResult, Grid, r
 from twin.geo import to_metric
 from twin.importers import read_geotiff
 from twin.profiles import Surge
-from twin.region import RegionPack
+from twin.region import BUNDLED_DIR, Manifest, RegionPack, SurgePreset
 
 ROAD_CUT_DEPTH_M = 0.3  # a road is cut where water stands deeper than this (passable for emergency vehicles below)
 MAX_STEPS = 500
-PRESETS = {
-    # 20 October 2023: Kiel peaked about 1.95 m above mean water level at 21:33 local time (19:33 UTC)
-    "kiel-2023-10-20": (datetime(2023, 10, 20, 19, 33, tzinfo=UTC), 1.95, 14.0),
-}
+
+
+@functools.cache
+def bundled_presets() -> dict[str, SurgePreset]:
+    """The surge presets of the bundled region packs (data in each pack's region.json, not code)."""
+    out: dict[str, SurgePreset] = {}
+    for manifest in sorted(BUNDLED_DIR.glob("*/region.json")):
+        out.update(Manifest.model_validate_json(manifest.read_text(encoding="utf-8")).surge_presets)
+    return out
+
+
+def _preset(name: str, presets: Mapping[str, SurgePreset] | None) -> SurgePreset:
+    known = bundled_presets() if presets is None else presets
+    if name not in known:
+        raise FloodInputError(f"unknown preset {name!r}; known: {', '.join(sorted(known)) or 'none'} "
+                              "(a region pack defines its presets in region.json 'surge_presets')")
+    return known[name]
 Level = Annotated[float, Field(ge=-3.0, le=6.0, allow_inf_nan=False)]
 
 
@@ -52,7 +66,8 @@ class ScenarioRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(default="", max_length=200)
-    preset: str | None = Field(default=None, max_length=64, description=f"one of {', '.join(PRESETS)}")
+    preset: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$",
+                               description="a surge preset of the region pack (its region.json 'surge_presets')")
     curve: list[CurvePoint] | None = Field(default=None, max_length=MAX_CURVE_POINTS,
                                            description=f"water level over time, interpolated linearly; at most {MAX_CURVE_POINTS} points")
     start: AwareDatetime | None = Field(default=None, description="start of the scenario; default: the preset's or now")
@@ -67,8 +82,6 @@ class ScenarioRequest(BaseModel):
     def _one_source(self) -> ScenarioRequest:
         if (self.preset is None) == (self.curve is None):
             raise ValueError("give either 'preset' or 'curve', not both or neither")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
         if self.curve is not None:
             if len(self.curve) < 2:
                 raise ValueError("a curve needs at least two points")
@@ -83,19 +96,20 @@ class ScenarioRequest(BaseModel):
     def steps(self) -> int:
         return int(math.floor(self.duration_h * 60 / self.step_minutes)) + 1
 
-    def start_time(self) -> datetime:
+    def start_time(self, presets: Mapping[str, SurgePreset] | None = None) -> datetime:
+        """*presets*: the region pack's (default: the bundled packs')."""
         if self.start is not None:
             return self.start
         if self.preset is not None:
-            peak, _, duration = PRESETS[self.preset]
-            return peak - timedelta(hours=min(self.duration_h / 2, duration))
+            p = _preset(self.preset, presets)
+            return p.peak_at - timedelta(hours=min(self.duration_h / 2, p.duration_h))
         return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
-    def levels(self) -> list[float]:
-        start, step = self.start_time(), timedelta(minutes=self.step_minutes)
+    def levels(self, presets: Mapping[str, SurgePreset] | None = None) -> list[float]:
+        start, step = self.start_time(presets), timedelta(minutes=self.step_minutes)
         if self.preset is not None:
-            peak, height, duration = PRESETS[self.preset]
-            surge = Surge(peak_at=peak, peak_m=height, duration_h=duration)
+            p = _preset(self.preset, presets)
+            surge = Surge(peak_at=p.peak_at, peak_m=p.peak_m, duration_h=p.duration_h)
             raw = [surge.level(start + i * step) for i in range(self.steps)]
         else:
             assert self.curve is not None
@@ -105,7 +119,9 @@ class ScenarioRequest(BaseModel):
         return [round(float(v) + self.sea_level_rise_m, 3) for v in raw]
 
     def check_against(self, pack: RegionPack) -> None:
-        """Refuse segments the pack does not have, and packs without terrain."""
+        """Refuse presets and segments the pack does not have, and packs without terrain."""
+        if self.preset is not None:
+            _preset(self.preset, pack.manifest.surge_presets)
         unknown = [b.segment for b in self.breaches if b.segment not in pack.coast]
         unknown += [s for s in self.raised_crests if s not in pack.coast]
         if unknown:
@@ -206,8 +222,10 @@ def run(pack: RegionPack, req: ScenarioRequest,
     sea = rasterise_sea(grid, to_metric(water))  # type: ignore[arg-type]
     bars = barriers(pack, req)
     step = timedelta(minutes=req.step_minutes)
-    result = simulate(grid, sea, bars, req.start_time(), step, req.levels(), on_step)
-    base = simulate(grid, sea, bars, req.start_time(), step, [req.sea_level_rise_m])
+    presets = pack.manifest.surge_presets
+    start = req.start_time(presets)
+    result = simulate(grid, sea, bars, start, step, req.levels(presets), on_step)
+    base = simulate(grid, sea, bars, start, step, [req.sea_level_rise_m])
     return ScenarioRun(req, grid, result, impacts(pack, grid, result), {a.entity_id for a in impacts(pack, grid, base)},
                        [x for x in pack.synthetic_layers() if x in ("terrain", "coast", "buildings", "roads", "sensors")])
 

@@ -38,6 +38,7 @@ RULES: dict[tuple[str, str], str] = {
     # planner: the twin, history, time travel, scenarios, exports
     ("GET", "/regions"): "planner",
     ("GET", "/regions/{region_id}/surface"): "planner",
+    ("GET", "/regions/{region_id}/districts"): "planner",
     ("GET", "/entities"): "planner",
     ("GET", "/entities/{entity_id}"): "planner",
     ("GET", "/coast"): "planner",

@@ -47,6 +47,19 @@ def surface(region_id: str, pack: PackDep) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
+@router.get("/regions/{region_id}/districts", operation_id="get_districts",
+            summary="The region's official districts (real data): name, number, population, source and licence")
+def districts(region_id: str, pack: PackDep) -> dict[str, Any]:
+    if region_id != pack.id:
+        raise HTTPException(404, f"no region {region_id!r}; this API serves {pack.id!r}")
+    info = pack.manifest.layers.get("districts")
+    features = [{"type": "Feature", "id": d.id,
+                 "geometry": mapping(d.polygon().simplify(0.00005, preserve_topology=True)),
+                 "properties": d.model_dump(exclude={"geometry"})} for d in pack.districts.values()]
+    return {"type": "FeatureCollection", "features": features,
+            "source": info.source if info else "", "licence": info.licence if info else ""}
+
+
 @router.get("/alerts", operation_id="list_alerts", summary="Active alerts")
 def alerts(rm: ReadModelDep, public: Annotated[bool | None, Query(description="only alerts safe for public screens")] = None,
            category: str | None = None) -> list[dict[str, Any]]:

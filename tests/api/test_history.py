@@ -14,14 +14,25 @@ from streams.archive import ArchiveWriter, archive_files
 from streams.catalogue import MUNICIPAL_TOPICS, SENSOR_TOPICS
 from tests.credentials import OPERATOR
 from twin.events import RoadWorksAnnounced, TrafficCounted, WaterLevelMeasured
-from twin.region import BUNDLED_DIR
+from twin.region import BUNDLED_DIR, bundled_pack
 
 pytestmark = pytest.mark.broker
 T = datetime(2026, 5, 5, 10, 0, tzinfo=UTC)
 SID = "kiel:gaarden:sensor:traffic-count-001"
 STAFF = "kiel:gaarden:sensor:water-level-001"
 ROAD = "kiel:gaarden:road:r0001"
-ROAD_BOX = (10.1375, 54.3099, 10.1376, 54.3100)  # around the road segment's midpoint only
+
+
+def _boxes() -> tuple[str, str]:
+    """A box around the sensor, the staff and the road of the bundled pack, and one around the road's midpoint only."""
+    from shapely.geometry import LineString, MultiPoint
+
+    pack = bundled_pack()
+    mid = LineString(pack.roads[ROAD].line).interpolate(0.5, normalized=True)
+    points = MultiPoint([(pack.sensors[SID].lon, pack.sensors[SID].lat), (pack.sensors[STAFF].lon, pack.sensors[STAFF].lat),
+                         (mid.x, mid.y)])
+    x0, y0, x1, y1 = points.buffer(0.001).bounds
+    return f"{x0},{y0},{x1},{y1}", f"{mid.x - 5e-5},{mid.y - 5e-5},{mid.x + 5e-5},{mid.y + 5e-5}"
 
 
 def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
@@ -44,11 +55,12 @@ def test_history_and_state_at(topics: str, tmp_path: Path) -> None:
         assert hist["type"] == "FeatureCollection" and hist["total"] == 4
         assert [f["properties"]["vehicles"] for f in hist["features"]] == [2, 3, 4, 5]
         assert hist["features"][0]["geometry"]["type"] == "Point"
-        area = c.get("/history/area", params={"bbox": "10.10,54.29,10.20,54.33", "start": T.isoformat(),
+        area_box, road_box = _boxes()
+        area = c.get("/history/area", params={"bbox": area_box, "start": T.isoformat(),
                                               "end": (T + timedelta(hours=1)).isoformat(), "limit": 3}).json()
         assert area["total"] == 12 and len(area["features"]) == 3  # 11 readings and the road works
         assert [f["properties"]["vehicles"] for f in area["features"]] == [0, 1, 2]  # oldest first
-        road = c.get("/history/area", params={"bbox": ",".join(map(str, ROAD_BOX)), "start": T.isoformat(),
+        road = c.get("/history/area", params={"bbox": road_box, "start": T.isoformat(),
                                               "end": (T + timedelta(hours=1)).isoformat()}).json()
         assert [f["properties"]["type"] for f in road["features"] if f["id"] == works.event_id] == ["RoadWorksAnnounced"]
         assert c.get("/history/range").json() == {"start": T.isoformat(), "end": (T + timedelta(minutes=30)).isoformat(),

@@ -69,6 +69,8 @@ async def test_viewer_loads_renders_buildings_and_follows_the_broker(browser: An
                  problems)
     assert await page.evaluate("window.plietsch.buildings") > 300
     assert "SYNTHETIC" in await page.inner_text("#synthetic")
+    assert "Landeshauptstadt Kiel" in await page.inner_text("#real-layers")  # real layers: source and licence on screen
+    assert await page.evaluate("window.plietsch.districts") == 30  # the official districts drawn
     # the buildings render: the picture with them differs from the picture without them
     share = await _building_pixels(page, settle_ms=1500)
     assert share > 0.01, f"only {share:.4f} of the pixels change when the buildings are hidden"

@@ -225,6 +225,25 @@ async function ensureLogin() {
   });
 }
 
+async function drawDistricts(regionId) {
+  // the official districts as outlines on the ground, labelled with name, number and residents (real data)
+  const fc = await getJSON(`/regions/${regionId}/districts`);
+  for (const f of fc.features) {
+    const p = f.properties;
+    const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
+    polys.forEach((poly, i) => viewer.entities.add({ id: `${f.id}#${i}`, name: `${p.name} (district ${p.code})`,
+      polyline: { positions: ring(poly[0]), width: 2, clampToGround: true,
+                  material: Cesium.Color.fromCssColorString("#5b2c6f").withAlpha(0.8) } }));
+    const c = polys[0][0].reduce((a, q) => [a[0] + q[0], a[1] + q[1]], [0, 0]).map((v) => v / polys[0][0].length);
+    viewer.entities.add({ id: `${f.id}#label`, position: Cesium.Cartesian3.fromDegrees(c[0], c[1], 60),
+      label: { text: `${p.name}${p.population != null ? `\n${p.population.toLocaleString("de-DE")} Einw. (${p.population_year})` : ""}`,
+               font: "13px sans-serif", fillColor: Cesium.Color.fromCssColorString("#3b1d48"), outlineColor: Cesium.Color.WHITE,
+               outlineWidth: 3, style: Cesium.LabelStyle.FILL_AND_OUTLINE,
+               distanceDisplayCondition: new Cesium.DistanceDisplayCondition(0, 20000) } });
+  }
+  state.districts = fc.features.length;
+}
+
 async function main() {
   try {
     await ensureLogin();
@@ -232,6 +251,15 @@ async function main() {
     const layers = region.synthetic_layers;
     document.getElementById("synthetic").textContent =
       `${region.name}. SYNTHETIC layers (made up, not real data): ${layers.join(", ")}. The shoreline is real (GSHHG).`;
+    const real = (region.real_layers || []).map((k) => `${k}: ${region.layers[k].source} (${region.layers[k].licence})`);
+    if (real.length) {  // real data, with its source and licence on screen (attribution)
+      const credit = document.createElement("div");
+      credit.id = "real-layers";
+      credit.style.fontWeight = "normal";
+      credit.textContent = `Real data: ${real.join("; ")}`;
+      document.getElementById("synthetic").appendChild(credit);
+    }
+    if (region.districts) await drawDistricts(region.id);
     const [minLon, minLat, maxLon, maxLat] = region.bbox;
     for (const f of (await getJSON(`/regions/${region.id}/surface`)).features) {
       const isWater = f.properties.kind === "water";
@@ -273,7 +301,13 @@ async function main() {
     }
     const view = new URLSearchParams(location.search).get("view") || "gaarden";
     const spots = { gaarden: [10.1445, 54.2985, 1400], friedrichsort: [10.1800, 54.3800, 1500], fjord: [10.16, 54.27, 9000] };
-    const [lon, lat, height] = spots[view] || spots.gaarden;
+    let [lon, lat, height] = spots[view] || spots.gaarden;
+    if (!(lon >= minLon && lon <= maxLon && lat >= minLat && lat <= maxLat) && buildingEntities.length) {
+      // a pack of another region: look at the middle of its buildings (region packs are data, not code)
+      lon = buildingEntities.reduce((a, b) => a + b.lon, 0) / buildingEntities.length;
+      lat = buildingEntities.reduce((a, b) => a + b.lat, 0) / buildingEntities.length - 0.012;
+      height = 2500;
+    }
     viewer.camera.setView({ destination: Cesium.Cartesian3.fromDegrees(lon, lat, height),
                             orientation: { heading: 0, pitch: Cesium.Math.toRadians(view === "fjord" ? -50 : -40), roll: 0 } });
     const scenarioId = new URLSearchParams(location.search).get("scenario");
