@@ -1,12 +1,22 @@
-"""Query parameters shared by the routes, with errors a person can act on."""
+"""Query parameters shared by the routes, with errors a person can act on. Each parser accepts exactly what the
+OpenAPI document promises for its parameter (api/openapi.py), so a request the document calls valid is answered."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from fastapi import HTTPException
 
-MAX_BBOX_DEG2 = 1.0  # a region is a few tenths of a degree across; larger boxes only cost
+# RFC 3339 date-time (OpenAPI ``format: date-time``): date, 'T', time with seconds, optional fraction, 'Z' or offset.
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+DATE_TIME = {"format": "date-time"}
+_LON = r"-?(?:180(?:\.0+)?|(?:1[0-7]\d|\d{1,2})(?:\.\d+)?)"
+_LAT = r"-?(?:90(?:\.0+)?|[1-8]?\d(?:\.\d+)?)"
+BBOX_PATTERN = rf"^{_LON},{_LAT},{_LON},{_LAT}$"
+_BBOX = re.compile(BBOX_PATTERN)
+BBOX = {"pattern": BBOX_PATTERN, "description": "min_lon,min_lat,max_lon,max_lat (WGS84 degrees; corners in either "
+                                                "order, a box larger than the region is the whole region)"}
 
 
 def parse_bbox(raw: str) -> tuple[float, float, float, float]:
@@ -16,27 +26,44 @@ def parse_bbox(raw: str) -> tuple[float, float, float, float]:
         raise HTTPException(422, f"bbox {raw!r} must be four numbers 'min_lon,min_lat,max_lon,max_lat'") from None
     if len(parts) != 4:
         raise HTTPException(422, f"bbox {raw!r} has {len(parts)} numbers, 4 are needed: 'min_lon,min_lat,max_lon,max_lat'")
+    if not _BBOX.fullmatch(raw):
+        raise HTTPException(422, f"bbox {raw!r} is not a WGS84 box of plain decimals (lon in -180..180, lat in -90..90), "
+                                 "e.g. 10.10,54.29,10.20,54.33")
     x0, y0, x1, y1 = parts
-    if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-        raise HTTPException(422, f"bbox {raw!r} is not a WGS84 box with min < max (lon in -180..180, lat in -90..90)")
-    if (x1 - x0) * (y1 - y0) > MAX_BBOX_DEG2:
-        raise HTTPException(422, f"bbox {raw!r} covers {(x1 - x0) * (y1 - y0):.2f} square degrees, above the limit of "
-                                 f"{MAX_BBOX_DEG2} (about 70 x 110 km at Kiel); ask for a smaller area")
-    return x0, y0, x1, y1
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 def parse_time(name: str, raw: str) -> datetime:
+    m = _RFC3339.fullmatch(raw)
+    if m is None:
+        try:
+            if datetime.fromisoformat(raw).tzinfo is None:
+                raise HTTPException(422, f"{name} {raw!r} has no UTC offset; add one, e.g. +01:00 or Z")
+        except ValueError:
+            pass
+        raise HTTPException(422, f"{name} {raw!r} is not an ISO 8601 (RFC 3339) time, e.g. 2023-10-20T21:33:00+02:00")
+    day, hm, sec, frac, off = m.groups()
+    leap = sec == "60"  # a leap second is a valid RFC 3339 time: it counts as the last instant of its minute
+    text = f"{day}T{hm}:{'59' if leap else sec}{(frac + '000000')[:7] if frac else ''}{off.upper()}"
     try:
-        t = datetime.fromisoformat(raw)
-    except ValueError:
-        raise HTTPException(422, f"{name} {raw!r} is not an ISO 8601 time, e.g. 2023-10-20T21:33:00+02:00") from None
-    if t.tzinfo is None:
-        raise HTTPException(422, f"{name} {raw!r} has no UTC offset; add one, e.g. +01:00 or Z")
-    return t
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name} {raw!r} is not a valid time: {exc}") from None
+    return t.replace(microsecond=999_999) if leap else t
 
 
 def parse_range(start: str, end: str) -> tuple[datetime, datetime]:
-    t0, t1 = parse_time("start", start), parse_time("end", end)
-    if t1 < t0:
-        raise HTTPException(422, f"end {end!r} is before start {start!r}")
-    return t0, t1
+    """Both ends; an end before the start is an empty range (nothing lies in it)."""
+    return parse_time("start", start), parse_time("end", end)
+
+
+def _entity_id_pattern() -> str:
+    """twin/ids.py's rule as an ECMA regex: '<region>:<scope>:<kind>:<name>' with a known kind."""
+    from twin.ids import EntityKind
+
+    slug, name = r"[a-z0-9][a-z0-9-]{0,62}", r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+    return rf"^{slug}:(?:{slug}|_):(?:{'|'.join(k.value for k in EntityKind)}):{name}$"
+
+
+ENTITY_ID_PATTERN = _entity_id_pattern()
+ENTITY_ID = {"pattern": ENTITY_ID_PATTERN, "description": "<region>:<scope>:<kind>:<name>, e.g. kiel:gaarden:sensor:wl-001"}

@@ -22,7 +22,7 @@ from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
 from api.limits import BodyLimit, RateLimit, StreamSlots
 from api.metrics import RequestMetrics, metrics_registry, render
-from api.openapi import document_errors
+from api.openapi import allow_all_methods, document_contract, document_errors
 from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
@@ -217,4 +217,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     check_coverage(app)
     document_errors(app)
+    document_contract(app, settings.max_page_size)
+    allow_all_methods(app)
     return app

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.audit import record
 from api.auth.access import SESSION_COOKIE, identify
-from api.auth.store import AuthError, AuthStore
+from api.auth.store import NAME, AuthError, AuthStore
 
 router = APIRouter(tags=["auth"])
 
@@ -22,7 +22,8 @@ class Login(BaseModel):
 
 
 class NewUser(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra={"pattern": NAME.pattern},
+                      description="1-64 characters a-z 0-9 . _ @ - (lower case), starting with a letter or digit")
     role: Literal["planner", "operator"]
     password: str | None = Field(default=None, min_length=12, max_length=256, description="generated when left out")
 
@@ -84,6 +85,8 @@ def list_users(request: Request) -> list[dict[str, Any]]:
 @router.post("/auth/users", operation_id="create_user", status_code=201,
              summary="Create a local user; the password is shown once when generated")
 def create_user(body: NewUser, request: Request) -> dict[str, Any]:
+    if not NAME.fullmatch(body.name):  # the store's rule, without the line break its '$' would let through
+        raise HTTPException(422, f"user name {body.name!r} must be 1-64 characters a-z 0-9 . _ @ - (lower case)")
     try:
         password = _store(request).add_user(body.name, body.role, body.password)
     except AuthError as exc:

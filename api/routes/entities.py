@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from shapely import STRtree
 from shapely.geometry import box, shape
 
 from api.deps import PackDep, ReadModelDep, SettingsDep
-from api.filters import parse_bbox
+from api.filters import BBOX, ENTITY_ID, parse_bbox
 from twin.entities import Building, CoastSegment, Entity, Neighbourhood, RoadSegment, Sensor
 from twin.ids import EntityId, EntityKind, InvalidEntityId
 
@@ -63,8 +63,8 @@ def list_entities(
     request: Request, pack: PackDep, rm: ReadModelDep, settings: SettingsDep,
     type: Annotated[EntityKind | None, Query(description="entity kind")] = None,
     neighbourhood: Annotated[str | None, Query(description="neighbourhood slug, e.g. 'gaarden'")] = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
-    limit: Annotated[int, Query(ge=1)] = 100,
+    bbox: Annotated[str | None, Query(json_schema_extra=BBOX)] = None,
+    limit: Annotated[int, Query(ge=1, description="at most PLIETSCH_MAX_PAGE_SIZE (the maximum below)")] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     if limit > settings.max_page_size:
@@ -77,14 +77,14 @@ def list_entities(
         feats = [live_only_feature(r) for r in live]
         if neighbourhood is not None:
             feats = [f for f in feats if f["id"].split(":")[1] == neighbourhood]
-        if bbox:
+        if bbox is not None:
             x0, y0, x1, y1 = parse_bbox(bbox)
             feats = [f for f in feats if f["geometry"] and x0 <= f["geometry"]["coordinates"][0] <= x1
                      and y0 <= f["geometry"]["coordinates"][1] <= y1]
         return {"type": "FeatureCollection", "total": len(feats), "offset": offset, "limit": limit,
                 "synthetic_layers": pack.synthetic_layers(), "features": feats[offset: offset + limit]}
     candidates: list[Entity] = list(pack.entities().values())
-    if bbox:
+    if bbox is not None:
         index = request.app.state.entity_index
         hits = index.tree.query(box(*parse_bbox(bbox)), predicate="intersects")
         everything = pack.entities()
@@ -105,7 +105,7 @@ def list_entities(
 
 
 @router.get("/entities/{entity_id}", operation_id="get_entity", summary="One entity with its live state")
-def get_entity(entity_id: str, pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
+def get_entity(entity_id: Annotated[str, Path(json_schema_extra=ENTITY_ID)], pack: PackDep, rm: ReadModelDep) -> dict[str, Any]:
     try:
         eid = EntityId.parse(entity_id)
     except InvalidEntityId as exc:

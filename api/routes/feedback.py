@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,13 @@ from twin.ids import EntityId, InvalidEntityId
 
 KINDS = ("idea", "problem", "rating")
 LANGUAGES = ("de", "en", "da")
+# White space as ECMA regexes (the OpenAPI document's patterns) know it; the route counts words by the same class, so
+# the document and the route agree on what "a few words" is.
+_WS = "[\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+_NS = "[^" + _WS[1:]
+WORDS_PATTERN = f"{_NS}{_WS}*{_NS}{_WS}*{_NS}|{_NS}{_WS}+{_NS}"  # 3 characters or more once white space is collapsed
+_WORDS = re.compile(WORDS_PATTERN)
+SCENARIO_ID_PATTERN = r"^$|^[a-z0-9][a-z0-9-]{0,62}:(?:[a-z0-9][a-z0-9-]{0,62}|_):scenario:[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 @asynccontextmanager
@@ -54,13 +62,15 @@ class FeedbackIn(BaseModel):
     """What a visitor sends. Checked by the route, so that every refusal says in German what to change."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: str = Field(description="idea, problem or rating", max_length=20)
-    category: str = Field(description="one of: " + ", ".join(FEEDBACK_CATEGORIES), max_length=40)
+    kind: str = Field(description="idea, problem or rating", max_length=20, json_schema_extra={"enum": list(KINDS)})
+    category: str = Field(description="one of: " + ", ".join(FEEDBACK_CATEGORIES), max_length=40,
+                          json_schema_extra={"enum": list(FEEDBACK_CATEGORIES)})
     text: str = Field(default="", max_length=4000, description="the visitor's words (at most 1000 characters kept)")
     rating: int | None = Field(default=None, description="1 to 5, for a rating")
     lon: float | None = Field(default=None, description="the pin: longitude, WGS84, inside the region")
     lat: float | None = Field(default=None, description="the pin: latitude, WGS84, inside the region")
-    scenario_id: str = Field(default="", max_length=200, description="a scenario or planning variant it is about")
+    scenario_id: str = Field(default="", max_length=200, description="a scenario or planning variant it is about",
+                             json_schema_extra={"pattern": SCENARIO_ID_PATTERN})
     channel: Literal["kiosk", "online"] = "online"
     language: Literal["de", "en", "da"] = "de"
 
@@ -90,15 +100,15 @@ def _check(body: FeedbackIn, request: Request) -> tuple[str, str, int]:
     if body.category not in FEEDBACK_CATEGORIES:
         raise _refuse(f"Thema {body.category!r} gibt es nicht; möglich sind: {', '.join(FEEDBACK_CATEGORIES)}.")
     limit = request.app.state.feedback_settings.max_text
+    if len(body.text) > limit:
+        raise _refuse(f"Der Text ist {len(body.text)} Zeichen lang; höchstens {limit} sind möglich. Bitte kürzen.")
     text = " ".join(body.text.split())
-    if len(text) > limit:
-        raise _refuse(f"Der Text ist {len(text)} Zeichen lang; höchstens {limit} sind möglich. Bitte kürzen.")
     if body.kind == "rating":
         if body.rating is None or not 1 <= body.rating <= 5:
             raise _refuse(f"Eine Bewertung braucht 1 bis 5 Sterne (bekommen: {body.rating!r}).")
     elif body.rating is not None:
         raise _refuse("Sterne gibt es nur bei einer Bewertung (Art 'rating').")
-    if body.kind != "rating" and len(text) < 3:
+    if body.kind != "rating" and not _WORDS.search(body.text):
         raise _refuse("Bitte schreiben Sie ein paar Worte (mindestens 3 Zeichen) zu Ihrer Idee oder Ihrem Problem.")
     hood = ""
     if (body.lon is None) != (body.lat is None):
@@ -112,12 +122,15 @@ def _check(body: FeedbackIn, request: Request) -> tuple[str, str, int]:
         hood = next((slug for slug, _, poly in request.app.state.feedback_hoods if poly.contains(p)), "")
     if body.scenario_id:
         try:
-            sid = EntityId.parse(body.scenario_id)
+            sid = EntityId.parse(body.scenario_id) if re.fullmatch(SCENARIO_ID_PATTERN, body.scenario_id) else None
         except InvalidEntityId:
             sid = None
-        if sid is None or sid.kind.value != "scenario" or body.scenario_id not in request.app.state.read_model.scenarios:
+        if sid is None:
+            raise _refuse(f"{body.scenario_id!r} ist keine Szenario-Kennung (etwa kiel:_:scenario:s-1a2b3c4d5e). Bitte ohne "
+                          "Szenario senden oder den Link aus der Planung verwenden.")
+        if body.scenario_id not in request.app.state.read_model.scenarios:
             raise _refuse(f"Das Szenario {body.scenario_id!r} ist nicht bekannt. Bitte ohne Szenario senden oder den "
-                          "Link aus der Planung verwenden.")
+                          "Link aus der Planung verwenden.", 404)
     clean, removed = scrub(text)
     return clean, hood, removed
 
@@ -132,7 +145,8 @@ def _produce(request: Request, event: FeedbackSubmitted | FeedbackModerated) -> 
 
 @router.post("/feedback", operation_id="submit_feedback", status_code=201,
              summary="Leave an idea, a problem or a rating (no account); personal data is removed first",
-             responses={422: {"description": "what to change, in German"}, 429: {"description": "too many from this device"}})
+             responses={404: {"description": "scenario_id names no scenario (German)"},
+                        422: {"description": "what to change, in German"}, 429: {"description": "too many from this device"}})
 def submit(body: FeedbackIn, request: Request) -> dict[str, Any]:
     store = _store(request)
     text, hood, removed = _check(body, request)
@@ -268,7 +282,8 @@ def public_counts(request: Request) -> dict[str, Any]:
 def planner_feedback(
     request: Request,
     kind: Annotated[Literal["idea", "problem", "rating"] | None, Query()] = None,
-    category: Annotated[str | None, Query(description="one of: " + ", ".join(FEEDBACK_CATEGORIES))] = None,
+    category: Annotated[str | None, Query(description="one of: " + ", ".join(FEEDBACK_CATEGORIES),
+                                          json_schema_extra={"enum": list(FEEDBACK_CATEGORIES)})] = None,
     neighbourhood: Annotated[str | None, Query(description="neighbourhood slug")] = None,
     scenario_id: Annotated[str | None, Query(description="feedback on this scenario only")] = None,
     format: Annotated[Literal["geojson", "csv"], Query(description="geojson (default) or csv")] = "geojson",

@@ -9,10 +9,10 @@ import threading
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from api.deps import PackDep, SettingsDep
-from api.filters import parse_bbox, parse_range, parse_time
+from api.filters import BBOX, DATE_TIME, ENTITY_ID, parse_bbox, parse_range, parse_time
 from streams.history.engine import DuckDBHistory, EnginePage, HistoryEngine
 from twin.ids import EntityId, InvalidEntityId
 from twin.state import TwinState, combined_aggregates
@@ -52,7 +52,8 @@ def _collection(request: Request, page: EnginePage, limit: int, offset: int) -> 
 
 
 @router.get("/history/entities/{entity_id}", operation_id="entity_history", summary="Events of one entity between two times")
-def entity_history(request: Request, entity_id: str, pack: PackDep, start: str, end: str,
+def entity_history(request: Request, entity_id: Annotated[str, Path(json_schema_extra=ENTITY_ID)], pack: PackDep,
+                   start: Annotated[str, Query(json_schema_extra=DATE_TIME)], end: Annotated[str, Query(json_schema_extra=DATE_TIME)],
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     try:
         eid = EntityId.parse(entity_id)
@@ -65,7 +66,8 @@ def entity_history(request: Request, entity_id: str, pack: PackDep, start: str, 
 
 
 @router.get("/history/area", operation_id="area_history", summary="Events in a bounding box between two times")
-def area_history(request: Request, bbox: str, start: str, end: str,
+def area_history(request: Request, bbox: Annotated[str, Query(json_schema_extra=BBOX)],
+                 start: Annotated[str, Query(json_schema_extra=DATE_TIME)], end: Annotated[str, Query(json_schema_extra=DATE_TIME)],
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     x0, y0, x1, y1 = parse_bbox(bbox)
     t0, t1 = parse_range(start, end)
@@ -101,7 +103,7 @@ def running_windows(state: TwinState, at: datetime) -> TwinState:
 
 
 @router.get("/history/state", operation_id="state_at", summary="The twin as it stood at a time, rebuilt from the archive")
-def state_at(request: Request, settings: SettingsDep, time: str,
+def state_at(request: Request, settings: SettingsDep, time: Annotated[str, Query(json_schema_extra=DATE_TIME)],
              aggregates: Literal["all", "running"] = "all") -> dict[str, Any]:
     """The twin at *time*. ``aggregates=running``: only each (metric, group)'s running window at *time* (what the
     viewer's time slider draws; a day of history holds thousands of windows, most of the answer otherwise)."""

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from api.auth.access import stream_caller
 from api.deps import PackDep, ReadModelDep
-from api.filters import parse_bbox
+from api.filters import BBOX, parse_bbox
 from api.readmodel import Delta, Subscriber
 from twin.ids import EntityKind
 
@@ -31,7 +31,7 @@ async def stream(
     region: Annotated[str | None, Query(description="region id")] = None,
     neighbourhood: Annotated[str | None, Query(description="neighbourhood slug")] = None,
     type: Annotated[EntityKind | None, Query(description="entity kind, e.g. sensor or coast")] = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
+    bbox: Annotated[str | None, Query(json_schema_extra=BBOX)] = None,
     after: Annotated[int | None, Query(description="resume after this sequence (as Last-Event-ID)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
@@ -40,7 +40,7 @@ async def stream(
     hoods = {n.id.scope for n in pack.neighbourhoods.values()}
     if neighbourhood is not None and neighbourhood not in hoods:
         raise HTTPException(404, f"no neighbourhood {neighbourhood!r}; known: {', '.join(sorted(hoods))}")
-    box = parse_bbox(bbox) if bbox else None
+    box = parse_bbox(bbox) if bbox is not None else None
     if last_event_id is not None:
         try:
             after = int(last_event_id)

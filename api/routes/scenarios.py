@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
+from pydantic import model_validator
 from shapely.geometry import mapping
 
 from api.audit import record
@@ -26,7 +28,7 @@ from twin.flood import FloodInputError, Grid, extent_polygons
 from twin.geo import to_wgs84
 from twin.importers import read_geotiff
 from twin.region import RegionPack
-from twin.scenario import ScenarioRequest, compare
+from twin.scenario import MAX_STEPS, ScenarioRequest, compare
 from twin.traffic.counts import Count
 from twin.traffic.network import NetworkError
 from twin.traffic.scenario import Context, TrafficRequest, apply_changes, road_works_closures
@@ -34,6 +36,32 @@ from twin.traffic.scenario import Context, TrafficRequest, apply_changes, road_w
 router = APIRouter(tags=["scenarios"])
 FINISHED = ("completed", "failed", "cancelled")
 MAX_CELL_STEPS = 50_000_000  # terrain cells x time steps one run may take (its step rasters, about 200 MB)
+
+
+class SurgeRequest(ScenarioRequest):
+    """A storm-surge request as the API takes it (twin/scenario.py ScenarioRequest; api/openapi.py writes its rules into
+    the document): the points of a curve in any order (a curve is a set of (hour, level) points; they are sorted by
+    hour before the twin's rules are checked), and a run of more than MAX_STEPS time steps is too large a run (413, as
+    for too many terrain cells x steps), since JSON Schema cannot state a limit on duration_h / step_minutes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_the_api_takes_it(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        curve = data.get("curve")
+        if isinstance(curve, list) and all(isinstance(p, dict) and _number(p.get("hour")) for p in curve):
+            data = {**data, "curve": sorted(curve, key=lambda p: p["hour"])}
+        duration, step = data.get("duration_h", 24.0), data.get("step_minutes", 60.0)
+        if _number(duration) and _number(step) and 0 < duration <= 240 and 5 <= step <= 1440:
+            steps = math.floor(duration * 60 / step) + 1
+            if steps > MAX_STEPS:
+                raise HTTPException(413, f"{steps} time steps is above the limit of {MAX_STEPS}; use a longer step_minutes")
+        return data
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _produce(request: Request, topic: str, key: str, event: Any) -> None:
@@ -45,7 +73,10 @@ def _produce(request: Request, topic: str, key: str, event: Any) -> None:
 
 @router.post("/scenarios", operation_id="request_scenario", status_code=202, summary="Ask for a storm-surge scenario",
              responses={413: {"description": "too large a run or body"}, 429: {"description": "your scenario quota is used up"}})
-def request_scenario(body: ScenarioRequest, request: Request, pack: PackDep) -> dict[str, Any]:
+def request_scenario(body: SurgeRequest, request: Request, pack: PackDep) -> dict[str, Any]:
+    unknown = sorted({b.segment for b in body.breaches} - set(pack.coast) | set(body.raised_crests) - set(pack.coast))
+    if unknown:  # well-formed references to segments this region has not: not found, as for any id
+        raise HTTPException(404, f"unknown coast segment(s): {', '.join(unknown)}; list them with GET /coast")
     try:
         body.check_against(pack)
     except FloodInputError as exc:
@@ -78,7 +109,7 @@ def _traffic_context(pack: RegionPack) -> Context:
 
 @router.post("/scenarios/traffic", operation_id="request_traffic_scenario", status_code=202,
              summary="Ask for a traffic what-if (closures, lanes closed, extra trips; or the roads a flood cuts)",
-             responses={422: {"description": "unknown link, road, zone or flood scenario"},
+             responses={404: {"description": "unknown link, road, zone or flood scenario"},
                         429: {"description": "your scenario quota is used up"}})
 def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackDep, rm: ReadModelDep,
                              settings: SettingsDep) -> dict[str, Any]:
@@ -92,8 +123,15 @@ def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackD
                                        "road_works_applied": [w.link for w in works]})
     if body.live_counts:
         body = body.model_copy(update={"counts": [*body.counts, *_live_counts(pack, rm, set(ctx.net.road))]})
+    try:  # well-formed ids that name no link, road or zone here: not found
+        ctx.net.links_of([*body.closures, *(lc.link for lc in body.lane_closures)])
+    except NetworkError as exc:
+        raise HTTPException(404, str(exc)) from None
+    zones = {z.id for z in ctx.zones} | {z.neighbourhood for z in ctx.zones}
+    if missing := sorted({ed.zone for ed in body.extra_demand} - zones):
+        raise HTTPException(404, f"unknown zone or neighbourhood {missing[0]!r}; zones are listed by GET /traffic/network")
     try:
-        apply_changes(ctx, body, [])  # unknown links, roads and zones: refused here, not in the worker
+        apply_changes(ctx, body, [])  # what else the network cannot take: refused here, not in the worker
     except NetworkError as exc:
         raise HTTPException(422, str(exc)) from None
     if body.closures_from_flood is not None:
@@ -124,7 +162,7 @@ def _live_counts(pack: RegionPack, rm: Any, roads: set[str]) -> list[Count]:
             continue
         out.append(Count(station=s.id, road=str(s.road), vehicles_per_hour=round(min(per_hour, 100_000.0), 1)))
     if not out:
-        raise HTTPException(422, "live_counts: the twin has no traffic count on a road of the network yet; "
+        raise HTTPException(409, "live_counts: the twin has no traffic count on a road of the network yet; "
                                  "send counts (sensor.traffic-count) or give counts in the request")
     return out
 

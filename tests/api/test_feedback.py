@@ -100,7 +100,9 @@ def test_feedback_from_submission_to_publication_and_after_a_restart(topics: str
         r = c.post("/feedback", json={"kind": "rating", "category": "coast"})
         assert r.status_code == 422 and "1 bis 5 Sterne" in r.json()["detail"]
         r = c.post("/feedback", json={"kind": "idea", "category": "planning", "text": "gut so", "scenario_id": "kiel:_:scenario:nope"})
-        assert r.status_code == 422 and "nicht bekannt" in r.json()["detail"]
+        assert r.status_code == 404 and "nicht bekannt" in r.json()["detail"]  # well-formed, names no scenario
+        r = c.post("/feedback", json={"kind": "idea", "category": "planning", "text": "gut so", "scenario_id": "nope"})
+        assert r.status_code == 422 and "keine Szenario-Kennung" in r.json()["detail"]
 
         text = "Ich bin Jens Petersen. Ein Zebrastreifen am Vinetaplatz! Ruf an: 0431 1234567 oder jens@example.org"
         r = c.post("/feedback", json={"kind": "idea", "category": "traffic", "text": text, "lon": GAARDEN[0],

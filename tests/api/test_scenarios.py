@@ -56,7 +56,7 @@ def test_preset_surge_results_and_comparison(api_url: str) -> None:
 def test_bad_requests_get_clear_4xx(api_url: str) -> None:
     with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "breaches": [{"segment": "kiel:_:coast:nowhere"}]})
-        assert r.status_code == 422 and "unknown coast segment(s): kiel:_:coast:nowhere" in r.json()["detail"]
+        assert r.status_code == 404 and "unknown coast segment(s): kiel:_:coast:nowhere" in r.json()["detail"]
         r = c.post("/scenarios", json={"preset": "kiel-2023-10-20", "duration_h": -5})
         assert r.status_code == 422 and "duration_h" in r.text
         r = c.post("/scenarios", json={"curve": [{"hour": 0, "level_m": 0.2}, {"hour": 3, "level_m": 50}]})

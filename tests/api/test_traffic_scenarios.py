@@ -70,9 +70,9 @@ def test_closure_and_extra_demand_against_the_baseline(api_url: str) -> None:
 def test_bad_traffic_requests_get_clear_4xx(api_url: str) -> None:
     with httpx.Client(base_url=api_url, timeout=60, headers=OPERATOR) as c:
         r = c.post("/scenarios/traffic", json={"closures": ["kiel:gaarden:road:nowhere"]})
-        assert r.status_code == 422 and "unknown link or road id(s): kiel:gaarden:road:nowhere" in r.json()["detail"]
+        assert r.status_code == 404 and "unknown link or road id(s): kiel:gaarden:road:nowhere" in r.json()["detail"]
         r = c.post("/scenarios/traffic", json={"extra_demand": [{"zone": "atlantis", "trips": 10}]})
-        assert r.status_code == 422 and "unknown zone or neighbourhood 'atlantis'" in r.json()["detail"]
+        assert r.status_code == 404 and "unknown zone or neighbourhood 'atlantis'" in r.json()["detail"]
         r = c.post("/scenarios/traffic", json={"gap": 2})
         assert r.status_code == 422 and "gap" in r.text
         r = c.post("/scenarios/traffic", json={"closures_from_flood": "kiel:_:scenario:none"})
