@@ -136,10 +136,8 @@ def _feedback(app: FastAPI, schema: dict[str, Any]) -> None:
 def document_contract(app: FastAPI, max_page_size: int) -> None:
     """Rules that depend on this app's settings or on a model the API does not own, written into the document so that
     it promises exactly what the routes accept: the page-size maximum of GET /entities (PLIETSCH_MAX_PAGE_SIZE), and
-    for a storm-surge request (api/routes/scenarios.py SurgeRequest) one of 'preset' (a known preset) or 'curve' (2 or
+    for a storm-surge request (api/routes/scenarios.py SurgeRequest) one of 'preset' (a preset of the app's region pack) or 'curve' (2 or
     more points), as its validator checks; for a traffic request 'road_works_applied' stays empty (the API sets it)."""
-    from twin.scenario import PRESETS
-
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -150,7 +148,8 @@ def document_contract(app: FastAPI, max_page_size: int) -> None:
         schemas = doc["components"]["schemas"]
         surge = schemas["SurgeRequest"]["properties"]
         preset, curve = surge["preset"], surge["curve"]
-        preset["anyOf"] = [{"type": "string", "enum": list(PRESETS)}, {"type": "null"}]
+        presets = sorted(app.state.pack.manifest.surge_presets)  # the region pack's (its region.json)
+        preset["anyOf"] = [{"type": "string", "enum": presets}, {"type": "null"}] if presets else [{"type": "null"}]
         for alt in curve["anyOf"]:
             if alt.get("type") == "array":
                 alt["minItems"] = 2
