@@ -24,6 +24,8 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from twin.geo import read_layer
+
 NAME_FIELDS = ("name", "NAME", "AREA_NAME", "stadtteil", "Stadtteil", "STADTTEIL", "bezeichnung")
 CODE_FIELDS = ("code", "CODE", "AREA_ID", "nummer", "Nummer", "stadtteilnummer", "id")
 _SEPARATORS = re.compile(r"\s*(?:/|-|\bund\b|&|,)\s*")
@@ -196,12 +198,7 @@ def write_districts(path: Path, districts: list[District]) -> None:
 
 def load_districts(path: Path, region_id: str) -> dict[int, District]:
     """The pack's ``districts`` layer, validated: valid polygons, unique numbers, ids in the region."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DistrictError(f"{path}: layer 'districts' is listed in region.json but the file is missing") from None
-    except json.JSONDecodeError as exc:
-        raise DistrictError(f"{path}: not valid GeoJSON ({exc})") from None
+    data = read_layer(path, "districts", DistrictError)
     out: dict[int, District] = {}
     for i, feature in enumerate(data.get("features") or []):
         props = dict(feature.get("properties") or {})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon, box
@@ -66,3 +68,14 @@ def water_polygon(segments: Iterable[LineString], bbox: tuple[float, float, floa
 
 def land_polygon(segments: Iterable[LineString], bbox: tuple[float, float, float, float], sea_point: tuple[float, float]) -> BaseGeometry:
     return box(*bbox).difference(water_polygon(list(segments), bbox, sea_point))
+
+
+def read_layer(path: Path, layer: str, error: type[Exception]) -> dict[str, Any]:
+    """A pack layer's GeoJSON file as JSON; *error* naming the file when it is missing or not JSON."""
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: layer {layer!r} is listed in region.json but the file is missing") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid GeoJSON ({exc})") from None
+    return data

@@ -17,7 +17,6 @@ Every feature carries ``id`` (an entity id) in its properties. Errors name the f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from twin.districts import District, DistrictError, load_districts
 from twin.entities import Building, CoastSegment, Entity, Neighbourhood, Region, RoadSegment, Sensor
-from twin.geo import to_metric
+from twin.geo import read_layer, to_metric
 from twin.ids import EntityId
 
 LAYERS = ("neighbourhoods", "buildings", "roads", "sensors", "coast")
@@ -264,12 +263,7 @@ def load_pack(path: Path) -> RegionPack:
         if info is None:
             continue
         file = path / info.file
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RegionPackError(f"{file}: layer {layer!r} is listed in region.json but the file is missing") from None
-        except json.JSONDecodeError as exc:
-            raise RegionPackError(f"{file}: not valid GeoJSON ({exc})") from None
+        data = read_layer(file, layer, RegionPackError)
         target: dict[str, Any] = getattr(pack, layer)
         for i, feature in enumerate(data.get("features", [])):
             fid = (feature.get("properties") or {}).get("id", f"#{i}")
