@@ -71,7 +71,7 @@ class DuckDBHistory:
         self._lock = threading.Lock()
         self._manifest: Manifest | None = None
         self._stamp: tuple[int, int] | None = None
-        self.decoder = DatumDecoder()
+        self.decoder = DatumDecoder.shared()
 
     def manifest(self) -> Manifest:
         """The archive's manifest, read again only when the file changed."""

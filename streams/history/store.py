@@ -49,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -478,5 +479,26 @@ def write_snapshot(root: Path, seq: int, as_of: datetime | None, doc: dict[str, 
     return Snapshot(seq, as_of_us, rel)
 
 
+_SNAP_CACHE: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+_SNAP_CACHE_MAX = 8
+
+
 def read_snapshot(root: Path, snap: Snapshot) -> dict[str, Any]:
-    return dict(json.loads(gzip.decompress((Path(root) / snap.file).read_bytes())))
+    """A snapshot's document. The last few read are kept parsed (a slider walks positions that share a snapshot), keyed
+    by the file's size and modification time, since ``rebuild_snapshots`` rewrites a file under the same name. Callers
+    must not change the document (``twin.state.from_snapshot`` builds new objects from it)."""
+    path = Path(root) / snap.file
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns)
+    hit = _SNAP_CACHE.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    raw = gzip.decompress(path.read_bytes())
+    try:
+        doc = dict(orjson.loads(raw))
+    except orjson.JSONDecodeError:  # NaN or Infinity, which json.dumps writes and orjson does not read
+        doc = dict(json.loads(raw))
+    if len(_SNAP_CACHE) >= _SNAP_CACHE_MAX:
+        _SNAP_CACHE.pop(next(iter(_SNAP_CACHE)))
+    _SNAP_CACHE[path] = (stamp, doc)
+    return doc

@@ -43,7 +43,7 @@ def events_after(manifest: Manifest, after_seq: int, until: datetime | None = No
         from streams.history.engine import connect
 
         cur = connect()
-    decoder = DatumDecoder()
+    decoder = DatumDecoder.shared()
     sql = ("SELECT seq, topic, partition, datum FROM read_parquet(?, hive_partitioning=true, hive_types_autocast=false)"
            " WHERE seq > ?" + (" AND occurred_at <= ?" if until is not None else "") + " ORDER BY seq")
     try:

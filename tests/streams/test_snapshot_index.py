@@ -215,3 +215,20 @@ def test_snapshots_of_another_twin_version_are_rebuilt_by_the_next_writer(tmp_pa
     assert [to_json(state_at(m, PACK, at)) for at in times] == want
     assert all(base_snapshot(m, at) is not None for at in times[1:])  # from a snapshot, not from the start
     assert w.folding is not None and to_json(w.folding.freeze()) == to_json(full_fold(m, PACK, None))  # and folds on
+
+
+def test_a_rewritten_snapshot_is_read_again(tmp_path: Path) -> None:
+    """Parsed snapshots are kept for the next call (the slider's positions share them), but a file rewritten under the
+    same name (``rebuild_snapshots``) is read again, and NaN written by json.dumps still reads."""
+    import gzip
+    import os
+
+    snap = store.write_snapshot(tmp_path, 7, T0, {"version": 1, "n": 1})
+    assert store.read_snapshot(tmp_path, snap) == {"version": 1, "n": 1}
+    assert store.read_snapshot(tmp_path, snap) is store.read_snapshot(tmp_path, snap)  # kept parsed
+    path = tmp_path / snap.file
+    before = path.stat().st_mtime_ns
+    path.write_bytes(gzip.compress(json.dumps({"version": 1, "n": 2, "x": float("nan")}).encode()))
+    os.utime(path, ns=(before + 1_000_000, before + 1_000_000))  # a new stamp even on a coarse clock
+    doc = store.read_snapshot(tmp_path, snap)
+    assert doc["n"] == 2 and doc["x"] != doc["x"]
