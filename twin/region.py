@@ -163,6 +163,7 @@ class RegionPack:
     districts: dict[int, District] = field(default_factory=dict)
     _index: PlaceIndex | None = None
     _entities: dict[str, Entity] | None = None
+    _fingerprint: str | None = None
 
     @property
     def id(self) -> str:
@@ -182,6 +183,21 @@ class RegionPack:
                 out.update(layer)
             self._entities = out
         return self._entities
+
+    def fold_fingerprint(self) -> str:
+        """What of this pack the twin's fold reads (``twin.state``): each sensor's id, kind and the road and
+        neighbourhood its readings are aggregated under, each coast segment's id, name, crest and gauge. A twin snapshot
+        records it: a snapshot of another fingerprint was folded with other sensors or segments (an edited or rebuilt
+        pack) and must be rebuilt, not continued."""
+        if self._fingerprint is None:
+            import hashlib
+            import json
+
+            doc = {"sensors": sorted((str(s.id), s.sensor_kind, str(s.road or ""), str(s.neighbourhood or ""))
+                                     for s in self.sensors.values()),
+                   "coast": sorted((str(c.id), c.name or "", c.crest_m, str(c.gauge or "")) for c in self.coast.values())}
+            self._fingerprint = hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:16]
+        return self._fingerprint
 
     def synthetic_layers(self) -> list[str]:
         names = [n for n, info in self.manifest.layers.items() if info.synthetic]

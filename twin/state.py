@@ -218,8 +218,9 @@ def to_json(state: TwinState) -> dict[str, Any]:
 
 def to_snapshot(state: TwinState) -> dict[str, Any]:
     """Everything of a state, as JSON that ``from_snapshot`` turns back into an equal state."""
-    return {"version": SNAPSHOT_VERSION, "region": state.pack.id, "as_of": state.as_of.isoformat() if state.as_of else None,
-            "events_applied": state.events_applied, "horizon_s": state.horizon.total_seconds(),
+    return {"version": SNAPSHOT_VERSION, "region": state.pack.id, "pack": state.pack.fold_fingerprint(),
+            "as_of": state.as_of.isoformat() if state.as_of else None, "events_applied": state.events_applied,
+            "horizon_s": state.horizon.total_seconds(),
             "watermarks": {str(k): {n: t.isoformat() for n, t in v.items()} for k, v in state.watermarks.items()},
             "sensors": [v.to_json() for v in state.sensors.values()],
             "coast": [v.to_json() for v in state.coast.values()],
@@ -233,6 +234,9 @@ def from_snapshot(pack: RegionPack, doc: dict[str, Any]) -> TwinState:
         raise ValueError(f"twin snapshot version {doc.get('version')!r} is not {SNAPSHOT_VERSION}; rebuild the snapshots")
     if doc.get("region") != pack.id:
         raise ValueError(f"twin snapshot is of region {doc.get('region')!r}, the loaded pack is {pack.id!r}")
+    if doc.get("pack") != pack.fold_fingerprint():
+        raise ValueError(f"twin snapshot was folded with region pack {doc.get('pack')!r} (sensors and coast segments), "
+                         f"the loaded pack is {pack.fold_fingerprint()!r}; rebuild the snapshots")
     sensors = [SensorState.from_json(d) for d in doc["sensors"]]
     coast = [CoastState.from_json(d) for d in doc["coast"]]
     alerts = [AlertRaised.model_validate(d) for d in doc["alerts"]]

@@ -77,10 +77,11 @@ def base_snapshot(manifest: Manifest, at: datetime | None) -> Snapshot | None:
 
 
 def load_snapshot(manifest: Manifest, pack: RegionPack, snap: Snapshot, horizon: timedelta) -> TwinState | None:
-    """The twin a snapshot holds; None when it was written by another version or with another aggregate horizon
-    (then the caller folds from an earlier point)."""
+    """The twin a snapshot holds; None when it was written by another version, with another aggregate horizon or
+    with another region pack's sensors and coast segments (then the caller folds from an earlier point)."""
     doc = read_snapshot(manifest.root, snap)
-    if doc.get("version") != SNAPSHOT_VERSION or float(doc.get("horizon_s", -1)) != horizon.total_seconds():
+    if (doc.get("version") != SNAPSHOT_VERSION or float(doc.get("horizon_s", -1)) != horizon.total_seconds()
+            or doc.get("pack") != pack.fold_fingerprint()):
         return None
     return from_snapshot(pack, doc)
 

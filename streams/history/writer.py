@@ -105,8 +105,8 @@ class ArchiveWriter:
 
         last = self.manifest.snapshot_index().latest()
         state = None if last is None else load_snapshot(self.manifest, pack, last, self.horizon)
-        if last is not None and state is None:  # another version or horizon: every snapshot again, once
-            log.warning("archive: the twin snapshots were written by another version or aggregate horizon; rebuilding "
+        if last is not None and state is None:  # another version, horizon or pack: every snapshot again, once
+            log.warning("archive: the twin snapshots were written by another version, aggregate horizon or region pack; rebuilding "
                         "them (one fold of the whole archive; time travel folds from the start until it is done)")
             rebuilt, self._since_snapshot = rebuild_snapshots(self.manifest, pack, self.horizon, report=log.warning)
             return rebuilt

@@ -232,3 +232,46 @@ def test_a_rewritten_snapshot_is_read_again(tmp_path: Path) -> None:
     os.utime(path, ns=(before + 1_000_000, before + 1_000_000))  # a new stamp even on a coarse clock
     doc = store.read_snapshot(tmp_path, snap)
     assert doc["n"] == 2 and doc["x"] != doc["x"]
+
+
+def _edited_pack() -> Any:
+    """The bundled pack as someone might rebuild it: a traffic counter moved to another road, a coast segment's crest
+    raised by 40 cm."""
+    import dataclasses
+
+    traffic = next(s for s in SENSORS if s.sensor_kind == "traffic_count" and s.road)
+    other_road = next(r for r in sorted(PACK.roads) if r != str(traffic.road))
+    seg = next(c for c in sorted(PACK.coast.values(), key=lambda c: c.id) if c.gauge)
+    sensors = {**PACK.sensors, str(traffic.id): traffic.model_copy(update={"road": other_road})}
+    coast = {**PACK.coast, str(seg.id): seg.model_copy(update={"crest_m": seg.crest_m + 0.4})}
+    by_gauge: dict[str, list[Any]] = {}
+    for c in coast.values():
+        if c.gauge:
+            by_gauge.setdefault(str(c.gauge), []).append(c)
+    return dataclasses.replace(PACK, sensors=sensors, coast=coast, coast_by_gauge=by_gauge, _fingerprint=None)
+
+
+def test_snapshots_folded_with_another_pack_are_not_continued(tmp_path: Path) -> None:
+    """A snapshot holds the twin as one region pack's sensors and coast segments made it (aggregate groups, crests).
+    After the pack is edited or rebuilt (`region synth`, issue 14) continuing from it would mix two packs: such
+    snapshots count as stale (time travel folds from the start), and the next writer rebuilds them with the new pack."""
+    from streams.history.timetravel import full_fold, load_snapshot
+    from twin.state import DEFAULT_HORIZON
+
+    root = tmp_path / "a"
+    _write(root, days=3, per_day=90, every=20)
+    m = Manifest.load(root)
+    edited = _edited_pack()
+    assert edited.fold_fingerprint() != PACK.fold_fingerprint()
+    assert all(load_snapshot(m, PACK, s, DEFAULT_HORIZON) is not None for s in m.snapshot_index().all())
+    assert all(load_snapshot(m, edited, s, DEFAULT_HORIZON) is None for s in m.snapshot_index().all())
+    times = [T0 + timedelta(hours=h) for h in (3, 20, 30, 47, 60, 71)]
+    want = [to_json(full_fold(m, edited, at)) for at in times]
+    assert want != [to_json(full_fold(m, PACK, at)) for at in times]  # the edit changes the twin
+    assert [to_json(state_at(m, edited, at)) for at in times] == want  # from the start, not from PACK's snapshots
+
+    ArchiveWriter(root, edited, epoch="e", snapshot_every=20, auto_compact=False)
+    m = Manifest.load(root)
+    assert all(load_snapshot(m, edited, s, DEFAULT_HORIZON) is not None for s in m.snapshot_index().all())
+    assert [to_json(state_at(m, edited, at)) for at in times] == want
+    assert all(load_snapshot(m, PACK, s, DEFAULT_HORIZON) is None for s in m.snapshot_index().all())
