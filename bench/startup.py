@@ -8,7 +8,8 @@ the bundled Kiel pack at 200 readings per simulated second), then:
    then the bench waits until the worker has applied everything and stops the stack (Ctrl-C), which writes the
    final checkpoint;
 2. second start: the checkpoint is restored and only the tail (empty after a clean stop) replayed; time until
-   ``/health`` answers ``ok``.
+   ``/health`` answers ``ok``, and until the viewer has drawn the live twin in a headless Chromium launched before the
+   start (``--no-viewer`` leaves the browser out).
 
 Run: ``.venv/bin/python -m bench.startup --sizes 250000,1000000,4000000,10000000`` (sizes above
 ``--baseline-max`` are still replayed once to make their checkpoint, and that time is reported, marked). Prints a
@@ -71,6 +72,39 @@ def _until_healthy(proc: subprocess.Popen[bytes], url: str, t0: float, limit_s: 
     return None
 
 
+class Viewer:
+    """A headless Chromium (SwiftShader), launched before the stack starts (a planner's browser is already open), that
+    opens the viewer once /health answers and reports when the live twin is drawn: the page has loaded the region's
+    layers, the stream's snapshot has arrived and coloured the sensors (``window.plietsch.live`` with sensors), and two
+    animation frames have passed since."""
+
+    def __init__(self) -> None:
+        from playwright.sync_api import sync_playwright
+
+        from tests.viewer.conftest import ARGS, CHROMIUM
+
+        self._pw = sync_playwright().start()
+        self._browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+
+    def drawn_s(self, url: str, t0: float, limit_s: float) -> float | None:
+        page = self._browser.new_page(viewport={"width": 1280, "height": 800}, extra_http_headers=HEADERS)
+        try:
+            page.goto(f"{url}/?view=gaarden", timeout=limit_s * 1000)
+            page.wait_for_function("() => window.plietsch && window.plietsch.ready && window.plietsch.live"
+                                   " && Object.keys(window.plietsch.sensors).length > 0", timeout=limit_s * 1000)
+            page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            return time.monotonic() - t0
+        except Exception as exc:  # noqa: BLE001 - a page that never draws is a result, reported with its reason
+            print(f"  the viewer was not drawn: {exc}", flush=True)
+            return None
+        finally:
+            page.close()
+
+    def close(self) -> None:
+        self._browser.close()
+        self._pw.stop()
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> float:
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
@@ -108,7 +142,8 @@ def covering_checkpoint(source: Path, archive: Path, target_root: Path) -> None:
     (dest / "manifest.json").write_text(json.dumps(manifest))
 
 
-def checkpoint_start(n: int, archive: Path, work: Path, source: Path, limit_s: float) -> dict[str, Any]:
+def checkpoint_start(n: int, archive: Path, work: Path, source: Path, limit_s: float,
+                     viewer: Viewer | None = None) -> dict[str, Any]:
     from streams.checkpoint import checkpoint_root
 
     data = work / f"data-{n}"
@@ -127,6 +162,8 @@ def checkpoint_start(n: int, archive: Path, work: Path, source: Path, limit_s: f
     proc = _start(data, api_port, broker_port, log)
     try:
         out["checkpoint_health_s"] = _until_healthy(proc, url, t0, limit_s)
+        if viewer is not None and out["checkpoint_health_s"] is not None:
+            out["viewer_drawn_s"] = viewer.drawn_s(url, t0, limit_s)
         out["entities_served"] = httpx.get(f"{url}/health", timeout=5, headers=HEADERS).json()["read_model"]["entities"]
     finally:
         out["second_stop_s"] = round(_stop(proc), 1)
@@ -136,7 +173,8 @@ def checkpoint_start(n: int, archive: Path, work: Path, source: Path, limit_s: f
     return out
 
 
-def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: float, baseline_only: bool = False) -> dict[str, Any]:
+def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: float, baseline_only: bool = False,
+             viewer: Viewer | None = None) -> dict[str, Any]:
     data = work / f"data-{n}"
     if data.exists():
         shutil.rmtree(data)
@@ -167,6 +205,8 @@ def run_size(n: int, archive: Path, work: Path, baseline_max: int, limit_s: floa
     proc = _start(data, api_port, broker_port, log)
     try:
         out["checkpoint_health_s"] = _until_healthy(proc, url, t0, limit_s)
+        if viewer is not None and out["checkpoint_health_s"] is not None:
+            out["viewer_drawn_s"] = viewer.drawn_s(url, t0, limit_s)
         entities = httpx.get(f"{url}/health", timeout=5, headers=HEADERS).json()["read_model"]["entities"]
         out["entities_served"] = entities
     finally:
@@ -187,6 +227,7 @@ def main() -> None:
     ap.add_argument("--checkpoint-from", type=Path, default=None, help="a checkpoint folder: timing-only starts (see above)")
     ap.add_argument("--archive", action="append", default=[], metavar="N=PATH",
                     help="use an archive of N readings written before (bench.archive_gen), instead of writing one")
+    ap.add_argument("--no-viewer", action="store_true", help="do not open the viewer after /health (no browser)")
     args = ap.parse_args()
     given = {int(k): Path(v) for k, v in (a.split("=", 1) for a in args.archive)}
     sizes = sorted(given) if given else sorted(int(s) for s in args.sizes.split(","))
@@ -200,23 +241,30 @@ def main() -> None:
                         "--copies", ",".join(str(n) for n in sizes[:-1])], cwd=ROOT, check=True)
     load_before = os.getloadavg()
     results = []
-    for n in sizes:
-        if args.checkpoint_from is not None:
-            results.append(checkpoint_start(n, archives[n], args.work, args.checkpoint_from, args.limit_s))
-        else:
-            results.append(run_size(n, archives[n], args.work, args.baseline_max, args.limit_s, args.baseline_only))
+    viewer = None if args.no_viewer or args.baseline_only else Viewer()
+    try:
+        for n in sizes:
+            if args.checkpoint_from is not None:
+                results.append(checkpoint_start(n, archives[n], args.work, args.checkpoint_from, args.limit_s, viewer))
+            else:
+                results.append(run_size(n, archives[n], args.work, args.baseline_max, args.limit_s, args.baseline_only,
+                                        viewer))
+    finally:
+        if viewer is not None:
+            viewer.close()
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
     print("| archive readings | archive MB | full replay: /health ok | full replay: all applied | "
-          "from checkpoint: /health ok | entities served | stop |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "from checkpoint: /health ok | viewer drawn | entities served | stop |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         base = "" if r["baseline"] else " (not a baseline)"
         def f(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f} s"
         print(f"| {r['readings']:,} | {r['archive_mb']} | {f(r['full_replay_health_s'])}{base} | {f(r['full_replay_applied_s'])} | "
-              f"{f(r['checkpoint_health_s'])} | {r['entities_served']} | {r['first_stop_s']} s / {r['second_stop_s']} s |")
+              f"{f(r['checkpoint_health_s'])} | {f(r.get('viewer_drawn_s'))} | {r['entities_served']} | "
+              f"{r['first_stop_s']} s / {r['second_stop_s']} s |")
         print(f"  {r.get('restored_line', '')}")
 
 
