@@ -108,10 +108,9 @@ def running_windows(state: TwinState, at: datetime) -> TwinState:
 def state_at(request: Request, settings: SettingsDep, time: Annotated[str, Query(json_schema_extra=DATE_TIME)],
              aggregates: Literal["all", "running"] = "all") -> Response:
     """The twin at *time*. ``aggregates=running``: only each (metric, group)'s running window at *time* (what the
-    viewer's time slider draws; a day of history holds thousands of windows, most of the answer otherwise).
-
-    Serialised with orjson straight from the JSON-ready dicts: FastAPI's generic encoder walked the 50-100 kB answer
-    in 9-14 ms per call at 1M readings (orjson: 0.1-0.2 ms), the same document either way."""
+    viewer's time slider draws; a day of history holds thousands of windows, most of the answer otherwise)."""
+    # Serialised with orjson straight from the JSON-ready dicts below: FastAPI's generic encoder walked the 50-100 kB
+    # answer in 9-14 ms per call at 1M readings (orjson: 0.1-0.2 ms), the same document either way.
     at = parse_time("time", time)
     if not settings.archive_dir.is_dir():
         raise HTTPException(404, f"no archive at {settings.archive_dir}; the archive sink ('plietsch archive') writes it")
