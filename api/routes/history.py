@@ -9,7 +9,8 @@ import threading
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+import orjson
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from api.deps import PackDep, SettingsDep
 from api.filters import BBOX, DATE_TIME, ENTITY_ID, parse_bbox, parse_range, parse_time
@@ -102,21 +103,25 @@ def running_windows(state: TwinState, at: datetime) -> TwinState:
     return dataclasses.replace(state, aggregates=kept)
 
 
-@router.get("/history/state", operation_id="state_at", summary="The twin as it stood at a time, rebuilt from the archive")
+@router.get("/history/state", operation_id="state_at", summary="The twin as it stood at a time, rebuilt from the archive",
+            response_model=dict[str, Any])
 def state_at(request: Request, settings: SettingsDep, time: Annotated[str, Query(json_schema_extra=DATE_TIME)],
-             aggregates: Literal["all", "running"] = "all") -> dict[str, Any]:
+             aggregates: Literal["all", "running"] = "all") -> Response:
     """The twin at *time*. ``aggregates=running``: only each (metric, group)'s running window at *time* (what the
     viewer's time slider draws; a day of history holds thousands of windows, most of the answer otherwise)."""
+    # Serialised with orjson straight from the JSON-ready dicts below: FastAPI's generic encoder walked the 50-100 kB
+    # answer in 9-14 ms per call at 1M readings (orjson: 0.1-0.2 ms), the same document either way.
     at = parse_time("time", time)
     if not settings.archive_dir.is_dir():
         raise HTTPException(404, f"no archive at {settings.archive_dir}; the archive sink ('plietsch archive') writes it")
     state = history_engine(request).state_at(at)
     if aggregates == "running":
         state = running_windows(state, at)
-    return {"time": at.isoformat(), "as_of": state.as_of.isoformat() if state.as_of else None,
+    body = {"time": at.isoformat(), "as_of": state.as_of.isoformat() if state.as_of else None,
             "events_applied": state.events_applied,
             "sensors": {k: v.to_json() for k, v in state.sensors.items()},
             "coast": {k: v.to_json() for k, v in state.coast.items()},
             "municipal": {k: {f: x for f, x in v.items() if f != "event_ids"} for k, v in state.municipal.items()},
             "aggregates": combined_aggregates(state),
             "active_alerts": [a.model_dump(mode="json") for a in state.alerts.values()]}
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), media_type="application/json")

@@ -304,3 +304,46 @@ async def test_the_newest_position_wins_errors_are_german_live_returns_and_axe_f
     assert await page.is_hidden("#at") and await page.is_disabled("#live")
     assert await page.inner_text("#time-label") == "live"
     assert [p for p in problems if "404" not in p] == [], problems  # the refused request is logged by Chromium
+
+
+async def test_the_scene_renders_on_request_only_and_a_painted_position_is_complete_on_screen(
+        browser: Any, day_stack: tuple[str, Path]) -> None:
+    """Cesium's request-render mode: no frame while nothing changes; a position counts as painted (``paints``, what
+    bench/slider.py times) only once a frame with all of it is on the screen: a frame forced afterwards (and a new
+    screenshot) shows nothing more, also at the surge's peak, where the sea, coast colours and buildings change."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def pixels(png: bytes) -> Any:
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+    url, _archive = day_stack
+    page, problems = await _open(browser, url)
+    assert await page.evaluate("window.PlietschView.viewer.scene.requestRenderMode") is True
+    slider = page.locator("#slider")
+    await slider.focus()
+    await page.keyboard.press("Home")
+    await _settle(page, 0)
+    night = pixels(await page.screenshot())
+    frames = await page.evaluate("window.plietsch.frames")
+    await page.wait_for_timeout(1500)  # nothing changes: nothing is rendered
+    assert await page.evaluate("window.plietsch.frames") == frames
+    assert pixels(await page.screenshot()).tolist() == night.tolist()
+
+    # 13:00 UTC, the surge's peak: the sea stands higher, coast segments and buildings near them change colour
+    peak = 13 * 12
+    await page.eval_on_selector("#slider", f"(el) => {{ el.value = {peak}; el.dispatchEvent(new Event('input')); }}")
+    drawn = await _settle(page, peak)
+    assert any(c["colour"] != "#2ecc71" and c["colour"] != "#95a5a6" for c in drawn["coast"].values()), drawn["coast"]
+    record = (await page.evaluate("window.plietschSlider.paints"))[-1]
+    assert record["position"] == peak and record["frames"] >= 1
+    shown = pixels(await page.screenshot())
+    assert float((np.abs(shown - night).sum(axis=2) > 40).mean()) > 0.001, "the peak looks like the night"
+    await page.evaluate("window.PlietschView.viewer.scene.forceRender()")
+    await page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    again = pixels(await page.screenshot())
+    differs = float((np.abs(again - shown).sum(axis=2) > 0).mean())
+    assert differs == 0.0, f"a frame forced after the position was painted changed {differs:.4%} of the pixels"
+    assert problems == [], problems

@@ -87,6 +87,7 @@
       point: { pixelSize: 14, color: Cesium.Color.fromCssColorString(COLOURS[f.properties.kind] || "#ffffff"),
                outlineColor: Cesium.Color.BLACK, outlineWidth: 2, disableDepthTestDistance: Number.POSITIVE_INFINITY },
     }));
+    viewer.scene.requestRender();  // the viewer renders on request only
   }
   async function loadQueue() {
     const r = await fetch("/feedback/queue?status=pending", { cache: "no-store" });

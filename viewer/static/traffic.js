@@ -10,6 +10,7 @@
   const CLOSED = ["#1c1c1c", "closed"];
   const t = { mode: "vc", links: 0, closed: 0, colours: {}, ready: false };  // window.plietsch.traffic once shown
   const entities = [];
+  let scene = null;  // the viewer's scene: it renders on request only
 
   function colour(p, mode) {
     if (p.closed) return CLOSED[0];
@@ -49,6 +50,7 @@
       entity.polyline.material = Cesium.Color.fromCssColorString(css).withAlpha(0.95);
     }
     legend(document.getElementById("traffic-legend"), mode);
+    if (scene) scene.requestRender();
   }
 
   function settings(summary) {
@@ -63,6 +65,7 @@
   }
 
   async function show(viewer, sid) {
+    scene = viewer.scene;
     window.plietsch.traffic = t;
     const get = async (url) => {
       const r = await fetch(url);

@@ -7,8 +7,34 @@ const viewer = new Cesium.Viewer("cesium", {
   navigationHelpButton: false, animation: false, timeline: false, fullscreenButton: false, infoBox: true,
   selectionIndicator: true, terrainProvider: new Cesium.EllipsoidTerrainProvider(),
   contextOptions: { webgl: { preserveDrawingBuffer: true } },
+  // Draw a frame only when something changed (camera moves are seen by Cesium itself; every change of what is drawn
+  // asks for a frame: redraw()), not 60 times a second: software WebGL on a small machine spends its cores on frames.
+  requestRenderMode: true, maximumRenderTimeChange: Infinity,
 });
 state.viewerRef = viewer;
+state.frames = 0;  // frames rendered (request-render mode: none while nothing changes)
+const redraw = () => viewer.scene.requestRender();
+// Cesium turns entity changes into geometry in its batches over several ticks (web workers), and in request-render
+// mode a batch only advances while frames are rendered: while any data source is not ready, ask for the next frame.
+let ticks = 0;
+let sourcesReady = true;
+viewer.clock.onTick.addEventListener(() => {  // after the widget's own tick handler (which updates the data sources)
+  ticks += 1;
+  sourcesReady = viewer.clockViewModel.canAnimate && (!water || water.primitive.ready);
+  if (!sourcesReady) redraw();
+});
+viewer.scene.postRender.addEventListener(() => { state.frames += 1; });
+// Calls back once a frame has been rendered after every change made before the call, with every data source ready
+// (the geometry of changed entities built and shown), and that frame is on the screen (the next animation frame).
+function whenDrawn(callback) {
+  const after = ticks;
+  redraw();
+  const remove = viewer.scene.postRender.addEventListener(() => {
+    if (ticks <= after || !sourcesReady) return;
+    remove();
+    requestAnimationFrame(callback);
+  });
+}
 // No imagery or terrain tiles: the globe is hidden and land and sea are drawn from the real shoreline, so that the
 // water surface can stand at the live level without fighting the globe for depth.
 viewer.scene.globe.show = false;
@@ -24,7 +50,11 @@ const SENSOR_COLOURS = { water_level: "#3498db", traffic_count: "#9b59b6", parki
 const buildingEntities = [];
 const coastEntities = {};
 const sensorEntities = {};
-let waters = [];
+// The sea: one primitive built once at height 0 and lifted to the level by its model matrix (a translation along the
+// region's up direction; over the region's ~40 km the ellipsoid normal turns by < 0.4 degrees: < 1.5 cm sideways at
+// 2 m). A new height of an entity polygon rebuilt the whole sea polygon on a web worker: tens of seconds of software
+// WebGL per new level on a loaded 2-core machine, while the old level stayed on screen.
+let water = null;  // { primitive, up, entity }
 let waterLevel = 0;
 let live = true;
 
@@ -44,17 +74,28 @@ async function all(url) {
 }
 function ring(coords) { return Cesium.Cartesian3.fromDegreesArray(coords.flat()); }
 
-// Changing an entity's material makes Cesium rebuild its batch: set colours only when they change, at most every 2 s.
+// Colours that change (coast segments, buildings) are callback properties that Cesium reads on every tick: a new
+// colour becomes a new per-instance attribute of the entity's batch. (Replacing an entity's material property instead
+// rebuilds the geometry of every entity in its batch, thousands of extruded buildings, on every change.) The alpha
+// stays the same (0.95) so that no entity moves between Cesium's opaque and translucent batches. Buildings are
+// recoloured at most every 2 s under the live stream.
+const ALPHA = 0.95;
+function liveColour(holder, css) {
+  holder.css = css;
+  holder.colour = Cesium.Color.fromCssColorString(css).withAlpha(ALPHA);
+  return new Cesium.ColorMaterialProperty(new Cesium.CallbackProperty(() => holder.colour, false));
+}
 let colourPending = false;
 function scheduleColour() {
   if (colourPending) return;
   colourPending = true;
   setTimeout(() => { colourPending = false; colourBuildings(); }, 2000);
 }
-function setMaterial(holder, graphics, css) {
+function setMaterial(holder, css) {
   if (holder.css === css) return;
   holder.css = css;
-  graphics.material = Cesium.Color.fromCssColorString(css).withAlpha(0.95);
+  holder.colour = Cesium.Color.fromCssColorString(css).withAlpha(ALPHA);
+  redraw();
 }
 function colourBuildings() {
   const threatened = Object.values(coastEntities).map((c) => ({ pos: c.mid, s: state.coast[c.id] }))
@@ -65,20 +106,21 @@ function colourBuildings() {
       const d = Math.hypot((b.lon - c.pos[0]) * 65000, (b.lat - c.pos[1]) * 111000);
       if (d < 250) { colour = c.s.overtopped ? "#e74c3c" : c.s.low_freeboard ? "#e67e22" : "#f9e79f"; break; }
     }
-    setMaterial(b, b.entity.polygon, colour);
+    setMaterial(b, colour);
   }
 }
 state.showBuildings = (show) => { for (const b of buildingEntities) b.entity.show = show; viewer.scene.requestRender(); };
 function setWater(level) {
   waterLevel = level;
-  if (Math.abs(level - (state.shownLevel ?? -99)) < 0.05) return;  // a new height rebuilds the sea polygon too
+  if (level === state.shownLevel || !water) return;
   state.shownLevel = level;
-  for (const w of waters) w.polygon.height = level;
+  water.primitive.modelMatrix = Cesium.Matrix4.fromTranslation(Cesium.Cartesian3.multiplyByScalar(water.up, level, new Cesium.Cartesian3()));
+  redraw();
 }
 function applyCoast(id, s) {
   if (s) state.coast[id] = s; else delete state.coast[id];
   const e = coastEntities[id];
-  if (e) setMaterial(e, e.entity.polyline, FREEBOARD(s));
+  if (e) setMaterial(e, FREEBOARD(s));
 }
 const NO_READING = "#95a5a6";  // a sensor without a reading (yet) at the time shown
 function applySensor(id, s) {
@@ -87,11 +129,11 @@ function applySensor(id, s) {
   if (!e) return;
   // a new label text re-renders its glyphs: set it (and the size) only when it changed
   const text = s ? `${e.name}\n${Object.entries(s.values).map(([k, v]) => `${k}: ${v}`).join("\n")}` : e.name;
-  if (e.text !== text) { e.text = text; e.label.text = text; }
+  if (e.text !== text) { e.text = text; e.label.text = text; redraw(); }
   const size = s ? 11 : 8;
-  if (e.size !== size) { e.size = size; e.point.pixelSize = size; }
+  if (e.size !== size) { e.size = size; e.point.pixelSize = size; redraw(); }
   const css = s ? e.kindColour : NO_READING;
-  if (e.css !== css) { e.css = css; e.point.color = Cesium.Color.fromCssColorString(css); }
+  if (e.css !== css) { e.css = css; e.point.color = Cesium.Color.fromCssColorString(css); redraw(); }
   if (s && s.sensor_kind === "water_level" && id.includes(":gauge-holtenau")) setWater(s.values.level_m);
 }
 function renderAlerts() {
@@ -129,7 +171,7 @@ function connect() {
 
 // What the time slider (timeslider.js) needs of the scene.
 window.PlietschView = {
-  viewer, state, sensorEntities, coastEntities, applySensor, applyCoast, renderAlerts, colourBuildings, getJSON,
+  viewer, state, sensorEntities, coastEntities, applySensor, applyCoast, renderAlerts, colourBuildings, getJSON, whenDrawn,
   setLive(on) { live = on; },
   // leave live: stop following the stream; back to live: forget what time travel drew, then a fresh snapshot
   pauseStream() { if (eventSource) { eventSource.close(); eventSource = null; } state.live = false; },
@@ -147,6 +189,7 @@ window.PlietschView = {
 const scenarioWater = [];
 async function showScenarioStep(sid, summary, step) {
   const fc = await getJSON(`/scenarios/${encodeURIComponent(sid)}/flooded?step=${step}`);
+  redraw();
   for (const e of scenarioWater) viewer.entities.remove(e);
   scenarioWater.length = 0;
   const f = fc.features[0];
@@ -226,13 +269,17 @@ async function ensureLogin() {
 }
 
 async function drawDistricts(regionId) {
-  // the official districts as outlines on the ground, labelled with name, number and residents (real data)
+  // the official districts as outlines on the ground, labelled with name, number and residents (real data); the
+  // ground is the flat land polygon at -0.5 m (no globe, no terrain), so the outlines lie just above it: lines clamped
+  // to the ground were classification volumes that found no globe to drape on, drew nothing here, and cost most of
+  // each frame in software WebGL
   const fc = await getJSON(`/regions/${regionId}/districts`);
+  const onLand = (coords) => Cesium.Cartesian3.fromDegreesArrayHeights(coords.flatMap((c) => [c[0], c[1], 0.5]));
   for (const f of fc.features) {
     const p = f.properties;
     const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
     polys.forEach((poly, i) => viewer.entities.add({ id: `${f.id}#${i}`, name: `${p.name} (district ${p.code})`,
-      polyline: { positions: ring(poly[0]), width: 2, clampToGround: true,
+      polyline: { positions: onLand(poly[0]), width: 2,
                   material: Cesium.Color.fromCssColorString("#5b2c6f").withAlpha(0.8) } }));
     const c = polys[0][0].reduce((a, q) => [a[0] + q[0], a[1] + q[1]], [0, 0]).map((v) => v / polys[0][0].length);
     viewer.entities.add({ id: `${f.id}#label`, position: Cesium.Cartesian3.fromDegrees(c[0], c[1], 60),
@@ -261,21 +308,32 @@ async function main() {
     }
     if (region.districts) await drawDistricts(region.id);
     const [minLon, minLat, maxLon, maxLat] = region.bbox;
+    const sea = [];
+    const seaEntity = new Cesium.Entity({ name: "Water surface (live level)" });  // what a click on the sea selects
     for (const f of (await getJSON(`/regions/${region.id}/surface`)).features) {
-      const isWater = f.properties.kind === "water";
-      const e = viewer.entities.add({ name: isWater ? "Water surface (live level)" : "Land", polygon: {
-        hierarchy: new Cesium.PolygonHierarchy(ring(f.geometry.coordinates[0]), (f.geometry.coordinates.slice(1)).map((h) => new Cesium.PolygonHierarchy(ring(h)))),
-        height: isWater ? waterLevel : -0.5,
-        material: Cesium.Color.fromCssColorString(isWater ? "#2f7fc1" : "#c9c7b8") } });
-      if (isWater) waters.push(e);
+      const hierarchy = new Cesium.PolygonHierarchy(ring(f.geometry.coordinates[0]), (f.geometry.coordinates.slice(1)).map((h) => new Cesium.PolygonHierarchy(ring(h))));
+      if (f.properties.kind === "water") {
+        sea.push(new Cesium.GeometryInstance({ id: seaEntity,
+          geometry: new Cesium.PolygonGeometry({ polygonHierarchy: hierarchy, height: 0, vertexFormat: Cesium.PerInstanceColorAppearance.VERTEX_FORMAT }),
+          attributes: { color: Cesium.ColorGeometryInstanceAttribute.fromColor(Cesium.Color.fromCssColorString("#2f7fc1")) } }));
+      } else {
+        viewer.entities.add({ name: "Land", polygon: { hierarchy, height: -0.5, material: Cesium.Color.fromCssColorString("#c9c7b8") } });
+      }
+    }
+    if (sea.length) {
+      const up = Cesium.Ellipsoid.WGS84.geodeticSurfaceNormal(Cesium.Cartesian3.fromDegrees((minLon + maxLon) / 2, (minLat + maxLat) / 2));
+      water = { up, entity: seaEntity, primitive: viewer.scene.primitives.add(new Cesium.Primitive({ geometryInstances: sea,
+        appearance: new Cesium.PerInstanceColorAppearance({ translucent: false }), modelMatrix: Cesium.Matrix4.IDENTITY.clone() })) };
+      setWater(waterLevel);
     }
     for (const f of await all("/entities?type=building")) {
       const p = f.properties;
-      const entity = viewer.entities.add({ id: f.id, name: `${p.name}${p.synthetic ? " (synthetic)" : ""}`, polygon: {
-        hierarchy: new Cesium.PolygonHierarchy(ring(f.geometry.coordinates[0])), height: p.ground_m,
-        extrudedHeight: p.ground_m + p.height_m, material: Cesium.Color.fromCssColorString("#f4f1ea") } });
       const c = f.geometry.coordinates[0][0];
-      buildingEntities.push({ entity, lon: c[0], lat: c[1] });
+      const holder = { lon: c[0], lat: c[1] };
+      holder.entity = viewer.entities.add({ id: f.id, name: `${p.name}${p.synthetic ? " (synthetic)" : ""}`, polygon: {
+        hierarchy: new Cesium.PolygonHierarchy(ring(f.geometry.coordinates[0])), height: p.ground_m,
+        extrudedHeight: p.ground_m + p.height_m, material: liveColour(holder, "#f4f1ea") } });
+      buildingEntities.push(holder);
     }
     state.buildings = buildingEntities.length;
     for (const f of await all("/entities?type=road")) {
@@ -284,10 +342,10 @@ async function main() {
     }
     for (const f of (await getJSON("/coast")).features) {
       const co = f.geometry.coordinates;
-      const entity = viewer.entities.add({ id: f.id, name: `${f.properties.name} (${f.properties.coast_type}, crest ${f.properties.crest_m} m)`,
+      const holder = coastEntities[f.id] = { id: f.id, mid: co[Math.floor(co.length / 2)] };
+      holder.entity = viewer.entities.add({ id: f.id, name: `${f.properties.name} (${f.properties.coast_type}, crest ${f.properties.crest_m} m)`,
         polyline: { positions: Cesium.Cartesian3.fromDegreesArrayHeights(co.flatMap((c) => [c[0], c[1], f.properties.crest_m])),
-                    width: 6, material: Cesium.Color.fromCssColorString(FREEBOARD(null)) } });
-      coastEntities[f.id] = { id: f.id, entity, mid: co[Math.floor(co.length / 2)] };
+                    width: 6, material: liveColour(holder, FREEBOARD(null)) } });
       if (f.properties.reported) applyCoast(f.id, f.properties.reported);
     }
     for (const f of await all("/entities?type=sensor")) {
