@@ -170,7 +170,11 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
                 if i not in cpu0 and stats[i].get("datums"):
                     cpu0[i] = cpu(i)
             done = sum(int(st.get("datums", 0)) for st in stats)
-            if done >= n:
+            if done >= n:  # once more, a moment later: the last take's transactions may still be committing
+                time.sleep(0.5)
+                for i, port in enumerate(ports):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/twin/stats", timeout=5) as resp:
+                        stats[i] = json.load(resp)
                 break
             print(f"  worker(s): {done}/{n} readings", file=sys.stderr, flush=True)
         else:
