@@ -39,7 +39,8 @@ log = logging.getLogger("plietsch.streams")
 
 SENSOR_AGENT = SensorUnit.agent
 MUNICIPAL_AGENT = MunicipalUnit.agent
-BATCH_RECORDS = 256  # Kafka records taken together (each may carry thousands of datums)
+BATCH_RECORDS = 1024  # Kafka records taken together (each may carry thousands of datums); 256 gave half the rate
+# when records are small (bench/pipeline.py, BENCHMARKS.md session 8): per take and partition one transaction
 BATCH_WITHIN_S = 0.02
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 OVERLAP_COMMITS = True  # a take's transactions commit in one commit thread while the next partition is processed
