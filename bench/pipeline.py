@@ -170,13 +170,22 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
                 if i not in cpu0 and stats[i].get("datums"):
                     cpu0[i] = cpu(i)
             done = sum(int(st.get("datums", 0)) for st in stats)
-            if done >= n:
+            if done >= n:  # once more, a moment later: the last take's transactions may still be committing
+                time.sleep(0.5)
+                for i, port in enumerate(ports):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/twin/stats", timeout=5) as resp:
+                        stats[i] = json.load(resp)
                 break
             print(f"  worker(s): {done}/{n} readings", file=sys.stderr, flush=True)
         else:
             raise TimeoutError(f"the worker(s) did not process {n} readings; stats {stats}")
         busy = [st for st in stats if st.get("datums")]
         span = max(st["last_at"] for st in busy) - min(st["first_at"] for st in busy)
+        if workers > 1:  # where a pair's span goes: each worker's share, start and end against the earliest start
+            t0 = min(st["first_at"] for st in busy)
+            print("  " + "; ".join(f"worker {i}: {int(st.get('datums', 0))} readings, first batch +{st['first_at'] - t0:.2f} s, "
+                                   f"last +{st['last_at'] - t0:.2f} s" for i, st in enumerate(stats) if st.get("datums")),
+                  file=sys.stderr, flush=True)
         spent = sum(cpu(i) - c0 for i, c0 in cpu0.items())
         done = sum(st["datums"] for st in busy)
         return done / span, time.perf_counter() - launched, spent / done * 1e6

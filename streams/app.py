@@ -30,7 +30,7 @@ from streams.ingest import RecordDecoder
 from streams.publisher import producer_config
 from streams.serde import Codec, encode_event, make_codec
 from streams.settings import StreamSettings
-from streams.tables import TxTables
+from streams.tables import TxTables, open_parts
 from twin.events import DeadLettered, Event, Reading, ScenarioCancelRequested, ScenarioRequested
 from twin.region import RegionPack, load_pack
 from twin.sensors import SensorState, apply
@@ -39,9 +39,11 @@ log = logging.getLogger("plietsch.streams")
 
 SENSOR_AGENT = SensorUnit.agent
 MUNICIPAL_AGENT = MunicipalUnit.agent
-BATCH_RECORDS = 256  # Kafka records taken together (each may carry thousands of datums)
+BATCH_RECORDS = 1024  # Kafka records taken together (each may carry thousands of datums); 256 gave half the rate
+# when records are small (bench/pipeline.py, BENCHMARKS.md session 8): per take and partition one transaction
 BATCH_WITHIN_S = 0.02
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
+OVERLAP_COMMITS = True  # a take's transactions commit in one commit thread while the next partition is processed
 
 
 @dataclass
@@ -132,6 +134,9 @@ class TwinApp:
         municipal_parts = parts.pop()
         self.municipal_unit = MunicipalUnit(self.codec, self.pack, s.broker_epoch, municipal_parts)
         self.units: list[tuple[Any, TxTables]] = []
+        # one commit thread for every table of the worker: its transactions stay one at a time (streams.tables)
+        self.committer = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="plietsch-commit")
+                          if OVERLAP_COMMITS else None)
         self.sensor_tx = self._tx(self.sensor_unit, s.topic_partitions)
         self.municipal_tx = self._tx(self.municipal_unit, municipal_parts)
         self._emitter: Emitter | None = None
@@ -146,6 +151,7 @@ class TwinApp:
 
     def _tx(self, unit: Any, partitions: int) -> TxTables:
         tx = TxTables(self.settings.bootstrap_servers, self.settings.app_id, unit.agent, unit.tables, partitions)
+        tx.committer = self.committer
         self.units.append((unit, tx))
         return tx
 
@@ -198,11 +204,10 @@ class TwinApp:
 
         async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             """Fence the previous owners and load the state of new partitions now, not on their first record."""
-            loop = asyncio.get_running_loop()
-            for unit, tx in self.units:
-                for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics}):
-                    if p not in tx.parts:
-                        await loop.run_in_executor(self.executor, tx.part, p)
+            pairs = [(tx, p) for unit, tx in self.units
+                     for p in sorted({tp.partition for tp in assigned if tp.topic in unit.topics}) if p not in tx.parts]
+            if pairs:  # side by side: each partition's start is mostly waiting on the broker (streams.tables.open_parts)
+                await asyncio.get_running_loop().run_in_executor(self.executor, open_parts, pairs)
 
         app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
@@ -261,6 +266,8 @@ class TwinApp:
         return app
 
     def _settle(self) -> None:
+        for _, tx in self.units:  # no settle write beside a commit of any agent (one transaction at a time)
+            tx.wait()
         for _, tx in self.units:
             try:
                 tx.settle()
@@ -275,8 +282,15 @@ class TwinApp:
                 for event in events:
                     by_part[event.message.partition].append(event.message)
                 for p, msgs in by_part.items():
-                    # in the worker's one processing thread: the event loop goes on fetching the next records meanwhile
+                    # in the worker's one processing thread: the event loop goes on fetching the next records meanwhile,
+                    # and the transaction of the partition before commits in the commit thread (TxTables.committer)
                     await loop.run_in_executor(self.executor, self._process, unit, tx, p, msgs)
+                # every transaction of the take has committed before Faust may commit the take's input offsets (the
+                # acks at the next iteration); a failed one ends the process (or, with a test's on_crash, this agent)
+                for fut in tx.pending_commits():
+                    await asyncio.wrap_future(fut)
+                if unit is self.sensor_unit:
+                    self.stats["last_at"] = time.time()
 
         return run
 
@@ -296,7 +310,6 @@ class TwinApp:
             self._poison(unit, tx, p, msg)
         if unit is self.sensor_unit:
             self.stats["first_at"] = self.stats["first_at"] or now
-            self.stats["last_at"] = time.time()
         for m in msgs:
             self.last_offsets[(m.topic, m.partition)] = m.offset
 

@@ -46,6 +46,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -114,6 +115,10 @@ class TxTables:
         self.producers: dict[int, Producer] = {}
         self._topics_ready = False
         self.idle: dict[int, tuple[float, int]] = {}  # partition -> (monotonic time of its last commit, settles since)
+        # a committer (one thread, shared by all of a worker's tables): commit() hands it the transaction and returns;
+        # see commit() and wait()
+        self.committer: ThreadPoolExecutor | None = None
+        self.pending: dict[int, Future[None]] = {}
 
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
@@ -155,7 +160,10 @@ class TxTables:
         return prod
 
     def part(self, p: int) -> dict[str, dict[bytes, Any]]:
-        """The tables of partition *p*, loaded from the changelogs the first time (after fencing the previous owner)."""
+        """The tables of partition *p*, loaded from the changelogs the first time (after fencing the previous owner);
+        after its last commit has ended (:meth:`wait`)."""
+        if p in self.pending:
+            self.wait(p)
         tables = self.parts.get(p)
         if tables is None:
             if not self._topics_ready:
@@ -172,8 +180,13 @@ class TxTables:
                      time.monotonic() - started, ", ".join(f"{n}: {len(t)} keys" for n, t in tables.items()))
         return tables
 
+    def open(self, ps: Iterable[int]) -> None:
+        """Load partitions *ps* at once (see :func:`open_parts`)."""
+        open_parts([(self, p) for p in ps])
+
     def drop(self, p: int) -> None:
         """Forget partition *p* (revoked): its state is another worker's now; reloaded if it comes back."""
+        self.wait(p)
         self.parts.pop(p, None)
         self.producers.pop(p, None)
         self.idle.pop(p, None)
@@ -203,6 +216,9 @@ class TxTables:
         done = []
         for p, (last, n) in list(self.idle.items()):
             if p in self.parts and n < len(SETTLE_AFTER_S) and now - last >= SETTLE_AFTER_S[n]:
+                self.wait(p)  # never beside a commit of p on the same producer
+                if self.idle[p][0] != last:  # that commit started a new spell
+                    continue
                 self._transact(p, self._settle_records(p))
                 self.idle[p] = (last, n + 1)
                 done.append(p)
@@ -270,7 +286,16 @@ class TxTables:
         markers, on the table's changelog partition *p* (one ordered, idempotent stream). A broker that shows the
         records of an aborted transaction to read_committed readers (Tansu 0.6 does, measured: see README "Hot path")
         then still never shows a table's marker without that table's changes nor before the outputs; what a crash
-        cut short is done again, with the same output event ids."""
+        cut short is done again, with the same output event ids.
+
+        With a :attr:`committer`, the transaction (produce, flush, commit) and the in-memory apply run in its thread,
+        and this returns once the records are built: the caller works on another partition meanwhile. The committer
+        must be ONE thread for all of a worker's tables, so that the worker's transactions never overlap each other
+        (Tansu can hold a transaction that ends while another producer's is open on a shared partition: README "Tansu
+        and held transactions"), and nothing else may write a transaction meanwhile (settle: wait for all first). Partition
+        *p* itself stays behind its commit: :meth:`part` (every read of *p*'s tables and markers), the next commit on
+        *p*, :meth:`settle` and :meth:`drop` wait for it. The caller must :meth:`wait` before it lets the input offsets
+        of the batch be committed (Faust's ack), so a batch's offsets never run ahead of its transaction."""
         tables = self.part(p)
         changes = {n: dict(kv) for n, kv in changes.items()}
         for n, ms in markers.items():
@@ -290,6 +315,13 @@ class TxTables:
             for k, v in kv.items():
                 data = None if v is None else v.data if isinstance(v, Encoded) else dumps(v)
                 records.append((topic, k, data, p, seq_header))
+        if self.committer is not None:
+            self.pending[p] = self.committer.submit(self._commit_now, p, tables, changes, records, n_outputs)
+        else:
+            self._commit_now(p, tables, changes, records, n_outputs)
+
+    def _commit_now(self, p: int, tables: dict[str, dict[bytes, Any]], changes: dict[str, dict[bytes, Any]],
+                    records: list[tuple[str, bytes | None, bytes | None, int | None, Any]], n_outputs: int) -> None:
         self._transact(p, records, n_outputs)
         self.idle[p] = (time.monotonic(), 0)
         for n, kv in changes.items():
@@ -299,6 +331,22 @@ class TxTables:
                     table.pop(k, None)
                 else:
                     table[k] = v.value if isinstance(v, Encoded) else v
+
+    def wait(self, p: int | None = None) -> None:
+        """Wait until the commit handed to the commit thread for partition *p* (all partitions: None) has ended;
+        re-raises what ended it (a fatal error has ended the process already, unless ``on_crash`` returned)."""
+        for q in [p] if p is not None else list(self.pending):
+            fut = self.pending.get(q)
+            if fut is not None:
+                try:
+                    fut.result()
+                finally:
+                    if self.pending.get(q) is fut:
+                        del self.pending[q]
+
+    def pending_commits(self) -> list[Future[None]]:
+        """The commits still running in the commit thread (to wait for without blocking a thread)."""
+        return list(self.pending.values())
 
     def _transact(self, p: int, records: list[tuple[str, bytes | None, bytes | None, int | None, Any]],
                   n_outputs: int = 0) -> None:
@@ -374,6 +422,28 @@ class TxTables:
                 return
             except BufferError:
                 prod.poll(0.05)
+
+
+def open_parts(pairs: Iterable[tuple[TxTables, int]], max_threads: int = 16) -> None:
+    """Load the tables of several (tables, partition) pairs side by side, and return when all are loaded.
+
+    Each partition's start (``init_transactions``, which fences the previous owner, the settle probe and the changelog
+    read) is mostly waiting on the broker, and the partitions are independent of each other; one after another, a
+    worker that is assigned twelve partitions (three agents of four) spent seconds on them while its first batches
+    waited (0.3-0.5 s each on a loaded machine, measured). The calling thread blocks meanwhile, so no batch of these
+    tables runs during the load; the order within one partition (fence, settle, load) stays as in :meth:`TxTables.part`."""
+    todo = [(tx, p) for tx, p in dict.fromkeys(pairs) if p not in tx.parts]
+    for tx in dict.fromkeys(tx for tx, _ in todo):  # once per agent, before its partitions start side by side
+        if not tx._topics_ready:
+            tx.ensure_topics()
+            tx._topics_ready = True
+    if len(todo) <= 1:
+        for tx, p in todo:
+            tx.part(p)
+        return
+    with ThreadPoolExecutor(max_workers=min(max_threads, len(todo)), thread_name_prefix="plietsch-open") as pool:
+        for fut in [pool.submit(tx.part, p) for tx, p in todo]:
+            fut.result()  # re-raises what failed to load (a fatal Kafka error has ended the process already)
 
 
 class TxGate(Generic[V]):
