@@ -55,6 +55,7 @@ SENSOR_TYPES: dict[str, tuple[str, tuple[Measure, ...]]] = {
                                               Measure("docks_available", "freeSlotNumber", None))),
 }
 COAST_TYPE = "CoastSegment"
+DATE_OBSERVED = frozenset({"water_level", "traffic_count", "air_quality", "weather"})
 TYPES: tuple[str, ...] = (*(t for t, _ in SENSOR_TYPES.values()), COAST_TYPE)
 KIND_OF_TYPE = {t: kind for kind, (t, _) in SENSOR_TYPES.items()}
 
@@ -103,7 +104,8 @@ def reading_attributes(kind: str, values: dict[str, Any], observed: datetime) ->
     if kind == "traffic_count" and isinstance(values.get("interval_s"), int):
         out["dateObservedFrom"] = prop(datetime_value(observed - timedelta(seconds=values["interval_s"])), at)
         out["dateObservedTo"] = prop(datetime_value(observed), at)
-    out["dateObserved"] = prop(datetime_value(observed), at)
+    if kind in DATE_OBSERVED:  # the models that have it (OffStreetParking and BikeHireDockingStation do not)
+        out["dateObserved"] = prop(datetime_value(observed), at)
     return out
 
 

@@ -41,9 +41,10 @@ _Q = re.compile(Q_PATTERN)
 _TOKEN = re.compile(rf"(?P<open>\()|(?P<close>\))|(?P<logic>[;|])|(?P<path>{PATH})(?:(?P<op>==|!=|>=|<=|>|<)"
                     rf"(?P<value>{COMPARABLE}\.\.{COMPARABLE}|{VALUE}(?:,{VALUE})*|{URI}))?")
 
-POSITION = rf"\[{_LON},{_LAT}\]"
-COORDINATES = {"Point": rf"^{POSITION}$", "LineString": rf"^\[{POSITION}(?:,{POSITION})+\]$",
-               "Polygon": rf"^\[\[{POSITION},{POSITION},{POSITION}(?:,{POSITION})*\]\]$"}
+_C = " ?, ?"  # a comma, a space on either side allowed (JSON as json.dumps writes it)
+POSITION = rf"\[ ?{_LON}{_C}{_LAT} ?\]"
+COORDINATES = {"Point": rf"^{POSITION}$", "LineString": rf"^\[ ?{POSITION}(?:{_C}{POSITION})+ ?\]$",
+               "Polygon": rf"^\[ ?\[ ?{POSITION}{_C}{POSITION}{_C}{POSITION}(?:{_C}{POSITION})* ?\] ?\]$"}
 GEOREL_PATTERN = r"^(?:near;(?:maxDistance|minDistance)==\d{1,7}(?:\.\d{1,3})?|within|contains|intersects|disjoint|overlaps|equals)$"
 _GEOREL = re.compile(GEOREL_PATTERN)
 _NUMBER_IN = re.compile(r"-?\d+(?:\.\d+)?")
