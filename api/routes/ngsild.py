@@ -179,7 +179,6 @@ def install(app: FastAPI) -> None:
             if p["name"] == "limit":
                 p["schema"]["maximum"] = app.state.settings.max_page_size
         temporal.document(doc)
-        subscriptions.document(doc)
         app.openapi_schema = doc
         return doc
 
