@@ -213,12 +213,15 @@ class Notifier:
         self.busy: set[str] = set()
         self.next_at: dict[str, float] = {}
         self.fresh: set[str] = set()  # subscriptions created since the last pass: sent the current state
+        self.fresh_lock = threading.Lock()
         self.stopping = False
         self.tasks: set[asyncio.Task[None]] = set()
         self.client = httpx.AsyncClient(timeout=10.0)
 
     def added(self, sid: str) -> None:
-        self.fresh.add(sid)
+        """Called from a request's thread: the loop sends the new subscription the current state."""
+        with self.fresh_lock:
+            self.fresh.add(sid)
 
     def render(self, eid: str, rec: dict[str, Any]) -> dict[str, Any] | None:
         if rec.get("entity_type") == "coast":
@@ -260,26 +263,40 @@ class Notifier:
 
     def catch_up(self, sids: set[str] | None, acked_check: bool) -> None:
         """Every entity of the read model to the given subscriptions (all: None), skipping what they acknowledged."""
-        with self.rm._lock:
-            state = dict(self.rm.state)
+        state = self.rm.state.copy()  # one C-level copy: atomic against the read model's thread
         for eid, rec in state.items():
             self.offer(eid, rec, only=sids if sids is not None else set(self.store.subs), acked_check=acked_check)
 
     async def run(self) -> None:
+        """Follows the read model only while there are subscriptions (a follower counts as a live subscriber on
+        /health and /metrics); when it starts following, every subscription gets what it has not acknowledged."""
         while not self.rm.ready.is_set() and not self.stopping:
             await asyncio.sleep(0.2)
-        sub = Subscriber(asyncio.get_running_loop(), lambda d: d.kind == "entity", maxsize=100_000)
-        self.rm.subscribe(sub, None)
+        sub: Subscriber | None = None
         try:
-            self.catch_up(None, acked_check=True)  # after a restart: what the receivers have not acknowledged
             while not self.stopping:
+                with self.store.lock:
+                    wanted = bool(self.store.subs)
+                if wanted and sub is None:
+                    sub = Subscriber(asyncio.get_running_loop(), lambda d: d.kind == "entity", maxsize=100_000)
+                    self.rm.subscribe(sub, None)
+                    with self.fresh_lock:
+                        self.fresh.clear()  # covered by the catch-up below
+                    self.catch_up(None, acked_check=True)  # e.g. after a restart: what was not acknowledged
+                elif not wanted and sub is not None and not self.busy:
+                    self.rm.unsubscribe(sub)
+                    sub, self.last = None, {}
+                if sub is None:
+                    await asyncio.sleep(0.2)
+                    continue
                 if sub.overflowed:  # too far behind: take the state again (what was acknowledged is skipped)
                     sub.overflowed = False
                     while not sub.queue.empty():
                         sub.queue.get_nowait()
                     self.catch_up(None, acked_check=True)
-                if self.fresh:
-                    new, self.fresh = set(self.fresh), set()
+                with self.fresh_lock:
+                    new, self.fresh = self.fresh, set()
+                if new:
                     self.catch_up(new, acked_check=False)
                 try:
                     d: Delta = await asyncio.wait_for(sub.queue.get(), 0.1)
@@ -291,7 +308,8 @@ class Notifier:
                     pass
                 self.dispatch()
         finally:
-            self.rm.unsubscribe(sub)
+            if sub is not None:
+                self.rm.unsubscribe(sub)
             for t in list(self.tasks):  # a delivery waiting out its backoff: the next start sends it again
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)

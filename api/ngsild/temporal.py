@@ -43,7 +43,8 @@ TEMPORAL_ENTITY: dict[str, Any] = {
     "additionalProperties": {"anyOf": [{"type": "array", "items": INSTANCE},
                                        {"type": "object", "required": ["type", "values"],
                                         "properties": {"type": {"type": "string"}, "values": {"type": "array"}}}]},
-    "description": "an entity's temporal representation (or, with options=temporalValues, the simplified one)"}
+    "description": "an entity's temporal representation (or, with options=temporalValues, the simplified one)",
+    "title": "NgsiLdTemporalEntity"}
 
 
 def window(timerel: str | None, time_at: str | None, end_at: str | None) -> tuple[datetime, datetime]:

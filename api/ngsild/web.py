@@ -27,7 +27,7 @@ ENTITY_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["id", "type"],
     "properties": {"id": {"type": "string"}, "type": {"type": "string"},
                    "@context": {"description": "present in application/ld+json answers"}},
-    "description": "an NGSI-LD entity, normalized or (options=keyValues) simplified"}
+    "description": "an NGSI-LD entity, normalized or (options=keyValues) simplified", "title": "NgsiLdEntity"}
 LINK = {"Link": {"description": "the @context, in application/json answers", "schema": {"type": "string"}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": why, "content": {"application/json": {"schema": PROBLEM_SCHEMA}}}

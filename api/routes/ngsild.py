@@ -160,6 +160,25 @@ def geo_parameter() -> dict[str, Any]:
                        "anyOf": [none, *each]}}
 
 
+NAMED = ("NgsiLdEntity", "NgsiLdTemporalEntity")
+
+
+def _named(node: Any, components: dict[str, Any]) -> None:
+    """The NGSI-LD entity schemas as named components: schemathesis' stateful phase infers links between operations
+    from resource names, and would otherwise take an NGSI-LD entity (a URN) for a twin entity of GET /entities/{id}
+    (the path says 'entities' in both)."""
+    if isinstance(node, dict):
+        for k, v in list(node.items()):
+            if isinstance(v, dict) and v.get("title") in NAMED:
+                components[v["title"]] = v
+                node[k] = {"$ref": f"#/components/schemas/{v['title']}"}
+            else:
+                _named(v, components)
+    elif isinstance(node, list):
+        for v in node:
+            _named(v, components)
+
+
 def install(app: FastAPI) -> None:
     """The NGSI-LD routes, their ProblemDetails errors, and the geo-query parameter in the OpenAPI document."""
     app.include_router(router)
@@ -179,6 +198,9 @@ def install(app: FastAPI) -> None:
             if p["name"] == "limit":
                 p["schema"]["maximum"] = app.state.settings.max_page_size
         temporal.document(doc)
+        for path, item in doc["paths"].items():
+            if path.startswith("/ngsi-ld/"):
+                _named(item, doc["components"]["schemas"])
         app.openapi_schema = doc
         return doc
 
