@@ -27,7 +27,7 @@ from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import audit, auth, coast, entities, feedback, history, live, scenarios
+from api.routes import audit, auth, coast, entities, feedback, history, live, ngsild, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
@@ -146,6 +146,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
                    audit.router, feedback.router):
         app.include_router(router)
+    ngsild.install(app)  # NGSI-LD: its routes, ProblemDetails errors on /ngsi-ld/ and its part of the OpenAPI document
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the platform (503 when degraded)",
              responses={503: {"description": "the read model has stopped or cannot reach Kafka, or the worker or the "

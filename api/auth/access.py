@@ -85,6 +85,18 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/feedback"): "planner",
     ("GET", "/feedback/queue"): "operator",
     ("POST", "/feedback/{code}/moderation"): "operator",
+    # NGSI-LD (api/routes/ngsild.py): the @context for everyone; entities and their history are sensor-level, so
+    # planners (issue 11 item 3)
+    ("GET", "/ngsi-ld/v1/jsonldContexts/plietsch.jsonld"): "public",
+    ("GET", "/ngsi-ld/v1/entities"): "planner",
+    ("GET", "/ngsi-ld/v1/entities/{entityId}"): "planner",
+    ("GET", "/ngsi-ld/v1/temporal/entities"): "planner",
+    ("GET", "/ngsi-ld/v1/temporal/entities/{entityId}"): "planner",
+    # subscriptions make the API call out to a URL of the subscriber's choosing: operators
+    ("POST", "/ngsi-ld/v1/subscriptions"): "operator",
+    ("GET", "/ngsi-ld/v1/subscriptions"): "operator",
+    ("GET", "/ngsi-ld/v1/subscriptions/{subscriptionId}"): "operator",
+    ("DELETE", "/ngsi-ld/v1/subscriptions/{subscriptionId}"): "operator",
 }
 # Static files (mounted apps, outside the OpenAPI document): pages' code and styles, the CesiumJS library. No data.
 MOUNTS: dict[str, str] = {"/static": "public", "/cesium": "public"}
