@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,19 +83,26 @@ class Api:
     bootstrap: str
 
 
-def served_api(data: Path) -> Iterator[Api]:
+@contextmanager
+def twin_broker() -> Iterator[tuple[str, EventPublisher]]:
+    """An embedded broker whose `twin.updates` holds the twin of `twin_updates()`, and a publisher for more."""
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap_servers)
         pub = EventPublisher(broker.bootstrap_servers, SingleObjectCodec())
         for u in twin_updates():
             pub.send(TWIN_UPDATES.name, str(u.entity_id), u)
         pub.flush()
+        yield broker.bootstrap_servers, pub
+
+
+def served_api(data: Path) -> Iterator[Api]:
+    with twin_broker() as (bootstrap, _pub):
         readings = archive(data / "archive")
-        app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, region_pack=BUNDLED_DIR / "kiel",
+        app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, region_pack=BUNDLED_DIR / "kiel",
                                      data_dir=data, public_rate=10_000, public_burst=10_000))
         planner = AuthStore(data / "auth.sqlite3").add_key("ngsild planner", "planner", "test")[1]
         with TestClient(app) as client:
             wait_for(lambda: app.state.read_model.get(REPORT) is not None and app.state.read_model.get(SEGMENT), 60,
                      "the twin's state in the read model")
             yield Api(client, {"public": {}, "planner": {"Authorization": f"Bearer {planner}"}, "operator": OPERATOR},
-                      readings, broker.bootstrap_servers)
+                      readings, bootstrap)

@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 
-from infra.broker import EmbeddedBroker
-from schemas.codec import SingleObjectCodec
-from streams.catalogue import TWIN_UPDATES, ensure_topics
+from streams.catalogue import TWIN_UPDATES
 from streams.ngsild_sink import UPSERT, Sink, SinkConfig
 from streams.publisher import EventPublisher
-from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING_URN, T, sensor_state, twin_updates, update
+from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING_URN, T, sensor_state, twin_broker, update
 from tests.helpers import wait_for
 from twin.region import bundled_pack
 
@@ -82,15 +80,10 @@ class Broker:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[str, EventPublisher, Broker, Path]]:
-    with EmbeddedBroker() as kafka:
-        ensure_topics(kafka.bootstrap_servers)
-        pub = EventPublisher(kafka.bootstrap_servers, SingleObjectCodec())
-        for u in twin_updates():
-            pub.send(TWIN_UPDATES.name, str(u.entity_id), u)
-        pub.flush()
+    with twin_broker() as (bootstrap, pub):
         b = Broker()
         try:
-            yield kafka.bootstrap_servers, pub, b, tmp_path
+            yield bootstrap, pub, b, tmp_path
         finally:
             b.server.shutdown()
 

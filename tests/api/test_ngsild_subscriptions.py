@@ -18,11 +18,9 @@ from fastapi.testclient import TestClient
 from api.auth.store import AuthStore
 from api.main import create_app
 from api.settings import ApiSettings
-from infra.broker import EmbeddedBroker
-from schemas.codec import SingleObjectCodec
-from streams.catalogue import TWIN_UPDATES, ensure_topics
+from streams.catalogue import TWIN_UPDATES
 from streams.publisher import EventPublisher
-from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING, T, sensor_state, twin_updates, update
+from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING, T, sensor_state, twin_broker, update
 from tests.credentials import OPERATOR
 from tests.helpers import wait_for
 from twin.region import BUNDLED_DIR
@@ -62,15 +60,10 @@ class Receiver:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[str, Path, Receiver, EventPublisher]]:
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap_servers)
-        pub = EventPublisher(broker.bootstrap_servers, SingleObjectCodec())
-        for u in twin_updates():
-            pub.send(TWIN_UPDATES.name, str(u.entity_id), u)
-        pub.flush()
+    with twin_broker() as (bootstrap, pub):
         r = Receiver()
         try:
-            yield broker.bootstrap_servers, tmp_path, r, pub
+            yield bootstrap, tmp_path, r, pub
         finally:
             r.server.shutdown()
 
