@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from streams.catalogue import TWIN_UPDATES
-from streams.ngsild_sink import UPSERT, Sink, SinkConfig
+from streams.ngsild_sink import UPSERT, Sink, SinkConfig, render
 from streams.publisher import EventPublisher
-from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING_URN, T, sensor_state, twin_broker, update
+from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING_URN, T, sensor_state, twin_broker, twin_updates, update
 from tests.helpers import wait_for
 from twin.region import bundled_pack
 
@@ -104,6 +104,16 @@ class Running:
         assert not self.thread.is_alive(), "the sink did not stop within 60 s"
 
 
+def pushed_all(run: Running, b: Broker, keys: int) -> bool:
+    """The sink has read the first *keys* twin updates and the broker holds what it made of each of them (the updates
+    may come in several reads: a wait for one entity alone leaves the others' pushes still to come)."""
+    state = dict(run.sink.fold.state)
+    if len(state) < keys:
+        return False
+    want = [e for eid, rec in state.items() if (e := render(run.cfg.pack, eid, rec))]
+    return all(b.entities.get(e["id"]) == {**e, "@context": CONTEXT} for e in want)
+
+
 def level(pub: EventPublisher, value: float, revision: int) -> None:
     pub.send(TWIN_UPDATES.name, GAUGE, update(GAUGE, "sensor", sensor_state(GAUGE, "water_level", {"level_m": value}, T,
                                                                                revision), revision))
@@ -114,9 +124,10 @@ def test_pushes_everything_then_only_changes_retrying_and_resuming(world: tuple[
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     bootstrap, pub, b, data = world
     caplog.set_level(logging.INFO, "plietsch.ngsild_sink")
-    with Running(bootstrap, b.url, data):
-        wait_for(lambda: len(b.entities) == 102 and b.entities[GAUGE_URN].get("height", {}).get("value") == 1.42, 60,
-                 "every entity of the region, the gauge with its reading")
+    with Running(bootstrap, b.url, data) as run:
+        wait_for(lambda: len(b.entities) == 102 and pushed_all(run, b, len(twin_updates())), 60,
+                 "every entity of the region, and the state of every one the twin has")
+        assert b.entities[GAUGE_URN]["height"]["value"] == 1.42
         assert all(len(batch) <= 40 for batch in b.batches)
         assert b.entities[GAUGE_URN]["@context"] == CONTEXT
         assert b.entities[PARKING_URN]["occupancy"]["value"] == 0.25
