@@ -276,23 +276,46 @@ class TwinApp:
 
     def _runner(self, unit: Any, tx: TxTables) -> Any:
         async def run(stream: Any) -> None:
-            loop = asyncio.get_running_loop()
             async for events in stream.take_events(BATCH_RECORDS, within=BATCH_WITHIN_S):
-                by_part: dict[int, list[Any]] = defaultdict(list)
-                for event in events:
-                    by_part[event.message.partition].append(event.message)
-                for p, msgs in by_part.items():
-                    # in the worker's one processing thread: the event loop goes on fetching the next records meanwhile,
-                    # and the transaction of the partition before commits in the commit thread (TxTables.committer)
-                    await loop.run_in_executor(self.executor, self._process, unit, tx, p, msgs)
-                # every transaction of the take has committed before Faust may commit the take's input offsets (the
-                # acks at the next iteration); a failed one ends the process (or, with a test's on_crash, this agent)
-                for fut in tx.pending_commits():
-                    await asyncio.wrap_future(fut)
-                if unit is self.sensor_unit:
-                    self.stats["last_at"] = time.time()
+                work = asyncio.ensure_future(self._take(unit, tx, events))
+                try:
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    # stopping (SIGTERM, Ctrl-C): Faust acks every record of the take as its generator closes and
+                    # commits the acked offsets on the way out, whether or not the take was done. So the take ends
+                    # first: its transactions commit (or the process ends on a fatal error), then the acks are true.
+                    # A second cancellation (a second signal) stops waiting; the markers then keep what committed.
+                    log.info("%s: stopping; the take of %d records finishes first", unit.agent, len(events))
+                    await asyncio.wait({work})
+                    raise
 
         return run
+
+    async def _take(self, unit: Any, tx: TxTables, events: list[Any]) -> None:
+        """One take: per partition a transaction, in the worker's one processing thread (the event loop goes on
+        fetching meanwhile, and the transaction of the partition before commits in the commit thread)."""
+        loop = asyncio.get_running_loop()
+        by_part: dict[int, list[Any]] = defaultdict(list)
+        for event in events:
+            by_part[event.message.partition].append(event.message)
+        for p, msgs in by_part.items():
+            # A take can hold records of a partition revoked since they were fetched (Faust clears the agents' queues
+            # on a rebalance, not a take's buffer): they are the new owner's now, from the committed offset on;
+            # processing them here would fence it. Those still assigned go on (the revocation waits for them).
+            assigned = self.app.consumer.assignment()
+            mine = [m for m in msgs if m.tp in assigned]
+            if len(mine) < len(msgs):
+                metrics.SKIPPED_REVOKED.labels(unit.agent).inc(len(msgs) - len(mine))
+                log.info("%s: %d records of partition %d left to its new owner (revoked during the take)",
+                         unit.agent, len(msgs) - len(mine), p)
+            if mine:
+                await loop.run_in_executor(self.executor, self._process, unit, tx, p, mine)
+        # every transaction of the take has committed before Faust may commit the take's input offsets (the acks at
+        # the next iteration); a failed one ends the process (or, with a test's on_crash, this agent)
+        for fut in tx.pending_commits():
+            await asyncio.wrap_future(fut)
+        if unit is self.sensor_unit:
+            self.stats["last_at"] = time.time()
 
     def _process(self, unit: Any, tx: TxTables, p: int, msgs: list[Any]) -> None:
         now = time.time()

@@ -8,6 +8,8 @@ RECORDS = Counter("plietsch_worker_records", "Kafka records processed, per agent
 READINGS = Counter("plietsch_worker_datums", "datums (readings, events) processed, per agent", ["agent"])
 SKIPPED = Counter("plietsch_worker_records_skipped", "records skipped because their effects are already applied "
                   "(applied-offset markers: redelivery or replay)", ["agent"])
+SKIPPED_REVOKED = Counter("plietsch_worker_records_left_to_new_owner", "records of a take whose partition was revoked "
+                          "before they were processed (the new owner processes them), per agent", ["agent"])
 STATE_CHANGES = Counter("plietsch_worker_state_changes", "entity states changed, per agent", ["agent"])
 DEAD = Counter("plietsch_worker_dead_letters", "dead letters written, per agent and reason class", ["agent", "reason"])
 TX_COMMITS = Counter("plietsch_worker_transactions_committed", "transactions committed, per agent", ["agent"])

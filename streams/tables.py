@@ -32,9 +32,15 @@ producer's end need not do (``txn_end`` and ``overlapping_transactions`` in its 
 then stops there. Two settle writes finalise it: a new owner, right after fencing, finding a changelog partition *p*
 that ends beyond what read_committed readers may read, writes a tombstone of :data:`SETTLE_KEY` to each changelog
 partition *p* before it loads (its transaction overlaps every earlier one of *p*, all of which are prepared by then);
-and :meth:`TxTables.settle`, called by the worker when a partition has been idle,
-does the same 1, 4 and 16 s after its last commit, which finalises the partition's own held transactions once the
-others it waited for have ended. On Apache Kafka these are one small transaction each, without effect on state.
+and :meth:`TxTables.settle`, called by the worker when a partition has been idle, does the same 1, 4 and 16 s after
+its last commit (each delay drawn +-20 %, so that workers that committed at the same moment do not settle in step),
+which finalises the partition's own held transactions once the others it waited for have ended. A settle write ends
+like any transaction: while another producer's transaction on a shared partition is open, it is held too. So each
+settle is checked (read_committed end = high watermark on the partition's changelogs): the spell ends once the
+partition is final, and a partition still held after the three goes on settling every :data:`SETTLE_AGAIN_S` until
+it is. Loading does the same: it reads a partition only once its changelogs are final, as anything held there would
+be left out of the loaded state while the input offsets that caused it are already committed. On Apache Kafka these
+are one small transaction each, without effect on state.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sys
 import time
 import uuid
@@ -64,6 +71,9 @@ SEQ_KEY = b"__txseq__"  # per table and partition: the number of the last transa
 SEQ_HEADER = "plietsch-txseq"
 SETTLE_KEY = b"__settle__"  # a tombstone of it ends a settle write (see the module's docstring); never a table key
 SETTLE_AFTER_S = (1.0, 4.0, 16.0)  # idle time after a partition's last commit at which it writes a settle transaction
+SETTLE_AGAIN_S = 10.0  # after those: how often a partition whose changelogs are still held settles again
+SETTLE_JITTER = 0.2  # each delay drawn from +-20 % around its value
+FINAL = 10**9  # settles of a spell: the partition is final, no more settle writes until its next commit
 V = TypeVar("V")
 
 
@@ -114,11 +124,13 @@ class TxTables:
         self.parts: dict[int, dict[str, dict[bytes, Any]]] = {}
         self.producers: dict[int, Producer] = {}
         self._topics_ready = False
-        self.idle: dict[int, tuple[float, int]] = {}  # partition -> (monotonic time of its last commit, settles since)
+        # partition -> (monotonic time of its last commit, settle writes since, factor on this spell's settle delays)
+        self.idle: dict[int, tuple[float, int, float]] = {}
         # a committer (one thread, shared by all of a worker's tables): commit() hands it the transaction and returns;
         # see commit() and wait()
         self.committer: ThreadPoolExecutor | None = None
         self.pending: dict[int, Future[None]] = {}
+        self.jitter = SETTLE_JITTER  # the settle delays' spread (a test sets 0)
 
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
@@ -170,9 +182,14 @@ class TxTables:
                 self.ensure_topics()
                 self._topics_ready = True
             self.producer(p)
-            if self._held(p):  # finalise what an earlier owner's transactions left prepared (module docstring)
-                log.warning("%s: partition %d's changelogs end in transactions read_committed readers cannot pass; "
-                            "a settle write finalises them before the load", self.agent, p)
+            attempt = 0
+            while self._held(p):  # finalise what an earlier owner's transactions left prepared (module docstring)
+                attempt += 1
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning("%s: partition %d's changelogs end in transactions read_committed readers cannot pass; "
+                                "a settle write finalises them before the load (attempt %d)", self.agent, p, attempt)
+                if attempt > 1:  # the last settle was held by another producer's open transaction: let it end
+                    time.sleep(min(5.0, 0.2 * attempt) * random.uniform(1 - SETTLE_JITTER, 1 + SETTLE_JITTER))
                 self._transact(p, self._settle_records(p))
             started = time.monotonic()
             tables = self.parts[p] = self._load(p)
@@ -210,19 +227,32 @@ class TxTables:
 
     def settle(self, now: float | None = None) -> list[int]:
         """Write a settle transaction on each loaded partition that has been idle for the next of
-        :data:`SETTLE_AFTER_S` since its last commit (see the module's docstring); returns those partitions. Call it
-        from the thread that commits, between batches."""
+        :data:`SETTLE_AFTER_S` since its last commit, and after those every :data:`SETTLE_AGAIN_S` while its changelogs
+        stay held (see the module's docstring); returns those partitions. A partition found final after a settle
+        writes no more until its next commit. Call it from the thread that commits, between batches."""
         now = time.monotonic() if now is None else now
         done = []
-        for p, (last, n) in list(self.idle.items()):
-            if p in self.parts and n < len(SETTLE_AFTER_S) and now - last >= SETTLE_AFTER_S[n]:
-                self.wait(p)  # never beside a commit of p on the same producer
-                if self.idle[p][0] != last:  # that commit started a new spell
-                    continue
-                self._transact(p, self._settle_records(p))
-                self.idle[p] = (last, n + 1)
-                done.append(p)
+        for p, (last, n, factor) in list(self.idle.items()):
+            if p not in self.parts or n >= FINAL or now - last < factor * self._settle_after(n):
+                continue
+            self.wait(p)  # never beside a commit of p on the same producer
+            if self.idle[p][0] != last:  # that commit started a new spell
+                continue
+            if n >= len(SETTLE_AFTER_S) and (n - len(SETTLE_AFTER_S)) % 10 == 0:
+                log.warning("%s: partition %d's transactions are still held by the broker after %d settle writes "
+                            "(another producer's transaction on a shared partition was open each time); settling "
+                            "again every %.0f s until they are final", self.agent, p, n, SETTLE_AGAIN_S)
+            self._transact(p, self._settle_records(p))
+            self.idle[p] = (last, FINAL if not self._held(p) else n + 1, factor)
+            done.append(p)
         return done
+
+    @staticmethod
+    def _settle_after(n: int) -> float:
+        """Idle seconds after which settle write number *n* (from 0) of a spell is due (before the jitter)."""
+        if n < len(SETTLE_AFTER_S):
+            return SETTLE_AFTER_S[n]
+        return SETTLE_AFTER_S[-1] + SETTLE_AGAIN_S * (n - len(SETTLE_AFTER_S) + 1)
 
     def drop_all(self) -> None:
         for p in list(self.parts):
@@ -323,7 +353,7 @@ class TxTables:
     def _commit_now(self, p: int, tables: dict[str, dict[bytes, Any]], changes: dict[str, dict[bytes, Any]],
                     records: list[tuple[str, bytes | None, bytes | None, int | None, Any]], n_outputs: int) -> None:
         self._transact(p, records, n_outputs)
-        self.idle[p] = (time.monotonic(), 0)
+        self.idle[p] = (time.monotonic(), 0, random.uniform(1 - self.jitter, 1 + self.jitter))
         for n, kv in changes.items():
             table = tables[n]
             for k, v in kv.items():

@@ -161,3 +161,25 @@ def gauge_level(api: str, gauge: str) -> float | None:
         return None
     reported = r.json()["properties"].get("reported") if r.status_code == 200 else None
     return (reported or {}).get("values", {}).get("level_m")
+
+
+def unstable_partitions(bootstrap: str) -> dict[tuple[str, int], tuple[int, int]]:
+    """Partitions whose read_committed end (the last stable offset) is below the high watermark: an open or held
+    transaction there; {(topic, partition): (stable end, high watermark)}."""
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    parts = [(t, p) for t, tm in meta.topics.items() for p in tm.partitions]
+    ends: dict[str, list[int]] = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}",
+                      "isolation.level": isolation, "enable.auto.commit": False})
+        try:
+            ends[isolation] = [c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1] for t, p in parts]
+        finally:
+            c.close()
+    return {tp: (lso, hw) for tp, lso, hw in zip(parts, ends["read_committed"], ends["read_uncommitted"], strict=True)
+            if lso != hw}

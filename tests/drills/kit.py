@@ -335,13 +335,13 @@ class Keeper:
                         self.exits.append(f"{w.app_id} pid {w.proc.pid} exited with code {w.proc.returncode}")
                         w.start()
 
-    def kill(self, w: Any) -> None:
-        import signal
-
+    def kill(self, w: Any, sig: int = 9) -> None:
+        """Signal *w* (SIGKILL by default; SIGTERM: Faust's graceful stop, which commits the acked offsets on the way
+        out), wait until it has ended and start it again."""
         with self.lock:
             if w.proc.poll() is None:
-                os.kill(w.proc.pid, signal.SIGKILL)
-            w.proc.wait(30)
+                os.kill(w.proc.pid, sig)
+            w.proc.wait(60)
             w.start()
 
     def add(self, w: Any) -> None:

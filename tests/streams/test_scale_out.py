@@ -17,7 +17,7 @@ from streams.catalogue import AGGREGATES, SENSOR_TOPICS
 from streams.consume import drain
 from streams.publisher import EventPublisher
 from streams.tables import TxTables, marker_key
-from tests.helpers import RESERVED_SENSORS, Worker, latest_updates, table_state, wait_for
+from tests.helpers import RESERVED_SENSORS, Worker, latest_updates, table_state, unstable_partitions, wait_for
 from twin.events import TrafficCounted
 from twin.region import load_pack
 
@@ -107,7 +107,11 @@ def test_a_second_worker_joins_and_nothing_is_lost_or_doubled(topics: str, big_p
             state = table_state(topics, app_id)
             return all(state.get(s.id, {}).get("last_event_id") == last[s.id] for s in counters)
 
-        wait_for(settled, 300, "both workers to fold everything")
+        try:
+            wait_for(settled, 300, "both workers to fold everything")
+        except AssertionError as exc:  # say whether transactions the broker holds keep the state from readers
+            raise AssertionError(f"{exc}; partitions whose read_committed end is below the high watermark: "
+                                 f"{unstable_partitions(topics)}\n{one.output()[-1500:]}") from None
         state = table_state(topics, app_id)
         assert all(state[s.id]["revision"] == half[s.id] + 30 for s in counters)  # each reading once: no loss, no double
         updates = latest_updates(topics, "kiel:")

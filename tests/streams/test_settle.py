@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.broker import EmbeddedBroker
-from streams.tables import SETTLE_AFTER_S, TxTables, marker_key
+from streams.tables import SETTLE_AFTER_S, SETTLE_AGAIN_S, TxTables, marker_key
 
 pytestmark = pytest.mark.broker
 
@@ -47,6 +47,7 @@ def held() -> Iterator[tuple[str, str, TxTables]]:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(out, 2, 1)])[out].result()
         tx = TxTables(bootstrap, f"settle-{uuid.uuid4().hex[:6]}", "agent", ["t"], 1, on_crash=_crash)
+        tx.jitter = 0.0  # the settle delays exactly as scheduled
         tx.commit(0, {"t": {b"a": {"v": 1}}}, [(out, b"a", b"first", None)], {"t": {("e", "in", 0): 1}})
         one, two = _producer(bootstrap), _producer(bootstrap)
         one.begin_transaction()
@@ -107,12 +108,39 @@ def test_a_new_owner_finalises_the_held_transaction_before_it_loads(held: tuple[
 
 def test_an_idle_partition_finalises_its_held_transaction(held: tuple[str, str, TxTables]) -> None:
     bootstrap, out, tx = held
-    last, _ = tx.idle[0]
+    last, _, _ = tx.idle[0]
     assert tx.settle(now=last + SETTLE_AFTER_S[0] / 2) == []  # not idle long enough yet
+    assert tx._held(0)
     assert tx.settle(now=last + SETTLE_AFTER_S[0]) == [0]
-    assert _outputs(bootstrap, out) == ALL
-    assert [tx.settle(now=last + s) for s in SETTLE_AFTER_S[1:]] == [[0], [0]]
-    assert tx.settle(now=last + 10 * SETTLE_AFTER_S[-1]) == []  # three settle writes per idle spell, then none
+    assert _outputs(bootstrap, out) == ALL and not tx._held(0)
+    assert [tx.settle(now=last + s) for s in (*SETTLE_AFTER_S[1:], 100.0)] == [[], [], []]  # final: no more this spell
     tx.commit(0, {"t": {b"a": {"v": 3}}}, [], {"t": {("e", "in", 0): 3}})
     assert tx.idle[0][1] == 0  # a commit starts a new spell
     assert _load(bootstrap, tx.app_id)[b"a"] == {"v": 3}
+
+
+def test_a_partition_settles_again_until_its_held_transaction_is_final(held: tuple[str, str, TxTables]) -> None:
+    """The settle writes are held themselves while another producer's transaction on a shared partition is open
+    (three's, at all three scheduled times); three's end is held by four's, and four's end finalises three's but not
+    the agent's (they share no partition). Three settles would leave the agent held for good; it goes on until final."""
+    bootstrap, out, tx = held
+    last, _, _ = tx.idle[0]
+    three, four = _producer(bootstrap), _producer(bootstrap)
+    three.begin_transaction()
+    three.produce(out, value=b"three-x", partition=0)  # shares partition 0 with the agent's held transaction
+    three.produce(out, value=b"three-y", partition=1)
+    three.flush(10)
+    assert [tx.settle(now=last + s) for s in SETTLE_AFTER_S] == [[0], [0], [0]]  # each held: three is open
+    assert tx._held(0)
+    four.begin_transaction()
+    four.produce(out, value=b"four-y", partition=1)
+    four.flush(10)
+    three.commit_transaction(30)  # held: four is open on partition 1
+    four.commit_transaction(30)  # finalises four's and three's, not the agent's
+    assert tx._held(0)
+    assert tx.settle(now=last + SETTLE_AFTER_S[-1] + SETTLE_AGAIN_S / 2) == []  # the next one is due later
+    assert tx.settle(now=last + SETTLE_AFTER_S[-1] + SETTLE_AGAIN_S) == [0]
+    assert not tx._held(0)
+    assert _outputs(bootstrap, out) == sorted([*ALL, b"three-x", b"three-y", b"four-y"])
+    assert tx.settle(now=last + 1000.0) == []  # final: no more settle writes this spell
+
