@@ -48,7 +48,7 @@ log = logging.getLogger("plietsch.api")
 TOPICS = (TWIN_UPDATES.name, ALERTS.name, AGGREGATES.name, SCENARIO_RESULTS.name)
 MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (TwinEntityUpdated, AlertRaised, AlertCleared,
                                                                  AggregateUpdated, ScenarioProgressed)}
-FINISHED = {"running": 0, "completed": 1, "failed": 1, "cancelled": 1}
+FINISHED = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}  # a run never goes back
 BROKER_GRACE_S = 3.0  # the broker unreachable this long makes the read model degraded
 STALL_S = 30.0  # the consumer thread not polling this long makes it degraded
 ALERT_SWEEP_EVERY = 1024  # alert records between sweeps of old cleared-alert markers

@@ -15,23 +15,19 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
 from infra.kafka_security import kafka_security
-from schemas.codec import CodecError
 from streams import metrics
 from streams.agents import MunicipalUnit, ProcessorUnit, SensorUnit
-from streams.catalogue import BY_NAME, DEAD_LETTERS, MUNICIPAL_TOPICS, SCENARIO_REQUESTS, SCENARIO_RESULTS, SENSOR_TOPICS
-from streams.ingest import RecordDecoder
-from streams.publisher import producer_config
-from streams.serde import Codec, encode_event, make_codec
+from streams.catalogue import BY_NAME, MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.serde import make_codec
 from streams.settings import StreamSettings
 from streams.tables import TxTables, open_parts
-from twin.events import DeadLettered, Event, Reading, ScenarioCancelRequested, ScenarioRequested
+from twin.events import DeadLettered, Reading
 from twin.region import RegionPack, load_pack
 from twin.sensors import SensorState, apply
 
@@ -44,39 +40,6 @@ BATCH_RECORDS = 1024  # Kafka records taken together (each may carry thousands o
 BATCH_WITHIN_S = 0.02
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 OVERLAP_COMMITS = True  # a take's transactions commit in one commit thread while the next partition is processed
-
-
-@dataclass
-class Emitter:
-    """Scenario results and the scenario agent's dead letters (outside the transactional hot path)."""
-
-    codec: Codec
-    producer: Producer
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes,
-                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, key=key, value=value, headers=headers or [])
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def scenario(self, item: Event) -> None:
-        self._produce(SCENARIO_RESULTS.name, item.entity_id.encode(), encode_event(self.codec, item))
-        self.producer.flush(10)
-
-    def dead(self, items: Iterable[DeadLettered]) -> None:
-        for d in items:
-            log.warning("dead letter from %s[%d]@%d: %s", d.original_topic, d.original_partition, d.original_offset, d.reason)
-            try:
-                value = encode_event(self.codec, d)
-            except CodecError as exc:  # never drop: keep the raw bytes with the reason in headers
-                value = d.original_value
-                log.error("dead letter could not be encoded (%s); raw bytes kept", exc)
-            self._produce(DEAD_LETTERS.name, d.original_topic.encode(), value,
-                          [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())])
-        self.producer.flush(10)
 
 
 def fold_readings(states: dict[str, SensorState | None], readings: Iterable[Reading]) -> dict[str, SensorState]:
@@ -139,7 +102,6 @@ class TwinApp:
                           if OVERLAP_COMMITS else None)
         self.sensor_tx = self._tx(self.sensor_unit, s.topic_partitions)
         self.municipal_tx = self._tx(self.municipal_unit, municipal_parts)
-        self._emitter: Emitter | None = None
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.lags: dict[tuple[str, int], int] = {}
         self.lag_watch = metrics.LagWatch(self.settings.lag_warning_records, every_s=self.settings.lag_warning_every_s)
@@ -154,12 +116,6 @@ class TwinApp:
         tx.committer = self.committer
         self.units.append((unit, tx))
         return tx
-
-    @property
-    def emitter(self) -> Emitter:
-        if self._emitter is None:
-            self._emitter = Emitter(self.codec, Producer(producer_config(self.settings.bootstrap_servers)))
-        return self._emitter
 
     def _build(self) -> faust.App:
         s = self.settings
@@ -192,7 +148,6 @@ class TwinApp:
         self.municipal_unit.topics = {t.name for t in MUNICIPAL_TOPICS.values()}
         app.agent(municipal_topic, name=MUNICIPAL_AGENT)(self._runner(self.municipal_unit, self.municipal_tx))
         self._add_processors(app)
-        self._add_scenarios(app)
 
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             loop = asyncio.get_running_loop()
@@ -403,38 +358,6 @@ class TwinApp:
             tx = self._tx(unit, n)
             topic = app.topic(*proc.topics, key_serializer="raw", value_serializer="raw")
             app.agent(topic, name=proc.name)(self._runner(unit, tx))
-
-    def _add_scenarios(self, app: faust.App) -> None:
-        from streams.scenarios import ScenarioRunner
-
-        runner = ScenarioRunner(self.pack, self.settings.data_dir, lambda e: self.emitter.scenario(e))
-        self.scenarios = runner
-        scenario_decoder = RecordDecoder(self.codec, "twin-scenarios",
-                                         expected={SCENARIO_REQUESTS.name: SCENARIO_REQUESTS.value_schemas})
-        requests = app.topic(SCENARIO_REQUESTS.name, key_serializer="raw", value_serializer="raw", partitions=1)
-
-        @app.agent(requests, name="twin-scenarios", concurrency=1)
-        async def scenarios(stream: Any) -> None:
-            """Runs each requested scenario in a thread, one after another; bad requests become dead letters."""
-            async for event in stream.events():
-                msg = event.message
-                decoded = scenario_decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
-                if decoded.dead:
-                    self.emitter.dead(decoded.dead)
-                for e in decoded.events:
-                    if isinstance(e, ScenarioRequested):
-                        await asyncio.get_running_loop().run_in_executor(None, runner.execute, e)
-
-        cancels = app.topic(SCENARIO_REQUESTS.name, key_serializer="raw", value_serializer="raw", partitions=1)
-
-        @app.agent(cancels, name="twin-scenario-cancel")
-        async def scenario_cancel(stream: Any) -> None:
-            """Sees cancellations while a scenario runs (the other agent is busy with it)."""
-            async for event in stream.events():
-                msg = event.message
-                for e in scenario_decoder.decode(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers).events:
-                    if isinstance(e, ScenarioCancelRequested):
-                        runner.cancel(e.entity_id)
 
 
 def create_app(settings: StreamSettings | None = None) -> faust.App:

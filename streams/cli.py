@@ -181,6 +181,15 @@ def worker(loglevel: str = "warning") -> None:
 
 
 @app.command()
+def scenarios() -> None:
+    """Run the scenario service: storm-surge and traffic scenarios beside the worker, at a lower CPU priority."""
+    from streams.scenario_service import serve
+
+    _bootstrap()
+    serve()
+
+
+@app.command()
 def simulate(
     rate: Annotated[float, typer.Option(help="events per second")] = 50.0,
     seed: Annotated[int, typer.Option(help="seed for repeatable runs")] = 42,
@@ -615,6 +624,7 @@ def run_all(
             exe = [sys.executable, "-m", "streams.cli"]
             sup.add("worker", [*exe, "worker"])
             sup.add("archive", [*exe, "archive"])
+            sup.add("scenarios", [*exe, "scenarios"])
             if simulate_:
                 sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
             lorawan = _start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe)
@@ -650,7 +660,8 @@ def run_all(
             since[0] = now
 
         try:
-            sup.stop(["simulator", "lorawan", "pegelonline"], t0 + STOP_SIMULATOR_S, hurry)  # the inputs flush their producers on SIGTERM
+            # the inputs flush their producers on SIGTERM; a scenario cut short runs again at the next start
+            sup.stop(["simulator", "lorawan", "pegelonline", "scenarios"], t0 + STOP_SIMULATOR_S, hurry)
             step("simulator")
             # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
             groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]

@@ -1,7 +1,7 @@
 """The scenario agent's work: run a requested storm-surge or traffic scenario on a fork of the twin, write its results
 as files (storm surge: summary, affected assets, a depth GeoTIFF per step; traffic: summary, GeoJSON per link,
-zone-to-zone times) and report progress as events. Runs in a worker thread so that the
-Faust worker keeps serving; one scenario at a time, cancellable between steps."""
+zone-to-zone times) and report progress as events. Runs in the scenario service's runner process
+(``streams.scenario_service``), one scenario at a time, cancellable between steps."""
 
 from __future__ import annotations
 
@@ -37,17 +37,27 @@ def scenario_dir(data_dir: Path, scenario_id: str) -> Path:
 
 
 class ScenarioRunner:
-    def __init__(self, pack: RegionPack, data_dir: Path, emit: Callable[[ScenarioProgressed], None]) -> None:
+    def __init__(self, pack: RegionPack, data_dir: Path, emit: Callable[[ScenarioProgressed], None],
+                 is_cancelled: Callable[[str], bool] | None = None) -> None:
+        """*is_cancelled(sid)*, asked between steps: whether the run of *sid* is to stop (default: :meth:`cancel`
+        was called for it)."""
         self.pack = pack
         self.data_dir = data_dir
         self.emit = emit
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
         self._traffic: Context | None = None
+        self._is_cancelled = is_cancelled
 
     def cancel(self, scenario_id: str) -> None:
         with self.lock:
             self.cancelled.add(scenario_id)
+
+    def _goes_on(self, sid: str) -> bool:
+        if self._is_cancelled is not None and self._is_cancelled(sid):
+            return False
+        with self.lock:
+            return sid not in self.cancelled
 
     def _progress(self, req_event: ScenarioRequested, status: str, step: int, steps: int, message: str = "",
                   summary: dict[str, Any] | None = None) -> None:
@@ -82,8 +92,7 @@ class ScenarioRunner:
                                                                             grid.cell, grid.crs))
             if i % max(1, total // 10) == 0 or i == total - 1:
                 self._progress(event, "running", i + 1, total)
-            with self.lock:
-                return sid not in self.cancelled
+            return self._goes_on(sid)
 
         try:
             req.check_against(self.pack)  # before the terrain is read: unknown segments, no terrain
@@ -143,8 +152,7 @@ class ScenarioRunner:
                 last[phase] = it
                 self._progress(event, "running", 0 if phase == "baseline" else 1, 2,
                                f"{phase}: iteration {it}, relative gap {gap:.2e}")
-            with self.lock:
-                return sid not in self.cancelled
+            return self._goes_on(sid)
 
         try:
             flood = self.flood_roads(req.closures_from_flood) if req.closures_from_flood else []

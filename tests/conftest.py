@@ -77,8 +77,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worker(topics: str, big_pack_dir: Path, data_dir: Path) -> Iterator[Worker]:
-    """One Faust worker process for the session, on the big pack, with its own app id (consumer group, changelog)."""
-    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}", data_dir)
+    """One Faust worker process for the session, on the big pack, with its own app id (consumer group, changelog), and
+    the scenario service beside it."""
+    w = Worker(topics, big_pack_dir, f"plietsch-test-{uuid.uuid4().hex[:6]}", data_dir, scenarios=True)
     w.start()
     try:
         yield w

@@ -65,22 +65,36 @@ def table_state(bootstrap: str, app_id: str) -> dict[str, dict[str, Any]]:
 
 
 class Worker:
-    def __init__(self, bootstrap: str, pack_dir: Path, app_id: str, data_dir: Path | None = None) -> None:
+    """A worker process (``plietsch worker``) and, with *scenarios*, the scenario service beside it (``plietsch
+    scenarios``, as ``plietsch run`` starts it; one per broker and data folder, or requests run twice)."""
+
+    def __init__(self, bootstrap: str, pack_dir: Path, app_id: str, data_dir: Path | None = None,
+                 scenarios: bool = False) -> None:
         self.bootstrap, self.pack_dir, self.app_id = bootstrap, pack_dir, app_id
         self.data_dir = data_dir
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{app_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.scenarios: subprocess.Popen[bytes] | None = None
+        self.with_scenarios = scenarios
         self.port = 0
 
-    def start(self) -> None:
-        self.port = free_port()
+    def env(self) -> dict[str, str]:
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, PLIETSCH_REGION_PACK=str(self.pack_dir),
                    PLIETSCH_APP_ID=self.app_id, PLIETSCH_WEB_PORT=str(self.port), PYTHONUNBUFFERED="1")
         if self.data_dir is not None:
             env["PLIETSCH_DATA_DIR"] = str(self.data_dir)
         env["PLIETSCH_PROCESSORS"] = "streams.examples.parking_full:ParkingFull"
+        return env
+
+    def start(self) -> None:
+        self.port = free_port()
+        env = self.env()
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"], cwd=ROOT,
                                      env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        if self.with_scenarios and (self.scenarios is None or self.scenarios.poll() is not None):
+            self.scenarios = subprocess.Popen([sys.executable, "-m", "streams.cli", "scenarios"], cwd=ROOT, env=env,
+                                              stdout=self.log.with_suffix(".scenarios.log").open("ab"),
+                                              stderr=subprocess.STDOUT)
 
     def api_env(self) -> dict[str, str]:
         """What an API over this worker needs to watch it (/health): its consumer group, and no archive sink (the
@@ -88,13 +102,14 @@ class Worker:
         return {"PLIETSCH_APP_ID": self.app_id, "PLIETSCH_ARCHIVE_GROUP": ""}
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        for proc in (self.proc, self.scenarios):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
 
     def stats(self) -> dict[str, Any]:
         """The worker's /twin/stats, or {} while it does not answer."""

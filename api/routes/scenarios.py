@@ -237,7 +237,8 @@ def _may_change(request: Request, sid: str) -> None:
 def _status(rm: Any, sid: str, request: Request) -> dict[str, Any]:
     rec = rm.scenarios.get(sid)
     if rec is None:
-        raise HTTPException(404, f"no scenario {sid!r} (yet); a new one shows once the worker picks it up: list them with GET /scenarios")
+        raise HTTPException(404, f"no scenario {sid!r} (yet); a new one shows within a second or two, once the scenario "
+                                 "service has queued it (is `plietsch scenarios` running?): list them with GET /scenarios")
     if not _visible(request, sid):
         raise HTTPException(403, f"scenario {sid} belongs to another planner and is not shared")
     owner, shared = request.app.state.auth_store.scenario_owner(sid) or (None, False)

@@ -71,6 +71,7 @@ def test_bad_requests_get_clear_4xx(api_url: str) -> None:
 def test_a_running_scenario_can_be_cancelled(api_url: str) -> None:
     with httpx.Client(base_url=api_url, timeout=30, headers=OPERATOR) as c:
         r = c.post("/scenarios", json={"curve": [{"hour": 0, "level_m": 0.5}, {"hour": 150, "level_m": 2.5}], "duration_h": 150})
+        assert r.status_code == 202, r.text
         sid = r.json()["id"]
         wait_for(lambda: c.get(f"/scenarios/{sid}").status_code == 200, 60, "the scenario to start")
         assert c.delete(f"/scenarios/{sid}").status_code == 202

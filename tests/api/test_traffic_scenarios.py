@@ -134,7 +134,8 @@ def own_stack(big_pack_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Worker]
     aggregates' horizon past the windows other tests check."""
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap_servers)
-        worker = Worker(broker.bootstrap_servers, big_pack_dir, f"plietsch-traffic-{uuid.uuid4().hex[:6]}", tmp_path)
+        worker = Worker(broker.bootstrap_servers, big_pack_dir, f"plietsch-traffic-{uuid.uuid4().hex[:6]}", tmp_path,
+                        scenarios=True)
         worker.start()
         try:
             env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, PLIETSCH_REGION_PACK=str(big_pack_dir),
