@@ -1,12 +1,13 @@
 """Audit (issue 11 item 6): every launch, cancel, share and deletion of a scenario, every user and key created or
-deleted, every login, failed login and logout becomes an ``AuditRecorded`` event on ``audit.events``. The archive sink
-keeps them with the input events (``streams.archive.ARCHIVED_TOPICS``); ``GET /audit`` reads them back from the archive,
-for operators only.
+deleted, every login, failed login and logout is recorded; the archive sink keeps the records with the input events
+(``streams.archive.ARCHIVED_TOPICS``); ``GET /audit`` reads them back from the archive, for operators only.
 
-A moderation decision (issue 12) is its own audit record: the ``FeedbackModerated`` event on ``feedback.events`` names
-the operator, the decision and the reason, and ``GET /audit`` reads it from the archive as a ``moderate`` entry. So the
-decision and its audit entry are one record, written or not written together, on any broker (Tansu shows an aborted
-transaction's records, so a transaction over two topics would not give that).
+An action that is an event anyway is its own audit record, so the action and its audit entry are one record, written
+or not written together, on any broker (Tansu shows an aborted transaction's records, so a transaction over two topics
+would not give that): a scenario's launch and cancellation (``ScenarioRequested``, ``ScenarioCancelRequested`` on
+``scenario.requests`` carry the actor, role and client hash; read as ``scenario.launch`` and ``scenario.cancel``) and a
+moderation decision (issue 12: ``FeedbackModerated`` on ``feedback.events`` names the operator, the decision and the
+reason; read as ``moderate``). Everything else is an ``AuditRecorded`` event on ``audit.events``.
 
 The actor is the caller's subject (user name, ``key:<id>``, the token's subject), never a password, token or key secret;
 the client address is kept only as a keyed hash (the key, ``<data_dir>/audit.salt``, stays on this machine), so the same
@@ -15,6 +16,7 @@ client is recognisable across the log while the address cannot be recovered by t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import threading
@@ -27,10 +29,10 @@ from fastapi import HTTPException, Request
 
 from api.auth.access import identify
 from schemas.codec import CodecError, SingleObjectCodec
-from streams.catalogue import AUDIT, FEEDBACK
+from streams.catalogue import AUDIT, FEEDBACK, SCENARIO_REQUESTS
 from streams.history.store import Manifest
 from streams.serde import encode_event
-from twin.events import AuditRecorded, FeedbackModerated
+from twin.events import AuditRecorded, FeedbackModerated, ScenarioCancelRequested, ScenarioRequested
 
 SOURCE = "api"
 _salt_lock = threading.Lock()
@@ -65,6 +67,13 @@ def produce(app: Any, event: AuditRecorded) -> None:
         raise HTTPException(503, "Kafka did not take the audit record within 10 s; is the broker up? Try again.")
 
 
+def who(request: Request) -> dict[str, str]:
+    """The actor fields of an event that is its own audit record (a scenario request or cancellation)."""
+    caller = identify(request)
+    return {"actor": caller.subject[:200], "actor_role": caller.role,
+            "client": client_hash(request.app.state.settings.data_dir, request.client.host if request.client else None)}
+
+
 def record(request: Request, action: str, target: str = "", *, outcome: str = "ok", detail: str = "",
            actor: str | None = None, role: str | None = None, entity: str | None = None) -> None:
     """One audit event for what the caller of *request* did; *actor* and *role* for a login (the request has none
@@ -82,6 +91,31 @@ def record(request: Request, action: str, target: str = "", *, outcome: str = "o
 class Page:
     total: int
     items: list[dict[str, Any]]
+
+
+def scenario_entry(e: ScenarioRequested | ScenarioCancelRequested) -> AuditRecorded:
+    """The audit entry a scenario request or cancellation is (see the module's docstring)."""
+    if isinstance(e, ScenarioRequested):
+        try:
+            body = json.loads(e.request_json)
+        except ValueError:
+            body = {}
+        detail = "traffic" if body.get("kind") == "traffic" else f"{scenario_steps(body)} steps"
+        action = "scenario.launch"
+    else:
+        detail, action = e.reason, "scenario.cancel"
+    return AuditRecorded(event_id=e.event_id, entity_id=e.entity_id, region=e.region, occurred_at=e.occurred_at,
+                         source=e.source, action=action, actor=e.actor or "unknown", actor_role=e.actor_role or "unknown",  # type: ignore[arg-type]
+                         target=e.entity_id, detail=detail[:500], client=e.client)
+
+
+def scenario_steps(body: dict[str, Any]) -> int | str:
+    from twin.scenario import ScenarioRequest
+
+    try:
+        return ScenarioRequest.model_validate(body).steps
+    except ValueError:
+        return "?"
 
 
 def moderation_entry(m: FeedbackModerated) -> AuditRecorded:
@@ -105,13 +139,14 @@ def query(archive: Path, start: datetime, end: datetime, *, action: str | None =
 
     manifest = Manifest.load(archive)
     lo, hi = to_us(start), to_us(end)
-    topics = {AUDIT.name} if action not in (None, "moderate") else {AUDIT.name, FEEDBACK.name}
+    topics = {AUDIT.name, *([FEEDBACK.name] if action in (None, "moderate") else []),
+              *([SCENARIO_REQUESTS.name] if action in (None, "scenario.launch", "scenario.cancel") else [])}
     files = [str(manifest.root / f.path) for f in manifest.files.values()
              if f.topic in topics and f.t_max >= lo and f.t_min <= hi]
     if not files:
         return Page(0, [])
     flt = (pc.field("occurred_at") >= start) & (pc.field("occurred_at") <= end) & pc.field("event_type").isin(
-        [AuditRecorded.__name__, FeedbackModerated.__name__])
+        [AuditRecorded.__name__, FeedbackModerated.__name__, ScenarioRequested.__name__, ScenarioCancelRequested.__name__])
     table = ds.dataset(files, format="parquet").to_table(columns=["seq", "event_id", "datum"], filter=flt)
     codec = SingleObjectCodec()
     seen: set[str] = set()
@@ -122,8 +157,10 @@ def query(archive: Path, start: datetime, end: datetime, *, action: str | None =
         seen.add(eid)
         try:
             name, rec = codec.decode(datum)
-            e = moderation_entry(FeedbackModerated.model_validate(rec)) if name == FeedbackModerated.__name__ \
-                else AuditRecorded.model_validate(rec)
+            e = (moderation_entry(FeedbackModerated.model_validate(rec)) if name == FeedbackModerated.__name__
+                 else scenario_entry(ScenarioRequested.model_validate(rec)) if name == ScenarioRequested.__name__
+                 else scenario_entry(ScenarioCancelRequested.model_validate(rec)) if name == ScenarioCancelRequested.__name__
+                 else AuditRecorded.model_validate(rec))
         except (CodecError, ValueError):
             continue  # the sink archived only valid events; a record that no longer reads is not an audit entry
         if (action and e.action != action) or (actor and e.actor != actor) or (target and e.target != target):

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from infra.kafka_security import kafka_security
 from schemas.codec import CodecError, SingleObjectCodec, is_batch, iter_batch
-from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SENSOR_TOPICS
+from streams.catalogue import AUDIT, FEEDBACK, MUNICIPAL_TOPICS, SCENARIO_REQUESTS, SENSOR_TOPICS
 from streams.history.store import Manifest
 from streams.history.writer import ArchiveWriter
 from streams.ingest import RecordDecoder
@@ -38,7 +38,8 @@ __all__ = ["ARCHIVED_TOPICS", "REPLAY_HEADER", "REPLAY_HEADERS", "ArchiveWriter"
 
 log = logging.getLogger("plietsch.archive")
 # audit: issue 11 item 6; feedback: issue 12 (the embedded broker forgets it at a restart; the archive brings it back)
-ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK))
+ARCHIVED_TOPICS = tuple(t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK,
+                                          SCENARIO_REQUESTS))  # the last three: read by GET /audit, never replayed
 REPLAY_HEADER = "plietsch-replay"
 REPLAY_HEADERS = [(REPLAY_HEADER, b"1")]
 
@@ -55,7 +56,8 @@ class Validator:
         self.sensor = RecordDecoder(codec, "archive", expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                     known_entities=set(sensors), entity_kinds={k: s.sensor_kind for k, s in sensors.items()},
                                     home=sensor_homes(sensors, sensor_partitions) if sensor_partitions else None)
-        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK)}
+        expected: dict[str, Sequence[str]] = {t.name: t.value_schemas for t in (*MUNICIPAL_TOPICS.values(), AUDIT, FEEDBACK,
+                                                                                  SCENARIO_REQUESTS)}
         self.municipal = RecordDecoder(codec, "archive", expected=expected,
                                        home=municipal_homes(pack.entities()) if sensor_partitions else None)
         self.reasons: dict[str, int] = {}

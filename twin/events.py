@@ -166,20 +166,29 @@ class AggregateUpdated(Event):
 
 
 class ScenarioRequested(Event):
-    """A planner asked for a what-if run; ``request_json`` is a storm-surge ``ScenarioRequest`` or a ``TrafficRequest``."""
+    """A planner asked for a what-if run; ``request_json`` is a storm-surge ``ScenarioRequest`` or a ``TrafficRequest``.
+    The request is its own audit record (``api.audit``): who asked, in which role, from which client (a keyed hash)."""
 
     entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
     request_json: str = Field(description="the scenario request as JSON")
+    actor: str = Field(default="", max_length=200, description="who asked: user name, key:<id> or token subject")
+    actor_role: str = Field(default="", max_length=20, description="the role they asked in")
+    client: str = Field(default="", max_length=40, description="keyed hash of the client's address (api.audit)")
 
 
 class ScenarioCancelRequested(Event):
+    """A cancellation; its own audit record, as :class:`ScenarioRequested`."""
+
     entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
     reason: str = Field(default="", max_length=500, description="why")
+    actor: str = Field(default="", max_length=200, description="who cancelled: user name, key:<id> or token subject")
+    actor_role: str = Field(default="", max_length=20, description="the role they cancelled in")
+    client: str = Field(default="", max_length=40, description="keyed hash of the client's address (api.audit)")
 
 
 class ScenarioProgressed(Event):
     entity_kind: ClassVar[EntityKind | None] = EntityKind.SCENARIO
-    status: Literal["running", "completed", "failed", "cancelled"] = Field(description="where the run stands")
+    status: Literal["queued", "running", "completed", "failed", "cancelled"] = Field(description="where the run stands")
     step: int = Field(ge=0, description="steps done")
     steps: int = Field(ge=0, description="steps in all")
     message: str = Field(default="", description="progress note, or the error a person can act on")

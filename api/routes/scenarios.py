@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import model_validator
 from shapely.geometry import mapping
 
-from api.audit import record
+from api.audit import record, who
 from api.auth.access import allowed, identify
 from api.deps import PackDep, ReadModelDep, SettingsDep
 from streams.catalogue import SCENARIO_REQUESTS
@@ -88,10 +88,9 @@ def request_scenario(body: SurgeRequest, request: Request, pack: PackDep) -> dic
     _check_quota(request)
     sid = f"{pack.id}:_:scenario:s-{uuid.uuid4().hex[:10]}"
     event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
-                              request_json=body.model_dump_json())
+                              request_json=body.model_dump_json(), **who(request))
     request.app.state.auth_store.own_scenario(sid, identify(request).subject)  # before the event: never an unowned run
-    _produce(request, SCENARIO_REQUESTS.name, sid, event)
-    record(request, "scenario.launch", sid, entity=sid, detail=f"{body.steps} steps")
+    _produce(request, SCENARIO_REQUESTS.name, sid, event)  # the request is its own audit record (api.audit)
     return {"id": sid, "status": "requested", "steps": body.steps, "links": {"self": f"/scenarios/{sid}"}}
 
 
@@ -141,10 +140,9 @@ def request_traffic_scenario(body: TrafficRequest, request: Request, pack: PackD
     _check_quota(request)
     sid = f"{pack.id}:_:scenario:t-{uuid.uuid4().hex[:10]}"
     event = ScenarioRequested(entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api",
-                              request_json=body.model_dump_json())
+                              request_json=body.model_dump_json(), **who(request))
     request.app.state.auth_store.own_scenario(sid, identify(request).subject)
-    _produce(request, SCENARIO_REQUESTS.name, sid, event)
-    record(request, "scenario.launch", sid, entity=sid, detail="traffic")
+    _produce(request, SCENARIO_REQUESTS.name, sid, event)  # the request is its own audit record (api.audit)
     return {"id": sid, "status": "requested", "kind": "traffic", "links": {"self": f"/scenarios/{sid}",
                                                                           "links": f"/scenarios/{sid}/traffic/links"}}
 
@@ -281,9 +279,9 @@ def cancel_scenario(sid: str, request: Request, rm: ReadModelDep, pack: PackDep)
     _may_change(request, sid)
     if rec["status"] in ("completed", "failed", "cancelled"):
         raise HTTPException(409, f"scenario {sid} is already {rec['status']}; nothing to cancel")
-    _produce(request, SCENARIO_REQUESTS.name, sid, ScenarioCancelRequested(
-        entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason=f"cancelled by {identify(request).subject}"))
-    record(request, "scenario.cancel", sid, entity=sid)
+    _produce(request, SCENARIO_REQUESTS.name, sid, ScenarioCancelRequested(  # its own audit record (api.audit)
+        entity_id=sid, region=pack.id, occurred_at=datetime.now(UTC), source="api", reason=f"cancelled by {identify(request).subject}",
+        **who(request)))
     return {"id": sid, "status": "cancel requested"}
 
 

@@ -18,7 +18,7 @@ from api.main import create_app
 from api.settings import ApiSettings
 from infra.broker import EmbeddedBroker
 from streams.archive import read_events, run_sink
-from streams.catalogue import FEEDBACK, SCENARIO_RESULTS, ensure_topics
+from streams.catalogue import AUDIT, FEEDBACK, SCENARIO_REQUESTS, SCENARIO_RESULTS, ensure_topics
 from streams.serde import encode_event, make_codec
 from tests.credentials import OPERATOR
 from tests.helpers import wait_for
@@ -103,6 +103,13 @@ def test_actions_are_audited_archived_and_read_by_operators_only(own_broker: str
         assert [e.event_id for e in moderated] == [by[("moderate", code)]["event_id"]]
         assert by[("moderate", code)]["actor"] == "key:env" and by[("moderate", code)]["detail"] == "rejected: doppelt"
         assert [i["action"] for i in page(action="moderate")["items"]] == ["moderate"]
+        # a scenario's launch and cancellation too: the request events themselves, nothing beside them on audit.events
+        asked = {type(e).__name__: e.event_id for topic, e in read_events(sink) if topic == SCENARIO_REQUESTS.name}
+        assert asked == {"ScenarioRequested": by[("scenario.launch", sid)]["event_id"],
+                         "ScenarioCancelRequested": by[("scenario.cancel", sid)]["event_id"]}
+        assert not [e for topic, e in read_events(sink) if topic == AUDIT.name and e.action.startswith(("scenario.launch",
+                                                                                                       "scenario.cancel"))]
+        assert by[("scenario.launch", sid)]["client"].startswith("client-") and by[("scenario.launch", sid)]["detail"] == "25 steps"
         failed = page(action="login.failed")["items"]
         assert {i["actor"] for i in failed} == {"anna"} | {i["actor"] for i in failed if i["actor"].startswith("unknown:")}
         assert len(failed) == 2 and all(i["outcome"] == "refused" for i in failed)
@@ -116,8 +123,9 @@ def test_actions_are_audited_archived_and_read_by_operators_only(own_broker: str
         # no secret and no client address anywhere: not in the answers, not in the archived events
         text = c.get("/audit", headers=OPERATOR).text
         archived = [e for topic, e in read_events(sink) if topic == "audit.events"]
-        kept = "".join(e.model_dump_json() for e in archived)
+        kept = "".join(e.model_dump_json() for topic, e in read_events(sink) if topic in ("audit.events", SCENARIO_REQUESTS.name))
         for secret in (PASSWORD, "wrong-password-1", "my-secret-typed-in-the-name", key["key"], "testclient"):
             assert secret not in text and secret not in kept
         assert all(i["client"].startswith("client-") for i in items if i["action"] != "moderate")
-        assert len(archived) == len(expected) - 1 and all(isinstance(e, AuditRecorded) for e in archived)  # not "moderate"
+        # not "moderate", "scenario.launch", "scenario.cancel": those are their own events
+        assert len(archived) == len(expected) - 3 and all(isinstance(e, AuditRecorded) for e in archived)
