@@ -286,6 +286,7 @@ def test_a_file_that_fails_the_schema_is_a_dead_letter_with_its_reason_and_the_r
     status["data"]["stations"][1]["num_vehicles_available"] = -1  # one bad station: only it is left out
     feed.docs["station_status"] = status
     feed.docs["vehicle_status"].update(version="2.3", ttl=0)  # a bad document: all of it is left out
+    feed.docs["station_information"] = b"<html>Service busy</html>"  # not JSON at all
     feed.etags = False  # every poll reads the body again: a defect it repeats is still dead-lettered once
     src = Running(feed, bootstrap, tmp_path, mapping("t3"))
     try:
@@ -293,13 +294,16 @@ def test_a_file_that_fails_the_schema_is_a_dead_letter_with_its_reason_and_the_r
         wait_for(lambda: src.files("vehicle_status", "invalid") >= 3, 15, "three polls of the bad vehicle_status")
         wait_for(lambda: src.files("station_status", "unchanged") >= 2, 15, "two polls more of station_status")
         assert src.value("plietsch_gbfs_dead_letters_total", reason="schema") == 2  # once each, not once per poll
+        assert src.value("plietsch_gbfs_dead_letters_total", reason="not_json") == 1
         assert src.value("plietsch_gbfs_vehicles", station="free_floating", status="available") == 0
         feed.docs["station_status"] = FakeGbfs.status({STATIONS[0]: (4, 6), STATIONS[1]: (3, 7)}, later(2))  # fixed
         wait_for(lambda: src.value("plietsch_gbfs_readings_published_total") == 3, 15, "both stations after the fix")
     finally:
         src.stop()
     dead = {d["original_topic"]: d for d in dead_letters(bootstrap, "t3")}
-    assert sorted(dead) == ["gbfs:t3/station_status", "gbfs:t3/vehicle_status"]
+    assert sorted(dead) == ["gbfs:t3/station_information", "gbfs:t3/station_status", "gbfs:t3/vehicle_status"]
+    assert "is not JSON" in dead["gbfs:t3/station_information"]["reason"]
+    assert dead["gbfs:t3/station_information"]["original_value"] == b"<html>Service busy</html>"
     bad = dead["gbfs:t3/station_status"]
     assert bad["error_type"] == "schema" and bad["_headers"]["error-type"] == "schema"
     assert "/data/stations/1/num_vehicles_available: -1 is less than the minimum of 0" in bad["reason"]
