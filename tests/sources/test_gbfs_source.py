@@ -416,3 +416,30 @@ def test_the_command_refuses_a_bad_mapping_with_what_to_change(tmp_path: Path) -
                          text=True, timeout=60)
     assert res.returncode != 0
     assert "has kind 'water_level'; a GBFS station needs a bike_share sensor" in res.stderr + res.stdout
+
+
+def test_kafka_unreachable_is_retried_and_the_state_waits_for_the_flush(feed: FakeGbfs, paused_broker: EmbeddedBroker,
+                                                                        tmp_path: Path) -> None:
+    bootstrap, pid = paused_broker.bootstrap_servers, paused_broker._proc.pid  # type: ignore[union-attr]
+    feed.docs["station_status"] = FakeGbfs.status({STATIONS[0]: (1, 9)}, T0)
+    state = tmp_path / "gbfs" / "t8" / "state.json"
+    src = Running(feed, bootstrap, tmp_path, mapping("t8"), flush_timeout_s=1.0)
+    try:
+        wait_for(lambda: src.value("plietsch_gbfs_readings_published_total") == 1, 15, "1 reading")
+        before = state.read_text()
+        os.kill(pid, signal.SIGSTOP)  # Kafka stops answering: a transient failure
+        try:
+            feed.report(STATIONS[0], 2, 8, later(1))
+            wait_for(lambda: src.value("plietsch_gbfs_retries_total", cause="kafka") >= 1, 30, "a Kafka retry")
+            assert state.read_text() == before  # not advanced before the flush succeeded
+            assert src.value("plietsch_gbfs_readings_published_total") == 1
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: src.value("plietsch_gbfs_readings_published_total") == 2, 60, "the reading after Kafka came back")
+        assert json.loads(state.read_text())["stations"][STATIONS[0]] == later(1).isoformat()
+    finally:
+        src.stop()
+    got = {r["event_id"]: r["bikes_available"] for r in readings(bootstrap, "t8")}
+    assert sorted(got.values()) == [1, 2]
+    assert dead_letters(bootstrap, "t8") == []
+    assert any("Kafka: writing the readings to Kafka failed" in line for line in src.lines)
