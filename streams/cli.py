@@ -426,6 +426,36 @@ def source_lorawan() -> None:
     console.print("LoRaWAN source stopped")
 
 
+@source_app.command("gbfs")
+def source_gbfs() -> None:
+    """Run the GBFS 3.0 bike sharing source until SIGTERM/Ctrl-C: station status into bike_share readings, each file
+    polled by its ttl and checked against the GBFS 3.0 JSON Schemas (settings PLIETSCH_GBFS_*: URL, STATIONS,
+    METRICS_PORT; see docs/gbfs.md)."""
+    from streams.catalogue import ensure_topics
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources.gbfs.mapping import MappingError
+    from streams.sources.gbfs.source import GbfsSettings, build
+
+    settings, gbfs = StreamSettings(), GbfsSettings()
+    _bootstrap()
+    try:  # the mapping is checked first: a wrong one is refused at once, whatever the broker does
+        source = build(gbfs, settings.bootstrap_servers, settings.region_pack, settings.data_dir,
+                       make_codec(settings.schema_registry_url), console.print)
+    except MappingError as exc:
+        raise _fail(str(exc)) from exc
+    ensure_topics(settings.bootstrap_servers)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: source.stop_event.set())
+    source.start()
+    console.print(f"GBFS source: {gbfs.url}, metrics on http://{gbfs.metrics_host}:{gbfs.metrics_port}/metrics")
+    try:
+        source.run()
+    finally:
+        source.stop()
+    console.print("GBFS source stopped")
+
+
 @region_app.command("import")
 def region_import(
     pack: Annotated[Path, typer.Option(help="region pack folder to update")] = Path("twin/regions/kiel"),
@@ -571,6 +601,18 @@ def _start_pegelonline(sup: Supervisor, exe: list[str]) -> str:
             f"metrics http://{pegel.metrics_host}:{pegel.metrics_port}/metrics\n")
 
 
+def _start_gbfs(sup: Supervisor, exe: list[str]) -> str:
+    """With PLIETSCH_GBFS_STATIONS set, run the GBFS source (PLIETSCH_GBFS_URL, by default SprottenFlotte's feed).
+    Returns the banner line."""
+    from streams.sources.gbfs.source import GbfsSettings
+
+    gbfs = GbfsSettings()
+    if gbfs.stations is None:
+        return ""
+    sup.add("gbfs", [*exe, "source", "gbfs"])
+    return f"  GBFS     {gbfs.url}, stations {gbfs.stations}, metrics http://{gbfs.metrics_host}:{gbfs.metrics_port}/metrics\n"
+
+
 # How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
 ARCHIVE_GROUP = "plietsch-archive"  # the archive sink's consumer group (streams.archive.run_sink)
 STOP_SIMULATOR_S = 2.0
@@ -627,7 +669,7 @@ def run_all(
             sup.add("scenarios", [*exe, "scenarios"])
             if simulate_:
                 sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
-            lorawan = _start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe)
+            lorawan = _start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe) + _start_gbfs(sup, exe)
             sup.add("api", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
                             "--port", str(api_port), "--log-level", "warning"])
             if broker_proc is not None:
@@ -660,8 +702,8 @@ def run_all(
             since[0] = now
 
         try:
-            # the inputs flush their producers on SIGTERM; a scenario cut short runs again at the next start
-            sup.stop(["simulator", "lorawan", "pegelonline", "scenarios"], t0 + STOP_SIMULATOR_S, hurry)
+            # the inputs flush their producers on SIGTERM; the scenario service fails its unfinished runs ("ask again")
+            sup.stop(["simulator", "lorawan", "pegelonline", "gbfs", "scenarios"], t0 + STOP_SIMULATOR_S, hurry)
             step("simulator")
             # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
             groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]
