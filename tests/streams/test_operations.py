@@ -32,7 +32,7 @@ def plietsch(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def produce(bootstrap: str, topic: str, value: bytes, key: bytes | None = None, headers: list | None = None) -> None:
     p = Producer({"bootstrap.servers": bootstrap})
-    p.produce(topic, key=key, value=value, headers=headers or [])
+    p.produce(topic, key=key, value=value, headers=headers or [], partition=0)  # one partition: the order is the offsets'
     assert p.flush(15) == 0
 
 
