@@ -2,9 +2,12 @@
 header) and ``GET /opendata/datasets/{dataset_id}/distributions/{fmt}`` (GeoJSON or CSV, streamed).
 
 Both routes are open to everyone (api/auth/access.py); each dataset has its own least role (api/opendata/datasets.py):
-the catalogue lists only what the caller may download, and a download of a dataset above the caller's role is refused
-with 403 and the reason. Why 403 and not 404: the datasets are no secret (the README and the source name them all), so
-a 404 would hide nothing and only mislead ("wrong URL?"); 403 says the URL is right and a login is what is missing."""
+the catalogue lists only what the caller may download, and a download of a non-public dataset without a login is
+refused with 401 and the reason, as every route of this API refuses a caller without a login (api/auth/access.py
+enforce: 401 with ``WWW-Authenticate: Bearer``, "needs a login as planner"). Not 404: the datasets are no secret (the
+README names them all), so a 404 would hide nothing and only suggest a wrong URL. Not 403: in this API 403 means "logged
+in, but your role is too low", and no route open to the public answers it (tests/api/test_openapi.py); every logged-in
+role (planner, operator) may download every dataset."""
 
 from __future__ import annotations
 
@@ -99,8 +102,8 @@ def _header(text: str) -> str:
             responses={200: {"description": "the data; licence and provenance in the file (GeoJSON) and in the headers",
                              "content": {"application/geo+json": {"schema": {"type": "object"}},
                                          "text/csv": {"schema": {"type": "string"}}}},
-                       403: {"description": "the dataset is not public (sensor-level readings, unsuppressed figures): "
-                                            "log in as a planner"},
+                       401: {"description": "no login, or credentials that are wrong, expired or deleted; or the dataset "
+                                            "is not public (sensor-level readings, unsuppressed figures): log in as a planner"},
                        404: {"description": "no such dataset, or the region pack has no such layer"}})
 def download(request: Request, pack: PackDep, rm: ReadModelDep,
              dataset_id: Annotated[str, Path(json_schema_extra=DATASET_ID)],
@@ -111,10 +114,12 @@ def download(request: Request, pack: PackDep, rm: ReadModelDep,
         raise HTTPException(404, f"no dataset {dataset_id!r} in region {pack.id!r}; known: {known} "
                                  "(GET /opendata/catalog describes them)")
     who = identify(request)
+    if not allowed(who, d.role) and who.role != "public":  # no dataset needs more than a planner today
+        raise HTTPException(403, f"dataset {d.id!r} needs the role {d.role}; you ({who.subject}) are {who.role}")
     if not allowed(who, d.role):
-        raise HTTPException(403, f"dataset {d.id!r} is for the role {d.role} and up (single sensors' readings and "
-                                 f"unsuppressed figures are not public); you are {who.role}: log in or send an API key. "
-                                 "The public figures per quarter are the dataset 'public-figures'")
+        raise HTTPException(401, f"dataset {d.id!r} is for the role {d.role} and up (single sensors' readings and "
+                                 f"unsuppressed figures are not public): log in at / or send an API key. The public "
+                                 "figures per quarter are the dataset 'public-figures'", headers={"WWW-Authenticate": "Bearer"})
     prov = d.provenance(pack, _publisher(request))
     spec = FORMATS[fmt]
     base = str(request.base_url)

@@ -106,6 +106,9 @@ def test_content_negotiation(client: tuple[TestClient, dict[str, dict[str, str]]
     g, r = _catalog(c, headers["public"], accept)
     assert r.headers["content-type"].split(";")[0] == kind
     other, _ = _catalog(c, headers["public"], "text/turtle" if kind != "text/turtle" else "application/ld+json")
+    for graph in (g, other):  # live data is "modified" at the time of each request: the two may differ by a second
+        for p in (DCTERMS.modified, DCAT.startDate):
+            graph.remove((None, p, None))
     assert isomorphic(g, other)  # the same graph in either syntax
 
 
@@ -203,7 +206,7 @@ def test_the_public_is_refused_non_public_datasets_with_the_reason(client: tuple
     c, _ = client
     for fmt in ("geojson", "csv"):
         r = c.get(f"/opendata/datasets/{did}/distributions/{fmt}")
-        assert r.status_code == 403
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert f"dataset {did!r} is for the role planner" in r.json()["detail"] and "log in" in r.json()["detail"]
 
 
