@@ -156,6 +156,13 @@ def _dataset(g: Graph, pack: RegionPack, d: Dataset, prov: Provenance, base: str
         extra = "" if fmt == "geojson" or d.geometry == "none" else \
             ("; then lon, lat (points) and wkt (WGS 84)" if "point" in d.geometry else "; then wkt (WGS 84)")
         g.add((dist, DCTERMS.description, Literal(geo + cols + extra, lang="en")))
+        geo_de = {"geojson": "GeoJSON-FeatureCollection, WGS 84; Eigenschaften: ",
+                  "csv": "UTF-8, kommagetrennt, Kopfzeile; Spalten: "}[fmt]
+        extra_de = "" if fmt == "geojson" or d.geometry == "none" else \
+            ("; dann lon, lat (Punkte) und wkt (WGS 84)" if "point" in d.geometry else "; dann wkt (WGS 84)")
+        names = ", ".join(c for c, _ in d.columns)
+        g.add((dist, DCTERMS.description, Literal(geo_de + names + extra_de + " (Bedeutung: siehe englische Beschreibung)",
+                                                  lang="de")))
         g.add((dist, DCAT.accessURL, dist))
         g.add((dist, DCAT.downloadURL, dist))
         g.add((dist, DCTERMS.format, FILE_TYPE[spec["type"]]))
