@@ -64,8 +64,10 @@ def _when(t: datetime) -> Literal:
     return Literal(t.astimezone(UTC).replace(microsecond=0).isoformat(), datatype=XSD.dateTime)
 
 
-def build(pack: RegionPack, items: list[tuple[Dataset, Provenance]], base: str, settings: OpenDataSettings) -> Graph:
-    """The catalogue of *items* (the datasets the caller may see, with their provenance); *base* ends with '/'."""
+def build(pack: RegionPack, items: list[tuple[Dataset, Provenance]], base: str, settings: OpenDataSettings,
+          catalogue: bool = True) -> Graph:
+    """The catalogue of *items* (the datasets the caller may see, with their provenance); *base* ends with '/'. Without
+    *catalogue* only the datasets (what a dataset's own URL answers)."""
     g = Graph()
     for k, v in CONTEXT.items():
         g.bind(k, v)
@@ -88,6 +90,10 @@ def build(pack: RegionPack, items: list[tuple[Dataset, Provenance]], base: str, 
     g.add((spatial, RDFS.label, Literal(pack.manifest.name)))
     newest = max((p.modified for _, p in items), default=datetime.now(UTC))
 
+    if not catalogue:
+        for d, prov in items:
+            _dataset(g, pack, d, prov, base, publisher, contact, spatial, settings)
+        return g
     g.add((cat, RDF.type, DCAT.Catalog))
     _text(g, cat, DCTERMS.title, {"de": f"Plietsch Twin: offene Daten – {pack.manifest.name}",
                                   "en": f"Plietsch Twin: open data – {pack.manifest.name}"})

@@ -96,18 +96,8 @@ def _header(text: str) -> str:
     return quote(text, safe=" !#$&'()*+,/:;=?@[]-._~<>\"")
 
 
-@router.get("/opendata/datasets/{dataset_id}/distributions/{fmt}", operation_id="opendata_download",
-            response_class=StreamingResponse,
-            summary="One dataset as GeoJSON or CSV, with licence and provenance (streamed)",
-            responses={200: {"description": "the data; licence and provenance in the file (GeoJSON) and in the headers",
-                             "content": {"application/geo+json": {"schema": {"type": "object"}},
-                                         "text/csv": {"schema": {"type": "string"}}}},
-                       401: {"description": "no login, or credentials that are wrong, expired or deleted; or the dataset "
-                                            "is not public (sensor-level readings, unsuppressed figures): log in as a planner"},
-                       404: {"description": "no such dataset, or the region pack has no such layer"}})
-def download(request: Request, pack: PackDep, rm: ReadModelDep,
-             dataset_id: Annotated[str, Path(json_schema_extra=DATASET_ID)],
-             fmt: Annotated[Literal["geojson", "csv"], Path(description="geojson or csv")]) -> StreamingResponse:
+def _dataset_for(request: Request, pack: RegionPack, dataset_id: str) -> Dataset:
+    """The dataset, if the caller may see it: 404 for an unknown one, 401 for the public asking for a non-public one."""
     d = BY_ID.get(dataset_id)
     if d is None or not available(pack, d):
         known = ", ".join(x.id for x in DATASETS if available(pack, x))
@@ -120,6 +110,40 @@ def download(request: Request, pack: PackDep, rm: ReadModelDep,
         raise HTTPException(401, f"dataset {d.id!r} is for the role {d.role} and up (single sensors' readings and "
                                  f"unsuppressed figures are not public): log in at / or send an API key. The public "
                                  "figures per quarter are the dataset 'public-figures'", headers={"WWW-Authenticate": "Bearer"})
+    return d
+
+
+NOT_VISIBLE: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no login, or credentials that are wrong, expired or deleted; or the dataset is not public "
+                         "(sensor-level readings, unsuppressed figures): log in as a planner"},
+    404: {"description": "no such dataset, or the region pack has no such layer"}}
+
+
+@router.get("/opendata/datasets/{dataset_id}", operation_id="opendata_dataset", response_class=Response,
+            summary="One dataset's DCAT-AP.de description (its IRI in the catalogue; JSON-LD or Turtle)",
+            responses={200: {"description": "the dcat:Dataset with its distributions",
+                             "content": {JSONLD: {"schema": {"type": "object"}}, TURTLE: {"schema": {"type": "string"}}}},
+                       **NOT_VISIBLE})
+def dataset(request: Request, pack: PackDep, dataset_id: Annotated[str, Path(json_schema_extra=DATASET_ID)]) -> Response:
+    """What the catalogue says about this dataset, at the dataset's own IRI (so that the catalogue's IRIs resolve)."""
+    d = _dataset_for(request, pack, dataset_id)
+    kind = negotiate(request.headers.get("accept"))
+    g = build(pack, [(d, d.provenance(pack, _publisher(request)))], str(request.base_url), _settings(request), catalogue=False)
+    body = serialize(g, "turtle" if kind == TURTLE else "json-ld")
+    return Response(body, media_type=f"{kind}; charset=utf-8", headers={"Vary": "Accept, Authorization, Cookie"})
+
+
+@router.get("/opendata/datasets/{dataset_id}/distributions/{fmt}", operation_id="opendata_download",
+            response_class=StreamingResponse,
+            summary="One dataset as GeoJSON or CSV, with licence and provenance (streamed)",
+            responses={200: {"description": "the data; licence and provenance in the file (GeoJSON) and in the headers",
+                             "content": {"application/geo+json": {"schema": {"type": "object"}},
+                                         "text/csv": {"schema": {"type": "string"}}}},
+                       **NOT_VISIBLE})
+def download(request: Request, pack: PackDep, rm: ReadModelDep,
+             dataset_id: Annotated[str, Path(json_schema_extra=DATASET_ID)],
+             fmt: Annotated[Literal["geojson", "csv"], Path(description="geojson or csv")]) -> StreamingResponse:
+    d = _dataset_for(request, pack, dataset_id)
     prov = d.provenance(pack, _publisher(request))
     spec = FORMATS[fmt]
     base = str(request.base_url)

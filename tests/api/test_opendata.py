@@ -200,12 +200,29 @@ def test_live_state_is_for_planners_with_the_reading(client: tuple[TestClient, d
     assert json.loads(next(r for r in rows if r["id"] == SENSOR)["state"]) == {"values": {"vehicles": 3}}
 
 
+def test_the_catalogues_dataset_iris_resolve_to_what_the_catalogue_says(
+        client: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
+    """A dataset's IRI in the catalogue answers its DCAT description: the same triples about it, no catalogue."""
+    c, headers = client
+    cat, _ = _catalog(c, headers["planner"], "text/turtle")
+    for ds in cat.subjects(RDF.type, DCAT.Dataset):
+        r = c.get(str(ds), headers={**headers["planner"], "Accept": "text/turtle"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/turtle")
+        own = Graph().parse(data=r.content, format="turtle")
+        assert not list(own.subjects(RDF.type, DCAT.Catalog))
+        for p in (DCTERMS.title, DCTERMS.description, DCAT.theme, DCAT.distribution, DCTERMS.accessRights):
+            assert set(own.objects(ds, p)) == set(cat.objects(ds, p)), (ds, p)
+    assert c.get("/opendata/datasets/live-state").status_code == 401
+    assert c.get("/opendata/datasets/roads").headers["content-type"].startswith("application/ld+json")
+
+
 @pytest.mark.parametrize("did", PLANNER)
 def test_the_public_is_refused_non_public_datasets_with_the_reason(client: tuple[TestClient, dict[str, dict[str, str]]],
                                                                    did: str) -> None:
     c, _ = client
-    for fmt in ("geojson", "csv"):
-        r = c.get(f"/opendata/datasets/{did}/distributions/{fmt}")
+    for url in (f"/opendata/datasets/{did}/distributions/geojson", f"/opendata/datasets/{did}/distributions/csv",
+                f"/opendata/datasets/{did}"):
+        r = c.get(url)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert f"dataset {did!r} is for the role planner" in r.json()["detail"] and "log in" in r.json()["detail"]
 
@@ -215,6 +232,7 @@ def test_unknown_datasets_and_formats(client: tuple[TestClient, dict[str, dict[s
     r = c.get("/opendata/datasets/unicorns/distributions/csv", headers=headers["operator"])
     assert r.status_code == 404 and "no dataset 'unicorns'" in r.json()["detail"] and "districts" in r.json()["detail"]
     assert c.get("/opendata/datasets/roads/distributions/xlsx").status_code == 422
+    assert c.get("/opendata/datasets/unicorns").status_code == 404
 
 
 def _counted(rows: Iterator[Any], taken: list[int]) -> Iterator[Any]:
