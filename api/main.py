@@ -27,7 +27,7 @@ from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import audit, auth, coast, entities, feedback, history, live, ngsild, scenarios
+from api.routes import audit, auth, coast, entities, feedback, history, live, ngsild, opendata, scenarios
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
@@ -144,7 +144,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
     app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
     for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
-                   audit.router, feedback.router):
+                   audit.router, feedback.router, opendata.router):
         app.include_router(router)
     ngsild.install(app)  # NGSI-LD: its routes, ProblemDetails errors on /ngsi-ld/ and its part of the OpenAPI document
 

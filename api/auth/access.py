@@ -97,6 +97,11 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/ngsi-ld/v1/subscriptions"): "operator",
     ("GET", "/ngsi-ld/v1/subscriptions/{subscriptionId}"): "operator",
     ("DELETE", "/ngsi-ld/v1/subscriptions/{subscriptionId}"): "operator",
+    # the open data hub (api/routes/opendata.py): open to everyone; each dataset has its own least role, checked by the
+    # route (the public's catalogue lists only public datasets, a non-public download answers 403)
+    ("GET", "/opendata/catalog"): "public",
+    ("GET", "/opendata/datasets/{dataset_id}"): "public",
+    ("GET", "/opendata/datasets/{dataset_id}/distributions/{fmt}"): "public",
 }
 # Static files (mounted apps, outside the OpenAPI document): pages' code and styles, the CesiumJS library. No data.
 MOUNTS: dict[str, str] = {"/static": "public", "/cesium": "public"}
