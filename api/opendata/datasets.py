@@ -27,7 +27,7 @@ from typing import Any
 from shapely.geometry import mapping
 
 from api.privacy import public_summary
-from api.routes.entities import _geometry
+from api.routes.entities import entity_geometry
 from twin.entities import Entity
 from twin.region import LayerInfo, RegionPack
 
@@ -136,7 +136,7 @@ def _entity_rows(layer: str, keep: tuple[str, ...]) -> Callable[[RegionPack, Any
             for k in keep:
                 v = getattr(e, k, None)
                 props[k] = str(v) if k in ("neighbourhood", "road", "coast", "gauge") and v is not None else v
-            yield _geometry(e), props
+            yield entity_geometry(e), props
     return rows
 
 
@@ -152,7 +152,7 @@ def _public_rows(pack: RegionPack, rm: Any) -> Iterator[Row]:
     summary = public_summary(pack, rm)
     for h in summary["neighbourhoods"]:
         n = pack.neighbourhoods[h["id"]]
-        yield _geometry(n), {"id": h["id"], "name": h["name"], **{k: h.get(k) for k, _ in PUBLIC_FIGURES}}
+        yield entity_geometry(n), {"id": h["id"], "name": h["name"], **{k: h.get(k) for k, _ in PUBLIC_FIGURES}}
 
 
 def _live_rows(pack: RegionPack, rm: Any) -> Iterator[Row]:
@@ -162,7 +162,7 @@ def _live_rows(pack: RegionPack, rm: Any) -> Iterator[Row]:
             if rec is None:
                 continue
             e = layer[eid]
-            yield _geometry(e), {"id": str(e.id), "kind": e.id.kind.value, "name": e.name,
+            yield entity_geometry(e), {"id": str(e.id), "kind": e.id.kind.value, "name": e.name,
                                  "sensor_kind": getattr(e, "sensor_kind", None), "synthetic": e.synthetic,
                                  "revision": rec["revision"], "updated_at": rec["occurred_at"], "state": rec["state"]}
 

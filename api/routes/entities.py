@@ -14,7 +14,7 @@ from twin.ids import EntityId, EntityKind, InvalidEntityId
 router = APIRouter(tags=["entities"])
 
 
-def _geometry(e: Entity) -> dict[str, Any] | None:
+def entity_geometry(e: Entity) -> dict[str, Any] | None:
     if isinstance(e, Building):
         return {"type": "Polygon", "coordinates": [list(map(list, e.footprint))]}
     if isinstance(e, Neighbourhood):
@@ -30,7 +30,7 @@ class EntityIndex:
     """STRtree over every entity's geometry, built once per API process."""
 
     def __init__(self, entities: dict[str, Entity]) -> None:
-        items = [(eid, _geometry(e)) for eid, e in entities.items()]
+        items = [(eid, entity_geometry(e)) for eid, e in entities.items()]
         items = [(eid, g) for eid, g in items if g is not None]
         self.ids = [eid for eid, _ in items]
         self.tree = STRtree([shape(g) for _, g in items])
@@ -55,7 +55,7 @@ def feature(e: Entity, live: dict[str, Any] | None) -> dict[str, Any]:
         props["reported"] = live["state"]
         props["revision"] = live["revision"]
         props["updated_at"] = live["occurred_at"]
-    return {"type": "Feature", "id": e.id, "geometry": _geometry(e), "properties": props}
+    return {"type": "Feature", "id": e.id, "geometry": entity_geometry(e), "properties": props}
 
 
 @router.get("/entities", operation_id="list_entities", summary="Entities as GeoJSON, filtered and paged")
