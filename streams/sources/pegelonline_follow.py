@@ -31,26 +31,24 @@ import json
 import logging
 import os
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
 from streams.publisher import EventPublisher
 from streams.serde import encode_event
-from streams.sources.kafka_retry import Abandoned, retry_kafka
 from streams.sources.pegelonline import BASE_URL, SOURCE, parse_entry
+from streams.sources.polling import Permanent, PollingSource, Transient, get
 from twin.events import DeadLettered, WaterLevelMeasured
 
 log = logging.getLogger("plietsch.pegelonline")
@@ -126,16 +124,6 @@ class Station:
     dead_ids: list[str] = field(default_factory=list)  # dead letters already written (bounded), for entries seen again
 
 
-class Transient(Exception):
-    def __init__(self, what: str, wait_s: float | None = None) -> None:
-        super().__init__(what)
-        self.wait_s = wait_s
-
-
-class Permanent(Exception):
-    """A 4xx other than 429: the request itself is wrong; retried at the cap after saying what to check."""
-
-
 def mean_water_level(meta: dict[str, Any]) -> tuple[float | None, float | None]:
     """(MW in cm above gauge zero, gauge zero in m above NHN) of the W timeseries, None where absent."""
     for ts in meta.get("timeseries") or []:
@@ -184,13 +172,15 @@ class StateFile:
         os.replace(tmp, self.path)
 
 
-class PegelSource:
+class PegelSource(PollingSource):
+    topic = SENSOR_TOPICS["water_level"].name
+    left_for_next_run = "the state file is not advanced; the next run asks PEGELONLINE again for these measurements"
+
     def __init__(self, settings: PegelSettings, publisher: EventPublisher, data_dir: Path,
                  metrics: Metrics | None = None, report: Callable[[str], None] = log.info) -> None:
-        self.settings = settings
-        self.pub = publisher
+        super().__init__(settings, publisher, report, "plietsch-twin (pegelonline source)")
+        self.settings: PegelSettings = settings
         self.metrics = metrics or Metrics()
-        self.report = report
         self.base = settings.base_url.rstrip("/")
         pairs = parse_pairs(settings.stations, "PLIETSCH_PEGELONLINE_STATIONS")
         if not pairs:
@@ -208,31 +198,10 @@ class PegelSource:
                 raise ConfigError(f"{self.state.path}: station {st.number} has last {saved.get('last')!r}, not an ISO "
                                   "time; fix or delete the entry") from None
             st.dead_ids = list(saved.get("dead") or [])
-        self.http = httpx.Client(timeout=settings.timeout_s, headers={"User-Agent": "plietsch-twin (pegelonline source)"})
-        self.server: Any = None
-        self.stop_event = threading.Event()
-        self.stopping: Callable[[], bool] = self.stop_event.is_set
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def _get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        try:
-            resp = self.http.get(url, headers=headers or {})
-        except httpx.TimeoutException as exc:
-            raise Transient(f"timeout after {self.settings.timeout_s:.0f} s ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise Transient(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            wait = None
-            ra = resp.headers.get("Retry-After", "").strip()
-            if ra:
-                try:
-                    wait = float(ra)
-                except ValueError:
-                    try:
-                        wait = (parsedate_to_datetime(ra) - datetime.now(UTC)).total_seconds()
-                    except (TypeError, ValueError):
-                        wait = None
-            raise Transient(f"HTTP {resp.status_code}", wait)
+        resp = get(self.http, url, self.settings.timeout_s, headers)
         if 400 <= resp.status_code < 500:
             hint = ("unknown station: check the number in PLIETSCH_PEGELONLINE_STATIONS against "
                     f"{self.base}/stations.json" if resp.status_code == 404 else "the request was refused")
@@ -383,43 +352,8 @@ class PegelSource:
         self.metrics.failing.labels(st.number).set(0)
         st.due = now if resolving else now + self.settings.interval_s  # once resolved, poll right away
 
-    def _retry(self, what: str, action: Callable[[], Any]) -> None:
-        retry_kafka(what, action, stopping=self.stopping, report=self.report,
-                    wait=self.stop_event.wait,  # a stop ends the wait; the next attempt then gives up (Abandoned)
-                    counted=self.metrics.retries.labels("kafka").inc,
-                    left_for_next_run="the state file is not advanced; the next run asks PEGELONLINE again for these "
-                                      "measurements")
-
-    # -- lifecycle -------------------------------------------------------------------------------------------------
-    def start(self) -> PegelSource:
-        self.server, _ = start_http_server(self.settings.metrics_port, self.settings.metrics_host,
-                                           registry=self.metrics.registry)
-        self.metrics.up.set(1)
-        self._retry("learning the topics' partitions",
-                    lambda: [self.pub.partitions(t) for t in (SENSOR_TOPICS["water_level"].name, DEAD_LETTERS.name)])
-        return self
-
-    def run(self, should_stop: Callable[[], bool] | None = None) -> None:
-        """Poll until *should_stop* (or ``stop_event``); a station without a mean water level raises ``ConfigError``."""
-        stop = should_stop or self.stop_event.is_set
-        self.stopping = lambda: stop() or self.stop_event.is_set()
-        try:
-            while not self.stopping():
-                st = min(self.stations, key=lambda s: s.due)
-                wait = st.due - time.monotonic()
-                if wait > 0:
-                    self.stop_event.wait(min(wait, 0.2))
-                    continue
-                self.step(st)
-        except Abandoned as exc:
-            self.report(str(exc))
-
-    def stop(self) -> None:
-        self.metrics.up.set(0)
-        self.stop_event.set()
-        self.http.close()
-        if self.server is not None:
-            self.server.shutdown()
+    def next_item(self) -> Station:
+        return min(self.stations, key=lambda s: s.due)
 
 
 def build(settings: PegelSettings, bootstrap: str, data_dir: Path, codec: Any, report: Callable[[str], None]) -> PegelSource:

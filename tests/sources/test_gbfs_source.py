@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from streams.settings import StreamSettings
 from streams.sources.gbfs.mapping import Mapping
 from streams.sources.gbfs.source import GbfsSettings, GbfsSource
 from tests.helpers import ROOT, wait_for
+from tests.httpfake import LocalHttp
 from twin.region import load_pack
 
 pytestmark = pytest.mark.broker
@@ -46,26 +47,14 @@ def rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class FakeGbfs:
+class FakeGbfs(LocalHttp):
     def __init__(self, ttl: int = 0) -> None:
+        super().__init__()
         self.docs: dict[str, Any] = {}
         self.failures: dict[str, list[int]] = {}
         self.requests: list[tuple[str, dict[str, str], int]] = []
         self.etags = True
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                fake.handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/gbfs/3.0/test"
+        self.base = f"{self.root}/gbfs/3.0/test"
         self.url = f"{self.base}/gbfs.json"
         self.docs["gbfs"] = {"last_updated": rfc3339(T0), "ttl": ttl, "version": "3.0", "data": {"feeds": [
             {"name": n, "url": f"{self.base}/{n}.json"} for n in ("system_information", "station_information",
@@ -133,10 +122,6 @@ class FakeGbfs:
     def answered(self, name: str, status: int | None = None) -> list[dict[str, str]]:
         with self.lock:
             return [hd for n, hd, st in self.requests if n == name and (status is None or st == status)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def later(minutes: int) -> datetime:

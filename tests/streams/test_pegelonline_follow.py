@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -28,6 +28,7 @@ from streams.consume import drain
 from streams.publisher import EventPublisher
 from streams.sources.pegelonline_follow import ConfigError, PegelSettings, PegelSource
 from tests.helpers import ROOT, wait_for
+from tests.httpfake import LocalHttp
 
 pytestmark = pytest.mark.broker
 
@@ -36,30 +37,18 @@ HOLTENAU = json.loads((FIX / "station_holtenau.json").read_text())
 NO_MW = json.loads((FIX / "station_no_mw.json").read_text())
 
 
-class FakePegelonline:
+class FakePegelonline(LocalHttp):
     """Station metadata by number or uuid; W measurements per uuid filtered by ``start`` (an ISO time or a duration);
     an ETag per body with 304 for a matching If-None-Match; ``failures`` answered first, in order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.stations: dict[str, dict[str, Any]] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.failures: list[tuple[int, dict[str, str]]] = []
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self.ignore_start = False
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                fake.handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webservices/rest-api/v2"
+        self.url = f"{self.root}/webservices/rest-api/v2"
 
     def add_station(self, meta: dict[str, Any], number: str, uuid: str) -> None:
         self.stations[number] = self.stations[uuid] = dict(meta, number=number, uuid=uuid)
@@ -116,10 +105,6 @@ class FakePegelonline:
     def measurement_requests(self, uuid: str) -> list[tuple[dict[str, str], dict[str, str]]]:
         with self.lock:
             return [(q, hd) for p, q, hd in self.requests if p.endswith(f"/stations/{uuid}/W/measurements.json")]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,15 @@ import json
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
@@ -50,7 +48,7 @@ from streams.sources.gbfs.convert import (
 )
 from streams.sources.gbfs.mapping import Mapping, MappingError
 from streams.sources.gbfs.validate import check
-from streams.sources.kafka_retry import Abandoned, retry_kafka
+from streams.sources.polling import Permanent, PollingSource, Transient, get
 from twin.events import DeadLettered
 
 log = logging.getLogger("plietsch.gbfs")
@@ -58,6 +56,7 @@ log = logging.getLogger("plietsch.gbfs")
 # SprottenFlotte, the KielRegion's bike sharing (operated by Donkey Republic since 2023): its public GBFS 3.0 feed.
 SPROTTENFLOTTE_URL = "https://stables.donkey.bike/api/public/gbfs/3.0/donkey_kielsmile/gbfs.json"
 USED = ("station_information", "station_status", "vehicle_status")  # the order they are read in a round
+ORDER = {"gbfs": 0, **{n: i + 1 for i, n in enumerate(USED)}}  # among files due at once: discovery first
 MAX_DEAD_IDS = 5000
 
 
@@ -103,16 +102,6 @@ class Metrics:
         self.up = Gauge("plietsch_gbfs_up", "1 while the source runs", registry=r)
 
 
-class Transient(Exception):
-    def __init__(self, what: str, wait_s: float | None = None) -> None:
-        super().__init__(what)
-        self.wait_s = wait_s
-
-
-class Permanent(Exception):
-    """A 4xx other than 429: the request itself is wrong; retried at the cap after saying what to check."""
-
-
 @dataclass
 class Feed:
     name: str
@@ -152,35 +141,27 @@ class State:
         os.replace(tmp, self.path)
 
 
-class GbfsSource:
+class GbfsSource(PollingSource):
+    topic = SENSOR_TOPICS["bike_share"].name
+    left_for_next_run = ("the state file is not advanced; the next run reads the feed again and publishes these readings "
+                         "with the same event ids")
+
     def __init__(self, settings: GbfsSettings, mapping: Mapping, publisher: EventPublisher, data_dir: Path,
                  metrics: Metrics | None = None, report: Callable[[str], None] = log.info) -> None:
-        self.settings = settings
+        super().__init__(settings, publisher, report, "plietsch-twin (gbfs source)")
+        self.settings: GbfsSettings = settings
         self.mapping = mapping
-        self.pub = publisher
         self.metrics = metrics or Metrics()
-        self.report = report
         self.feeds: dict[str, Feed] = {"gbfs": Feed("gbfs", settings.url)}
         self.state = State.load(data_dir / "gbfs" / mapping.system / "state.json")
         self.dead_ids = set(self.state.dead)
         self.names: dict[str, dict[str, Any]] = {}
         self.counts = {"readings": 0, "duplicates": 0, "dead": 0, "unknown": 0}
-        self.http = httpx.Client(timeout=settings.timeout_s, headers={"User-Agent": "plietsch-twin (gbfs source)"})
-        self.server: Any = None
-        self.stop_event = threading.Event()
-        self.stopping: Callable[[], bool] = self.stop_event.is_set
         self.next_health = time.monotonic() + settings.health_every_s
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def _get(self, feed: Feed, headers: dict[str, str]) -> httpx.Response:
-        try:
-            resp = self.http.get(feed.url, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise Transient(f"timeout after {self.settings.timeout_s:g} s ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise Transient(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise Transient(f"HTTP {resp.status_code}", retry_after(resp.headers.get("Retry-After", "")))
+        resp = get(self.http, feed.url, self.settings.timeout_s, headers)
         if 400 <= resp.status_code < 500:
             hint = "check PLIETSCH_GBFS_URL (the feed's gbfs.json)" if feed.name == "gbfs" else \
                 f"gbfs.json lists {feed.url} for {feed.name}, which the server refuses"
@@ -343,58 +324,13 @@ class GbfsSource:
         return (f"GBFS health {self.mapping.system}: {files}; readings {c['readings']}, duplicates {c['duplicates']}, "
                 f"dead letters {c['dead']}, unknown stations {c['unknown']}, mapped stations {len(self.mapping)}")
 
-    def _retry(self, what: str, action: Callable[[], Any]) -> None:
-        retry_kafka(what, action, stopping=self.stopping, report=self.report, wait=self.stop_event.wait,
-                    counted=self.metrics.retries.labels("kafka").inc,
-                    left_for_next_run="the state file is not advanced; the next run reads the feed again and publishes "
-                                      "these readings with the same event ids")
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_health:
+            self.report(self.health())
+            self.next_health = time.monotonic() + self.settings.health_every_s
 
-    # -- lifecycle -------------------------------------------------------------------------------------------------
-    def start(self) -> GbfsSource:
-        self.server, _ = start_http_server(self.settings.metrics_port, self.settings.metrics_host,
-                                           registry=self.metrics.registry)
-        self.metrics.up.set(1)
-        self._retry("learning the topics' partitions",
-                    lambda: [self.pub.partitions(t) for t in (SENSOR_TOPICS["bike_share"].name, DEAD_LETTERS.name)])
-        return self
-
-    def run(self, should_stop: Callable[[], bool] | None = None) -> None:
-        stop = should_stop or self.stop_event.is_set
-        self.stopping = lambda: stop() or self.stop_event.is_set()
-        order = {"gbfs": 0, **{n: i + 1 for i, n in enumerate(USED)}}
-        try:
-            while not self.stopping():
-                if time.monotonic() >= self.next_health:
-                    self.report(self.health())
-                    self.next_health = time.monotonic() + self.settings.health_every_s
-                feed = min(self.feeds.values(), key=lambda f: (f.due, order[f.name]))
-                wait = feed.due - time.monotonic()
-                if wait > 0:
-                    self.stop_event.wait(min(wait, 0.2))
-                    continue
-                self.step(feed)
-        except Abandoned as exc:
-            self.report(str(exc))
-
-    def stop(self) -> None:
-        self.metrics.up.set(0)
-        self.stop_event.set()
-        self.http.close()
-        if self.server is not None:
-            self.server.shutdown()
-
-
-def retry_after(value: str) -> float | None:
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        try:
-            return (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError):
-            return None
+    def next_item(self) -> Feed:
+        return min(self.feeds.values(), key=lambda f: (f.due, ORDER[f.name]))
 
 
 def build(settings: GbfsSettings, bootstrap: str, pack_path: Path, data_dir: Path, codec: Any,
