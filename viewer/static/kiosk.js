@@ -100,6 +100,7 @@ function slides() {
 function render(step) {
   if (!kiosk.summary) return;
   const all = slides();
+  if (kiosk.shown.length === 0) step = 0;  // the first slide first, also when the cycle's timer beats the first render
   index = ((index + step) % all.length + all.length) % all.length;
   const slide = all[index];
   $("slide").replaceChildren(...slide.nodes);
