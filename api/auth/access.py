@@ -98,12 +98,19 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/ngsi-ld/v1/subscriptions/{subscriptionId}"): "operator",
     ("DELETE", "/ngsi-ld/v1/subscriptions/{subscriptionId}"): "operator",
 }
+# OGC SensorThings API (api/routes/sensorthings.py): open to everyone, and what a caller sees depends on the role: the
+# public gets the public aggregates of api/privacy.py only, planners and operators the sensors and their history
+# (api/sensorthings/model.py). Every route under /sta/v1.1 is public.
+STA_PREFIX = "/sta/v1.1"
 # Static files (mounted apps, outside the OpenAPI document): pages' code and styles, the CesiumJS library. No data.
 MOUNTS: dict[str, str] = {"/static": "public", "/cesium": "public"}
 
 
 def rule(method: str, path: str) -> str | None:
-    return RULES.get(("GET" if method == "HEAD" else method, path))
+    method = "GET" if method == "HEAD" else method
+    if method == "GET" and (path == STA_PREFIX or path.startswith(STA_PREFIX + "/")):
+        return "public"
+    return RULES.get((method, path))
 
 
 def identify(request: Request) -> Identity:
