@@ -47,6 +47,16 @@ NAVIGATION: dict[str, dict[str, str]] = {
     "Observations": {"Datastream": "Datastreams", "FeatureOfInterest": "FeaturesOfInterest"},
     "FeaturesOfInterest": {"Observations": "Observations"},
 }
+
+
+def paths(base: str) -> list[str]:
+    """Every route path of the SensorThings API under *base*: the root, each set, an entity, its navigations."""
+    out = [base]
+    for s, navs in NAVIGATION.items():
+        out += [f"{base}/{s}", f"{base}/{s}({{id}})", *(f"{base}/{s}({{id}})/{n}" for n in navs)]
+    return out
+
+
 ALL_NAVIGATIONS = frozenset(n for navs in NAVIGATION.values() for n in navs)
 MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
 COUNT_OBSERVATION = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_CountObservation"
