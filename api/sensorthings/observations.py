@@ -148,7 +148,7 @@ class Observations:
             return 0, []
         by_time = not o.orderby or (len(o.orderby) == 1 and o.orderby[0][0].segments in TIME_PATHS)
         if len(dsids) == 1 and w.rest is None and by_time:
-            return self._paged(dsids[0], w, o.skip, top, bool(o.orderby) and o.orderby[0][1])
+            return self._paged(dsids[0], w, o.skip, top, bool(o.orderby) and o.orderby[0][1], o.count)
         sensors = sorted({self.graph.streams[d].sensor for d in dsids})
         got = self.engine.events(w.start, w.end, sensors, SCAN_CAP, 0)
         if got.total > SCAN_CAP:
@@ -178,22 +178,42 @@ class Observations:
             obs.sort(key=self._by(path), reverse=desc)
         return len(obs), obs[o.skip: o.skip + top]
 
-    def _paged(self, dsid: str, w: Window, skip: int, top: int, desc: bool) -> tuple[int, list[Ent]]:
+    def _paged(self, dsid: str, w: Window, skip: int, top: int, desc: bool, count: bool) -> tuple[int, list[Ent]]:
         """One Datastream's Observations in time order, paged in the engine: the archive's readings in the window, then
-        the read model's newest if the archive lacks it."""
+        the read model's newest if the archive lacks it. Newest first without $count (what a map asks: the latest
+        reading) looks back from the archive's end over ever wider windows (1 h, 8 h, 64 h, ...) until it has the
+        page: its cost follows the page, not the archive."""
         stream = self.graph.streams[dsid]
-        archived = self.engine.events(w.start, w.end, [stream.sensor], 1, 2**62).total  # a count: offset past the end
         live = _live(self.graph, self.rm, self.engine, stream.sensor, w)
-        total = archived + (1 if live is not None else 0)
-        lo, hi = skip, min(skip + top, total)  # positions in the order asked
-        if lo >= hi:
-            return total, []
+        extra = 1 if live is not None else 0
+        lo, known = w.start, True
+        end = self.engine.range().get("end")
+        if desc and not count and end is not None:
+            newest, span = min(w.end, datetime.fromisoformat(end)), timedelta(hours=1)
+            while True:
+                lo = max(w.start, newest - span)
+                archived = self._count(stream.sensor, lo, w.end)
+                if archived + extra >= skip + top or lo == w.start:
+                    break
+                span *= 8
+            known = lo == w.start
+        else:
+            archived = self._count(stream.sensor, w.start, w.end) if end is not None else 0
+        total = archived + extra
+        first, last = skip, min(skip + top, total)  # positions in the order asked
+        if first >= last:
+            return total if known else skip, []
         if desc:
-            lo, hi = total - hi, total - lo  # the same positions, counted in time order
+            first, last = total - last, total - first  # the same positions, counted in time order
         out: list[Ent] = []
-        if lo < archived:
-            events = self.engine.events(w.start, w.end, [stream.sensor], min(hi, archived) - lo, lo).events
+        if first < archived:
+            events = self.engine.events(lo, w.end, [stream.sensor], min(last, archived) - first, first).events
             out = _from_events(self.graph, [dsid], events)
-        if live is not None and hi > archived and live[1].get(stream.twin_key) is not None:
+        if live is not None and last > archived and live[1].get(stream.twin_key) is not None:
             out.append(observation(dsid, stream, live[0], live[1][stream.twin_key], live[2]))
+        if not known:  # more may lie before the window looked at: a full page says so (an @iot.nextLink)
+            total = skip + len(out) + (1 if len(out) >= top else 0)
         return total, out[::-1] if desc else out
+
+    def _count(self, sensor: str, start: datetime, end: datetime) -> int:
+        return int(self.engine.events(start, end, [sensor], 1, 2**62).total)  # a count only: the offset is past the end

@@ -15,19 +15,22 @@ from fastapi.testclient import TestClient
 from api.auth.store import AuthStore
 from api.main import create_app
 from api.settings import ApiSettings
-from streams.catalogue import AGGREGATES
+from streams.archive import ArchiveWriter
+from streams.catalogue import AGGREGATES, SENSOR_TOPICS
 from tests.api.ngsild_setup import AIR, GAUGE, PARKING, REPORT, SECRET_TEXT, SEGMENT, Api, T, archive, twin_broker
 from tests.api.readside import ROAD, Out, aggregate_record, partial
 from tests.api.readside import T as AGG_T
 from tests.credentials import OPERATOR
 from tests.helpers import wait_for
 from twin.aggregates import Partial
+from twin.events import WeatherObserved
 from twin.region import BUNDLED_DIR
 
 pytestmark = pytest.mark.broker
 B = "/sta/v1.1"
 GAUGE_DS = f"{GAUGE}:height"
 HOOD = "kiel:friedrichsort:neighbourhood:friedrichsort"
+WEATHER = "kiel:gaarden:sensor:weather-001"
 
 
 def _parking(group: str, occupied: float, capacity: float) -> tuple[str, bytes]:
@@ -46,6 +49,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         out.send(AGGREGATES.name, *partial(AGG_T, 0, 3.0, 3, group=ROAD, rev=1))
         out.send(AGGREGATES.name, *_parking(HOOD, 30, 120))
         readings = archive(data / "archive")
+        w = ArchiveWriter(data / "archive")  # a weather station: 48 readings two hours apart, the last at T
+        for i in range(48):
+            w.add(SENSOR_TOPICS["weather"].name, 0, i, WeatherObserved(
+                entity_id=WEATHER, region="kiel", occurred_at=T - timedelta(hours=2 * (47 - i)), source="t",
+                temperature_c=float(i), wind_speed_ms=1.0, wind_dir_deg=90.0, precipitation_mm=0.0))
+        w.flush()
         app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, region_pack=BUNDLED_DIR / "kiel",
                                      data_dir=data, public_rate=10_000, public_burst=10_000))
         planner = AuthStore(data / "auth.sqlite3").add_key("sta planner", "planner", "test")[1]
@@ -122,6 +131,33 @@ def test_datastream_observations_from_history(api: Api, monkeypatch: pytest.Monk
     both = get(api, f"{B}/Observations", filter=f"Datastream/id eq '{GAUGE_DS}' and (result gt 1.6 or result eq 1.1)")
     assert sorted(o["result"] for o in both["value"]) == [1.1, 1.7, 1.8, 1.9]
     assert [o["result"] for o in get(api, obs, filter=f"not (phenomenonTime lt {at(8)}) and result ne 1.8")["value"]] == [1.9]
+
+
+def test_newest_first_looks_back_from_the_archive_end_only_as_far_as_the_page_needs(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$orderby=phenomenonTime desc without $count (a map's "latest reading"): the engine is asked for the last hour,
+    then 8 hours, ... back from the archive's end until the page is full, never for the whole history; a full page
+    carries an @iot.nextLink, and following the links walks the whole history newest first."""
+    engine = api.client.app.state.history_engine  # type: ignore[attr-defined]
+    calls: list[tuple[Any, ...]] = []
+    real = engine.events
+
+    def spy(start: Any, end: Any, entity_ids: Any, limit: int, offset: int) -> Any:
+        calls.append((start, end, tuple(entity_ids), limit, offset))
+        return real(start, end, entity_ids, limit, offset)
+
+    monkeypatch.setattr(engine, "events", spy)
+    obs = f"{B}/Datastreams('{WEATHER}:temperature')/Observations"
+    page = get(api, obs, orderby="phenomenonTime desc", top=3)
+    assert [o["result"] for o in page["value"]] == [47.0, 46.0, 45.0] and "@iot.nextLink" in page
+    assert min(c[0] for c in calls) >= T - timedelta(hours=8)  # 1 h held one reading, 8 h hold four
+    seen = [o["result"] for o in page["value"]]
+    link = page.get("@iot.nextLink")
+    while link:
+        page = api.client.get(link, headers=api.keys["planner"]).json()
+        seen += [o["result"] for o in page["value"]]
+        link = page.get("@iot.nextLink")
+    assert seen == [float(i) for i in range(47, -1, -1)]
 
 
 def test_live_reading_from_the_read_model_until_archived(api: Api) -> None:
