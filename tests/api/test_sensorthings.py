@@ -168,6 +168,8 @@ def test_live_reading_from_the_read_model_until_archived(api: Api) -> None:
     no2 = get(api, f"{B}/Datastreams('{AIR}:no2')/Observations")["value"]
     assert [(o["result"], o["phenomenonTime"]) for o in no2] == [(41.5, "2026-05-05T09:55:00.000Z")]
     assert no2[0]["@iot.id"].endswith(f"@e-{AIR}-1")
+    latest = get(api, f"{B}/Datastreams('{AIR}:no2')/Observations", orderby="phenomenonTime desc", top=1)
+    assert latest["value"] == no2 and "@iot.nextLink" in latest  # the read model's newest; the archive has none newer
     assert get(api, f"{B}/Observations('{no2[0]['@iot.id']}')")["result"] == 41.5
     parking = get(api, f"{B}/Datastreams", filter=f"Thing/id eq '{PARKING}'",
                   expand="Observations($select=result),ObservedProperty($select=definition)")["value"]
