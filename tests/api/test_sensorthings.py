@@ -99,7 +99,22 @@ def test_things_with_navigation_expand_select_and_paging(api: Api) -> None:
     assert get(api, f"{B}/HistoricalLocations", count="true") == {"@iot.count": 0, "value": []}
 
 
-def test_datastream_observations_from_history(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def engine_calls(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The history engine's events() calls from here on: (start, end, entity ids, limit, offset)."""
+    engine = api.client.app.state.history_engine  # type: ignore[attr-defined]
+    calls: list[tuple[Any, ...]] = []
+    real = engine.events
+
+    def spy(start: Any, end: Any, entity_ids: Any, limit: int, offset: int) -> Any:
+        calls.append((start, end, tuple(entity_ids), limit, offset))
+        return real(start, end, entity_ids, limit, offset)
+
+    monkeypatch.setattr(engine, "events", spy)
+    return calls
+
+
+def test_datastream_observations_from_history(api: Api, engine_calls: list[tuple[Any, ...]]) -> None:
     """The archive's readings in time order, paged, ordered desc, and a phenomenonTime range pushed into the engine's
     query (its time range and the one entity), with $top/$skip as its LIMIT/OFFSET."""
     levels = [r.level_m for r in api.readings]
@@ -112,45 +127,28 @@ def test_datastream_observations_from_history(api: Api, monkeypatch: pytest.Monk
     assert get(api, f"{B}/Observations('{first['@iot.id']}')/FeatureOfInterest")["feature"]["type"] == "Point"
     desc = get(api, obs, orderby="phenomenonTime desc", top=3, skip=1, count="true")
     assert [o["result"] for o in desc["value"]] == levels[-2:-5:-1] and desc["@iot.count"] == 10
-    engine = api.client.app.state.history_engine  # type: ignore[attr-defined]
-    calls: list[tuple[Any, ...]] = []
-    real = engine.events
-
-    def spy(start: Any, end: Any, entity_ids: Any, limit: int, offset: int) -> Any:
-        calls.append((start, end, tuple(entity_ids), limit, offset))
-        return real(start, end, entity_ids, limit, offset)
-
-    monkeypatch.setattr(engine, "events", spy)
+    engine_calls.clear()
     window = get(api, obs, filter=f"phenomenonTime ge {at(2)} and phenomenonTime lt {at(5)}", top=2, skip=1,
                  count="true")
     assert [o["result"] for o in window["value"]] == levels[3:5] and window["@iot.count"] == 3
-    assert {c[2] for c in calls} == {(GAUGE,)}
+    assert {c[2] for c in engine_calls} == {(GAUGE,)}
     assert all(c[0] == T + timedelta(minutes=2) and c[1] == T + timedelta(minutes=5) - timedelta(microseconds=1)
-               for c in calls if c[3] != 1 or c[4] != 0)
-    assert (2, 1) in [(c[3], c[4]) for c in calls]  # $top and $skip in the engine's LIMIT and OFFSET
+               for c in engine_calls if c[3] != 1 or c[4] != 0)
+    assert (2, 1) in [(c[3], c[4]) for c in engine_calls]  # $top and $skip in the engine's LIMIT and OFFSET
     both = get(api, f"{B}/Observations", filter=f"Datastream/id eq '{GAUGE_DS}' and (result gt 1.6 or result eq 1.1)")
     assert sorted(o["result"] for o in both["value"]) == [1.1, 1.7, 1.8, 1.9]
     assert [o["result"] for o in get(api, obs, filter=f"not (phenomenonTime lt {at(8)}) and result ne 1.8")["value"]] == [1.9]
 
 
 def test_newest_first_looks_back_from_the_archive_end_only_as_far_as_the_page_needs(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: Api, engine_calls: list[tuple[Any, ...]]) -> None:
     """$orderby=phenomenonTime desc without $count (a map's "latest reading"): the engine is asked for the last hour,
     then 8 hours, ... back from the archive's end until the page is full, never for the whole history; a full page
     carries an @iot.nextLink, and following the links walks the whole history newest first."""
-    engine = api.client.app.state.history_engine  # type: ignore[attr-defined]
-    calls: list[tuple[Any, ...]] = []
-    real = engine.events
-
-    def spy(start: Any, end: Any, entity_ids: Any, limit: int, offset: int) -> Any:
-        calls.append((start, end, tuple(entity_ids), limit, offset))
-        return real(start, end, entity_ids, limit, offset)
-
-    monkeypatch.setattr(engine, "events", spy)
     obs = f"{B}/Datastreams('{WEATHER}:temperature')/Observations"
     page = get(api, obs, orderby="phenomenonTime desc", top=3)
     assert [o["result"] for o in page["value"]] == [47.0, 46.0, 45.0] and "@iot.nextLink" in page
-    assert min(c[0] for c in calls) >= T - timedelta(hours=8)  # 1 h held one reading, 8 h hold four
+    assert min(c[0] for c in engine_calls) >= T - timedelta(hours=8)  # 1 h held one reading, 8 h hold four
     seen = [o["result"] for o in page["value"]]
     link = page.get("@iot.nextLink")
     while link:
