@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
@@ -91,23 +92,20 @@ def _options(request: Request, most: int) -> tuple[Options, dict[str, str]]:
         raise HTTPException(400, str(exc)) from None
 
 
-EXPANDS = {s: re.compile(expand_pattern(NAVIGATION, s)) for s in SETS}
+EXPAND_PATTERN = expand_pattern(model.ALL_NAVIGATIONS)
+EXPAND = re.compile(EXPAND_PATTERN)
 
 
 def _check_expand(set_name: str, request: Request) -> None:
     """$expand as the document states it (api.sensorthings.odata.expand_pattern)."""
     raw = request.query_params.get("$expand")
-    if raw is None or EXPANDS[set_name].fullmatch(raw):
+    if raw is None or EXPAND.fullmatch(raw):
         return
-    first = raw.split(",")[0].split("(")[0].split("/")[0]
-    if first not in NAVIGATION[set_name]:
-        raise HTTPException(400, f"$expand {raw!r}: {SINGULAR[set_name]} has no navigation {first!r}; it has "
-                                 f"{', '.join(NAVIGATION[set_name])}")
-    raise HTTPException(400, f"$expand {raw!r} is not one this service reads: navigation paths of "
-                             f"{SINGULAR[set_name]} ({', '.join(NAVIGATION[set_name])}, and paths like "
+    raise HTTPException(400, f"$expand {raw!r} is not one this service reads: navigation paths (for a "
+                             f"{SINGULAR[set_name]}: {', '.join(NAVIGATION[set_name])}, and paths like "
                              "Datastreams/Observations), comma-separated, each with options in parentheses separated "
-                             "by ';' ($filter of comparisons joined by and/or, $orderby, $select, $top, $skip, $count, "
-                             "$expand of navigation paths), e.g. Datastreams/Observations($orderby=phenomenonTime desc;$top=1)")
+                             "by ';' ($filter of one comparison, $orderby, $select, $top, $skip, $count, $expand of "
+                             "navigation paths), e.g. Datastreams/Observations($orderby=phenomenonTime desc;$top=1)")
 
 
 def _one(view: View, set_name: str, raw_id: str) -> Ent:
@@ -119,54 +117,75 @@ def _one(view: View, set_name: str, raw_id: str) -> Ent:
     return e
 
 
-def _collection_route(set_name: str) -> Any:
-    def handler(request: Request, filter_: Filter = None, orderby: OrderBy = None, select: Select = None,
-                expand: Expand = None, top: Top = None, skip: Skip = None, count: Count = None) -> JSONResponse:
-        view = _view(request)
-        _check_expand(set_name, request)
-        o, raw = _options(request, view.max_top)
-        try:
+SetName = Enum("SetName", {s: s for s in SETS}, type=str)  # type: ignore[misc]
+NavName = Enum("NavName", {n: n for n in sorted(model.ALL_NAVIGATIONS)}, type=str)  # type: ignore[misc]
+
+
+def _set(entity_set: Any) -> str:
+    return str(entity_set.value)
+
+
+def _answer(request: Request, view: View, set_name: str, ent: Ent | None, nav: str | None) -> JSONResponse:
+    """A collection (of a set, or of an entity's plural navigation) or one entity, with the request's options."""
+    o, raw = _options(request, view.max_top)
+    try:
+        if ent is None:
             if set_name == "Observations" and view.obs is not None:
                 total, page = view.obs.query(list(view.graph.streams), o, view.page)
             else:
                 total, page = view.collection(list(view.graph.sets[set_name].values()), o)
             return JSONResponse(view.answer(total, page, o, f"{view.base}/{set_name}", raw))
-        except ODataError as exc:
-            raise HTTPException(400, str(exc)) from None
-    return handler
+        if nav is None:
+            return JSONResponse(view.render(ent, o))
+        got = view.related(ent, nav, o)
+        if isinstance(got, tuple):
+            return JSONResponse(view.answer(*got, o, f"{view.self_link(ent)}/{nav}", raw))
+    except ODataError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if got is None:
+        raise HTTPException(404, f"{SINGULAR[set_name]} {ent.id!r} has no {nav}")
+    return JSONResponse(view.render(got, o))
 
 
-def _entity_route(set_name: str) -> Any:
-    def handler(request: Request, id: str, select: Select = None, expand: Expand = None) -> JSONResponse:
-        view = _view(request)
-        _check_expand(set_name, request)
-        o, _ = _options(request, view.max_top)
-        try:
-            return JSONResponse(view.render(_one(view, set_name, id), o))
-        except ODataError as exc:
-            raise HTTPException(400, str(exc)) from None
-    return handler
+@router.get(f"{BASE}/{{entitySet}}({{id}})/{{navigation}}", operation_id="sta_navigation", response_class=JSONResponse,
+            summary="SensorThings: what an entity's navigation property leads to (a collection or one entity)",
+            responses={**{200: {"content": {"application/json": {"schema": {"anyOf": [COLLECTION, ENTITY]}}}}}, **ERRORS,
+                       404: {"description": "no such entity, or no such navigation property of its type "
+                                            "(Things(<id>)/Datastreams, Datastreams(<id>)/Observations, ...)"}})
+def navigation_route(request: Request, entitySet: SetName, id: str, navigation: NavName,  # type: ignore[valid-type]
+                     filter_: Filter = None, orderby: OrderBy = None, select: Select = None, expand: Expand = None,
+                     top: Top = None, skip: Skip = None, count: Count = None) -> JSONResponse:
+    set_name, nav = _set(entitySet), str(navigation.value)  # type: ignore[attr-defined]
+    if nav not in NAVIGATION[set_name]:
+        raise HTTPException(404, f"a {SINGULAR[set_name]} has no navigation property {nav!r}; it has "
+                                 f"{', '.join(NAVIGATION[set_name])}")
+    view = _view(request)
+    _check_expand(NAVIGATION[set_name][nav], request)
+    return _answer(request, view, set_name, _one(view, set_name, id), nav)
 
 
-def _navigation_route(set_name: str, nav: str) -> Any:
-    target = NAVIGATION[set_name][nav]
+@router.get(f"{BASE}/{{entitySet}}({{id}})", operation_id="sta_entity", response_class=JSONResponse,
+            summary="SensorThings: one entity by id (a quoted string: Things('kiel:_:sensor:gauge-holtenau'))",
+            responses={**{200: {"content": {"application/json": {"schema": ENTITY}}}}, **ERRORS, **NOT_FOUND})
+def entity_route(request: Request, entitySet: SetName, id: str,  # type: ignore[valid-type]
+                 select: Select = None, expand: Expand = None) -> JSONResponse:
+    set_name = _set(entitySet)
+    view = _view(request)
+    _check_expand(set_name, request)
+    return _answer(request, view, set_name, _one(view, set_name, id), None)
 
-    def handler(request: Request, id: str, filter_: Filter = None, orderby: OrderBy = None, select: Select = None,
-                expand: Expand = None, top: Top = None, skip: Skip = None, count: Count = None) -> JSONResponse:
-        view = _view(request)
-        _check_expand(target, request)
-        o, raw = _options(request, view.max_top)
-        e = _one(view, set_name, id)
-        try:
-            got = view.related(e, nav, o)
-            if isinstance(got, tuple):
-                return JSONResponse(view.answer(*got, o, f"{view.self_link(e)}/{nav}", raw))
-        except ODataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        if got is None:
-            raise HTTPException(404, f"{SINGULAR[set_name]} {id} has no {nav}")
-        return JSONResponse(view.render(got, o))
-    return handler
+
+@router.get(f"{BASE}/{{entitySet}}", operation_id="sta_collection", response_class=JSONResponse,
+            summary="SensorThings: an entity set (Things, Locations, HistoricalLocations, Datastreams, Sensors, "
+                    "ObservedProperties, Observations, FeaturesOfInterest)",
+            responses={**{200: {"content": {"application/json": {"schema": COLLECTION}}}}, **ERRORS})
+def collection_route(request: Request, entitySet: SetName,  # type: ignore[valid-type]
+                     filter_: Filter = None, orderby: OrderBy = None, select: Select = None, expand: Expand = None,
+                     top: Top = None, skip: Skip = None, count: Count = None) -> JSONResponse:
+    set_name = _set(entitySet)
+    view = _view(request)
+    _check_expand(set_name, request)
+    return _answer(request, view, set_name, None, None)
 
 
 @router.get(BASE, operation_id="sta_root", summary="SensorThings: the service root (entity sets, conformance)",
@@ -180,35 +199,13 @@ def root(request: Request) -> JSONResponse:
                          "serverSettings": {"conformance": CONFORMANCE}})
 
 
-def _ok(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    return {200: {"content": {"application/json": {"schema": schema}}}}
-
-
-for _set in SETS:
-    router.add_api_route(f"{BASE}/{_set}", _collection_route(_set), methods=["GET"], response_class=JSONResponse,
-                         operation_id=f"sta_{_set}", summary=f"SensorThings: {_set}",
-                         responses={**_ok(COLLECTION), **ERRORS})
-    router.add_api_route(f"{BASE}/{_set}({{id}})", _entity_route(_set), methods=["GET"], response_class=JSONResponse,
-                         operation_id=f"sta_{SINGULAR[_set]}", summary=f"SensorThings: one {SINGULAR[_set]}",
-                         responses={**_ok(ENTITY), **ERRORS, **NOT_FOUND})
-    for _nav, _target in NAVIGATION[_set].items():
-        plural = _target == _nav
-        router.add_api_route(f"{BASE}/{_set}({{id}})/{_nav}", _navigation_route(_set, _nav), methods=["GET"],
-                             response_class=JSONResponse, operation_id=f"sta_{SINGULAR[_set]}_{_nav}",
-                             summary=f"SensorThings: the {_nav} of a {SINGULAR[_set]}",
-                             responses={**_ok(COLLECTION if plural else ENTITY), **ERRORS, **NOT_FOUND})
-
-
 def document(doc: dict[str, Any]) -> None:
-    """The query options as the routes check them (patterns) in the OpenAPI document."""
+    """The query options and the id as the routes check them (patterns) in the OpenAPI document."""
+    patterns = {"$filter": FILTER_PATTERN, "$orderby": ORDER_PATTERN, "$select": SELECT_PATTERN,
+                "$expand": EXPAND_PATTERN, "id": ID_PATTERN}
     for path, item in doc["paths"].items():
         if not path.startswith(BASE + "/"):
             continue
-        set_name, _, nav = path[len(BASE) + 1:].partition("/")
-        set_name = set_name.partition("(")[0]
-        target = NAVIGATION[set_name][nav] if nav else set_name
-        patterns = {"$filter": FILTER_PATTERN, "$orderby": ORDER_PATTERN, "$select": SELECT_PATTERN,
-                    "$expand": expand_pattern(NAVIGATION, target), "id": ID_PATTERN}
         for p in item["get"].get("parameters", []):
             if p["name"] in patterns:
                 s = {"type": "string", "pattern": patterns[p["name"]]}

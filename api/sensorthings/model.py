@@ -50,11 +50,8 @@ NAVIGATION: dict[str, dict[str, str]] = {
 
 
 def paths(base: str) -> list[str]:
-    """Every route path of the SensorThings API under *base*: the root, each set, an entity, its navigations."""
-    out = [base]
-    for s, navs in NAVIGATION.items():
-        out += [f"{base}/{s}", f"{base}/{s}({{id}})", *(f"{base}/{s}({{id}})/{n}" for n in navs)]
-    return out
+    """Every route path of the SensorThings API under *base*: the root, a set, an entity, its navigation."""
+    return [base, f"{base}/{{entitySet}}", f"{base}/{{entitySet}}({{id}})", f"{base}/{{entitySet}}({{id}})/{{navigation}}"]
 
 
 ALL_NAVIGATIONS = frozenset(n for navs in NAVIGATION.values() for n in navs)

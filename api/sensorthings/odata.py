@@ -2,13 +2,14 @@
 ``$expand`` (with its own options in parentheses, separated by ``;``), ``$top``, ``$skip``, ``$count``.
 
 ``$filter`` grammar (a subset of OData 4.0 ABNF, what SensorThings 1.1 names in 9.3.3.5):
-``expr = term *( " and " term / " or " term )`` with ``and`` binding tighter than ``or``; ``term = *"not " ( "(" expr
-")" / comparison / function )``; ``comparison = operand " " ("eq"/"ne"/"gt"/"ge"/"lt"/"le") " " operand``; an operand
-is a path (``result``, ``Datastream/id``, ``unitOfMeasurement/name``, ``properties/kind``) or a literal: a number, a
+``expr = term *( " and " term / " or " term )`` with ``and`` binding tighter than ``or``; ``term = *"not " ( "("
+inner ")" / comparison / function )`` (``inner`` the same without parentheses);
+``comparison = operand " " ("eq"/"ne"/"gt"/"ge"/"lt"/"le") " " operand``; an operand is a path (``result``,
+``Datastream/id``, ``unitOfMeasurement/name``, ``properties/kind``) or a literal: a number, a
 'string' ('' inside for a quote), an ISO 8601 date-time, ``true``, ``false``, ``null``; the functions are the boolean
 ones ``st_within(path, geography'...')``, ``st_intersects``, ``geo.intersects`` (POINT or POLYGON, WGS84 lon lat),
 ``substringof('text', path)``, ``startswith(path, 'text')``, ``endswith(path, 'text')``. Not supported: arithmetic,
-``any``/``all``, other functions, more than two levels of parentheses. ``FILTER_PATTERN`` is this grammar as one
+``any``/``all``, other functions, parentheses inside parentheses. ``FILTER_PATTERN`` is this grammar as one
 regular expression (it bounds the nesting): the OpenAPI document gives it, and every ``$filter`` that matches it is
 answered. A path that names nothing evaluates to null; comparing values of different kinds is false (never an error).
 """
@@ -42,28 +43,17 @@ FUNCTION = (rf"(?:(?:st_within|st_intersects|geo\.intersects)\({PATH}, ?{GEOGRAP
             rf"|substringof\({STRING}, ?{PATH}\)|(?:startswith|endswith)\({PATH}, ?{STRING}\))")
 
 
-def chains(navigation: dict[str, dict[str, str]], set_name: str, depth: int = 3) -> list[str]:
-    """The navigation paths (``Datastreams``, ``Datastreams/Observations``, ...) from an entity set, up to *depth*."""
-    out = []
-    for nav, target in navigation[set_name].items():
-        out.append(nav)
-        if depth > 1:
-            out += [f"{nav}/{c}" for c in chains(navigation, target, depth - 1)]
-    return out
-
-
-def expand_pattern(navigation: dict[str, dict[str, str]], set_name: str) -> str:
-    """$expand of an entity set as the regular expression the routes check and the document gives: the set's
-    navigation paths (``Datastreams``, ``Datastreams/Observations``, up to three steps), comma-separated, each with
-    options in parentheses separated by ``;``: ``$filter`` (comparisons joined by and/or), ``$orderby``, ``$select``,
-    ``$top``, ``$skip``, ``$count``, and ``$expand`` of navigation paths (a nested path that does not fit the entity
-    it is on is left out of the answer). Deeper options go as a path: ``Datastreams/Observations($top=1)``."""
-    names = "|".join(sorted({n for navs in navigation.values() for n in navs}, key=lambda n: (-len(n), n)))
-    anychain = rf"(?:{names})(?:/(?:{names})){{0,2}}"
-    opt = (rf"\$filter={INNER_FILTER}|\$orderby={ORDER_PATTERN[1:-1]}|\$select={SELECT_PATTERN[1:-1]}"
-           rf"|\$top=\d{{1,9}}|\$skip=\d{{1,9}}|\$count=(?:true|false)|\$expand={anychain}(?:,{anychain})*")
-    paths = "|".join(re.escape(c) for c in sorted(chains(navigation, set_name), key=lambda c: (-len(c), c)))
-    item = rf"(?:{paths})(?:\((?:{opt})(?:;(?:{opt}))*\))?"
+def expand_pattern(navigations: frozenset[str]) -> str:
+    """$expand as the regular expression the routes check and the document gives: navigation paths (``Datastreams``,
+    ``Datastreams/Observations``, up to three steps), comma-separated, each with options in parentheses separated by
+    ``;``: ``$filter`` (one comparison), ``$orderby``, ``$select``, ``$top``, ``$skip``, ``$count``, and ``$expand`` of
+    navigation paths. A navigation the entity does not have is left out of the answer. Richer options go as a path:
+    ``Datastreams/Observations($top=1)``."""
+    names = "|".join(sorted(navigations, key=lambda n: (-len(n), n)))
+    chain = rf"(?:{names})(?:/(?:{names})){{0,2}}"
+    opt = (rf"\$filter={COMPARISON}|\$orderby={ORDER_PATTERN[1:-1]}|\$select={SELECT_PATTERN[1:-1]}"
+           rf"|\$top=\d{{1,9}}|\$skip=\d{{1,9}}|\$count=(?:true|false)|\$expand={chain}(?:,{chain})*")
+    item = rf"{chain}(?:\((?:{opt})(?:;(?:{opt}))*\))?"
     return rf"^{item}(?:,{item})*$"
 
 
@@ -75,8 +65,7 @@ def _expression(depth: int) -> str:
     return rf"{term}(?: (?:and|or) {term})*"
 
 
-FILTER_PATTERN = rf"^{_expression(2)}$"
-INNER_FILTER = rf"{COMPARISON}(?: (?:and|or) {COMPARISON})*"  # inside $expand(...): comparisons only
+FILTER_PATTERN = rf"^{_expression(1)}$"
 ORDER_PATTERN = rf"^{PATH}(?: (?:asc|desc))?(?:, ?{PATH}(?: (?:asc|desc))?)*$"
 SELECT_PATTERN = rf"^(?:{PATH}|@iot\.id)(?:, ?(?:{PATH}|@iot\.id))*$"
 _FILTER = re.compile(FILTER_PATTERN)
@@ -249,7 +238,7 @@ class _Parser:
 def parse_filter(text: str) -> Node:
     if not _FILTER.fullmatch(text):
         raise ODataError(f"$filter {text!r} is not a filter this service reads: comparisons 'path op value' (op one of "
-                         f"{', '.join(OPS)}) joined by and/or, not, up to two levels of parentheses, and the functions "
+                         f"{', '.join(OPS)}) joined by and/or, not, one level of parentheses, and the functions "
                          "st_within, st_intersects, geo.intersects, substringof, startswith, endswith; "
                          "e.g. phenomenonTime ge 2026-05-05T10:00:00Z and result gt 1.2")
     return _Parser(text).parse()
