@@ -27,7 +27,7 @@ from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import audit, auth, coast, entities, feedback, history, live, ngsild, opendata, scenarios
+from api.routes import audit, auth, coast, entities, feedback, history, live, ngsild, opendata, scenarios, sensorthings
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
@@ -147,6 +147,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                    audit.router, feedback.router, opendata.router):
         app.include_router(router)
     ngsild.install(app)  # NGSI-LD: its routes, ProblemDetails errors on /ngsi-ld/ and its part of the OpenAPI document
+    sensorthings.install(app)  # OGC SensorThings API 1.1 read side at /sta/v1.1 (api/routes/sensorthings.py)
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the platform (503 when degraded)",
              responses={503: {"description": "the read model has stopped or cannot reach Kafka, or the worker or the "

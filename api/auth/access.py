@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 
 from api.auth.oidc import IssuerUnavailable, OidcVerifier, TokenError
 from api.auth.store import KEY_PREFIX, AuthStore, Identity
+from api.sensorthings.model import paths as sta_paths
 
 LEVEL = {"public": 0, "planner": 1, "operator": 2}
 SESSION_COOKIE = "plietsch_session"
@@ -103,6 +104,10 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/opendata/datasets/{dataset_id}"): "public",
     ("GET", "/opendata/datasets/{dataset_id}/distributions/{fmt}"): "public",
 }
+# OGC SensorThings API (api/routes/sensorthings.py): open to everyone, and what a caller sees depends on the role: the
+# public gets the public aggregates of api/privacy.py only, planners and operators the sensors and their history
+# (api/sensorthings/model.py). Every route under /sta/v1.1 is public.
+RULES.update({("GET", path): "public" for path in sta_paths("/sta/v1.1")})
 # Static files (mounted apps, outside the OpenAPI document): pages' code and styles, the CesiumJS library. No data.
 MOUNTS: dict[str, str] = {"/static": "public", "/cesium": "public"}
 
