@@ -93,7 +93,9 @@ def test_every_operation_as_each_role_with_all_checks(served: tuple[str, dict[st
     let_through = 0
     for event in from_schema(schema).execute():
         if isinstance(event, events.NonFatalError | events.FatalError):
-            errors.append(" ".join(str(event.__dict__ if hasattr(event, "__dict__") else event).split())[:400])
+            what = (f"{event.label} ({event.phase}): {event.value!r}" if isinstance(event, events.NonFatalError)
+                    else f"engine error: {event.exception!r}")  # the events have __slots__, no __dict__ to print
+            errors.append(" ".join(what.split())[:400])
         if not isinstance(event, events.ScenarioFinished):
             continue
         for cid, interaction in event.recorder.interactions.items():
