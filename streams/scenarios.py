@@ -1,4 +1,4 @@
-"""The scenario agent's work: run a requested storm-surge or traffic scenario on a fork of the twin, write its results
+"""The scenario service's work: run a requested storm-surge or traffic scenario on a fork of the twin, write its results
 as files (storm surge: summary, affected assets, a depth GeoTIFF per step; traffic: summary, GeoJSON per link,
 zone-to-zone times) and report progress as events. Runs in the scenario service's runner process
 (``streams.scenario_service``), one scenario at a time, cancellable between steps."""
