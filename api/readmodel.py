@@ -27,7 +27,7 @@ import math
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -117,6 +117,11 @@ class Subscriber:
             self.overflowed = True
 
 
+def _offer_all(subs: tuple[Subscriber, ...], d: Delta) -> None:
+    for sub in subs:
+        sub.offer(d)
+
+
 def _brief(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']} (got {str(e.get('input'))[:60]!r})"
                      for e in exc.errors()[:3])
@@ -163,6 +168,8 @@ class ReadModel:
         self.last_poll: float | None = None
         self._lag_warned = float("-inf")
         self._subs: set[Subscriber] = set()
+        self._by_loop: dict[asyncio.AbstractEventLoop, tuple[Subscriber, ...]] = {}  # the subscribers per event loop
+        self.frames: OrderedDict[int, bytes] = OrderedDict()  # SSE frames of recent deltas by seq (api.routes.live)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -202,6 +209,7 @@ class ReadModel:
         that is no longer buffered (the client must take a new snapshot). Atomic with the live feed: no gap."""
         with self._lock:
             self._subs.add(sub)
+            self._group_subscribers()
             if after is None:
                 return []
             backlog = self._since_locked(after)
@@ -210,6 +218,13 @@ class ReadModel:
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
             self._subs.discard(sub)
+            self._group_subscribers()
+
+    def _group_subscribers(self) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = {}
+        for sub in self._subs:
+            by_loop.setdefault(sub.loop, []).append(sub)
+        self._by_loop = {loop: tuple(subs) for loop, subs in by_loop.items()}
 
     @property
     def subscribers(self) -> int:
@@ -322,8 +337,8 @@ class ReadModel:
 
     def _emit(self, delta: Delta) -> None:
         self.recent.append(delta)
-        for sub in list(self._subs):
-            sub.loop.call_soon_threadsafe(sub.offer, delta)
+        for loop, subs in self._by_loop.items():  # one wake-up per event loop, not one per subscriber
+            loop.call_soon_threadsafe(_offer_all, subs, delta)
 
     def apply_update(self, rec: dict[str, Any]) -> str | None:
         """Keep an entity update if it is newer than what the model holds (revisions are per entity)."""

@@ -1,0 +1,182 @@
+"""Benchmark (issue 15 item 5): many SSE subscribers on one API process, on this machine.
+
+The embedded broker, a worker and one API process; the simulator's readings of the bundled pack at a steady rate
+(``--rate``, 200/s as ``make run``); then, for each case, ``--seconds`` of:
+- the read model's update rate: the sequence numbers /health reports, per second;
+- the delay from a reading produced to its delta at a client (the reading's event id carries its send time), at
+  ``--timed`` clients that parse every frame, beside ``subscribers - timed`` clients that read and discard the bytes
+  (raw asyncio sockets: their cost on the shared 2 cores stays small);
+- clients cut off (their stream ended before the case did).
+
+Cases: 0 subscribers (the rate's baseline), 1 timed subscriber (the delay's baseline), ``--subscribers`` (200). With
+``--baseline REV`` the API of git revision REV runs the same cases in the same run, before this tree's.
+
+Run: ``.venv/bin/python -m bench.sse_fanout --subscribers 200 --seconds 20 --baseline a2d0c02``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.api import produce_steady
+from bench.auth import ENV, HEADERS
+from bench.pipeline import checkout
+from infra.broker import EmbeddedBroker, free_port
+from streams.catalogue import ensure_topics
+from twin.region import bundled_pack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seq(url: str) -> int:
+    return int(httpx.get(f"{url}/health", timeout=5, headers=HEADERS).json()["read_model"]["seq"])
+
+
+async def raw_clients(port: int, n: int, seconds: float, cut: list[int]) -> None:
+    """*n* SSE clients that read and discard; each that ends before *seconds* counts in *cut*."""
+    request = (f"GET /stream?type=sensor HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {HEADERS['Authorization']}\r\n"
+               "Accept: text/event-stream\r\n\r\n").encode()
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), max(0.1, end - time.monotonic()))
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    cut.append(1)
+                    return
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+def timed_client(url: str, seconds: float, ready: threading.Event, out: list[float], cut: list[int]) -> None:
+    with httpx.Client(base_url=url, timeout=None, headers=HEADERS) as c, c.stream("GET", "/stream", params={"type": "sensor"}) as r:
+        end = None
+        data = None
+        for line in r.iter_lines():
+            if line.startswith("event: snapshot_end"):
+                ready.set()
+                end = time.monotonic() + seconds
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif not line and data and end is not None:
+                eid = json.loads(data).get("data", {}).get("cause_event_id", "")
+                if eid.startswith("lat-"):
+                    out.append((time.time_ns() - int(eid[4:])) / 1e6)
+                data = None
+                if time.monotonic() > end:
+                    return
+        cut.append(1)
+
+
+def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate: float, seconds: float) -> dict[str, float]:
+    stop = threading.Event()
+    lat: list[float] = []
+    cut: list[int] = []
+    readies = [threading.Event() for _ in range(min(timed, subscribers))]
+    threads = [threading.Thread(target=timed_client, args=(url, seconds + 5, r, lat, cut), daemon=True) for r in readies]
+    for t in threads:
+        t.start()
+    raw = subscribers - len(readies)
+    loop_thread = threading.Thread(target=lambda: asyncio.run(raw_clients(port, raw, seconds + 5, cut)), daemon=True)
+    if raw:
+        loop_thread.start()
+    for r in readies:
+        r.wait(60)
+    time.sleep(2.0)  # the raw clients' snapshots
+    s0, t0 = seq(url), time.monotonic()
+    n = produce_steady(bootstrap, rate, seconds, stop)
+    time.sleep(1.0)
+    s1, t1 = seq(url), time.monotonic()
+    for t in threads:
+        t.join(seconds + 30)
+    if raw:
+        loop_thread.join(seconds + 30)
+    a = np.array(lat) if lat else np.array([float("nan")])
+    return {"subscribers": subscribers, "readings": n, "updates_per_s": (s1 - s0) / (t1 - t0),
+            "p50_ms": float(np.nanpercentile(a, 50)), "p99_ms": float(np.nanpercentile(a, 99)),
+            "timed_deltas": len(lat), "cut": len(cut)}
+
+
+def run_api(source: Path, bootstrap: str, data: Path, subscribers: int) -> tuple[subprocess.Popen[bytes], str, int]:
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_DATA_DIR=str(data), **ENV,
+               PLIETSCH_SSE_PER_CALLER=str(subscribers + 10), PLIETSCH_SSE_TOTAL=str(subscribers + 10))
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
+                            "--log-level", "warning"], cwd=source, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            h = httpx.get(f"{url}/health", timeout=2, headers=HEADERS).json()
+            if h["status"] == "ok" and h["read_model"]["entities"] >= len(bundled_pack().sensors):
+                return api, url, port
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    api.terminate()
+    raise TimeoutError("the API did not load the twin within 120 s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subscribers", type=int, default=200)
+    ap.add_argument("--timed", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--baseline", default="", help="git revision whose API runs the same cases first")
+    args = ap.parse_args()
+    sources = ([(f"API of {args.baseline}", checkout(args.baseline))] if args.baseline else []) + [("this tree", ROOT)]
+    print(f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}; one API process, "
+          f"{args.rate:.0f} readings/s, {args.seconds:.0f} s per case", flush=True)
+    with EmbeddedBroker() as broker:
+        bs = broker.bootstrap_servers
+        ensure_topics(bs)
+        data = Path(tempfile.mkdtemp(prefix="bench-sse-"))
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bs, PLIETSCH_DATA_DIR=str(data), PLIETSCH_WEB_PORT=str(free_port()), **ENV)
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            produce_steady(bs, 2000, 3, threading.Event())  # fill the twin
+            for name, source in sources:
+                api, url, port = run_api(source, bs, data, args.subscribers)
+                try:
+                    for subs, timed in ((0, 0), (1, 1), (args.subscribers, args.timed)):
+                        r = case(url, port, bs, subs, timed, args.rate, args.seconds)
+                        print(f"{name:22s} {subs:4d} subscribers: read model {r['updates_per_s']:6.1f} updates/s, "
+                              f"delay p50 {r['p50_ms']:7.0f} ms p99 {r['p99_ms']:7.0f} ms ({r['timed_deltas']} timed "
+                              f"deltas), cut off {r['cut']}", flush=True)
+                finally:
+                    api.terminate()
+                    try:
+                        api.wait(30)
+                    except subprocess.TimeoutExpired:
+                        api.kill()
+                        api.wait(10)
+        finally:
+            worker.terminate()
+            worker.wait(20)
+
+
+if __name__ == "__main__":
+    main()
