@@ -82,7 +82,9 @@ def produce_steady(bootstrap: str, rate: float, seconds: float, stop: threading.
     return n
 
 
-def sse_latencies(url: str, seconds: float, ready: threading.Event, out: list[float]) -> None:
+def sse_latencies(url: str, seconds: float, ready: threading.Event, out: list[float], cut: list[int] | None = None) -> None:
+    """An SSE client that times every delta of a reading whose event id carries its send time (``lat-<ns>``) for
+    *seconds* after its snapshot; a stream that ends before counts in *cut*."""
     with httpx.Client(base_url=url, timeout=None, headers=HEADERS) as c, c.stream("GET", "/stream", params={"type": "sensor"}) as r:
         end = None
         data = None
@@ -100,6 +102,8 @@ def sse_latencies(url: str, seconds: float, ready: threading.Event, out: list[fl
                 data = None
                 if time.monotonic() > end:
                     return
+        if cut is not None:
+            cut.append(1)
 
 
 def main() -> None:

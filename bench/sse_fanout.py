@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.api import produce_steady
+from bench.api import produce_steady, sse_latencies
 from bench.auth import ENV, HEADERS
 from bench.pipeline import checkout
 from infra.broker import EmbeddedBroker, free_port
@@ -69,32 +68,12 @@ async def raw_clients(port: int, n: int, seconds: float, cut: list[int]) -> None
     await asyncio.gather(*(one() for _ in range(n)))
 
 
-def timed_client(url: str, seconds: float, ready: threading.Event, out: list[float], cut: list[int]) -> None:
-    with httpx.Client(base_url=url, timeout=None, headers=HEADERS) as c, c.stream("GET", "/stream", params={"type": "sensor"}) as r:
-        end = None
-        data = None
-        for line in r.iter_lines():
-            if line.startswith("event: snapshot_end"):
-                ready.set()
-                end = time.monotonic() + seconds
-            elif line.startswith("data: "):
-                data = line[6:]
-            elif not line and data and end is not None:
-                eid = json.loads(data).get("data", {}).get("cause_event_id", "")
-                if eid.startswith("lat-"):
-                    out.append((time.time_ns() - int(eid[4:])) / 1e6)
-                data = None
-                if time.monotonic() > end:
-                    return
-        cut.append(1)
-
-
 def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate: float, seconds: float) -> dict[str, float]:
     stop = threading.Event()
     lat: list[float] = []
     cut: list[int] = []
     readies = [threading.Event() for _ in range(min(timed, subscribers))]
-    threads = [threading.Thread(target=timed_client, args=(url, seconds + 5, r, lat, cut), daemon=True) for r in readies]
+    threads = [threading.Thread(target=sse_latencies, args=(url, seconds + 5, r, lat, cut), daemon=True) for r in readies]
     for t in threads:
         t.start()
     raw = subscribers - len(readies)
