@@ -292,11 +292,19 @@ class ScenarioService:
         self.stop_event.set()
 
 
+def _end_with(parent: Any) -> None:
+    parent.join()
+    os._exit(0)
+
+
 def _run_child(pack_dir: str, data_dir: str, tasks: Any, results: Any, cancel: Any) -> None:
     """The runner process: runs each request it is given, sends progress and the end back; None ends it."""
     from twin.region import load_pack
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the service ends the child
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a service killed outright (SIGKILL, out of memory) takes its runner along: no orphan
+        threading.Thread(target=_end_with, args=(parent,), name="parent-watch", daemon=True).start()
     lower_priority()
     runner = ScenarioRunner(load_pack(Path(pack_dir)), Path(data_dir), lambda e: results.put(("progress", e)),
                             is_cancelled=lambda sid: cancel.is_set())

@@ -176,7 +176,8 @@ def test_a_killed_service_runs_the_unfinished_request_again_at_a_lower_priority(
         time.sleep(1.0)
         proc.send_signal(signal.SIGKILL)  # the service dies with the run in hand, its offset not committed
         proc.wait(10)
-        runner.kill()
+        runner.resume()
+        runner.wait(30)  # the runner ends with its service: no orphan
         proc = start()
         wait_for(lambda: _last(broker, sid) == "completed", 180, f"the run again after the kill: {log.read_text()[-2000:]}")
         assert (tmp_path / "scenarios" / sid.split(":")[-1] / "summary.json").is_file()
