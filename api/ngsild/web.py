@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from api.negotiation import accepted
 from api.ngsild import context as ctx
 from api.ngsild.entities import key_values, select_attrs
 from api.ngsild.problems import PROBLEM_SCHEMA, NgsiError
@@ -50,16 +51,7 @@ def negotiate(request: Request) -> str:
     if not accept:
         return "application/json"
     best, best_q = None, 0.0
-    for part in accept.split(","):
-        media, *params = [p.strip() for p in part.split(";")]
-        q = 1.0
-        for p in params:
-            if p.startswith("q="):
-                try:
-                    q = float(p[2:])
-                except ValueError:
-                    q = 0.0
-        media = media.lower()
+    for media, q in accepted(accept):
         got = LD if media == LD else "application/json" if media in ("application/json", "*/*", "application/*") else None
         if got is not None and (q > best_q or (q == best_q and got == LD and best != LD and media == LD)):
             best, best_q = got, q

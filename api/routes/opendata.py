@@ -20,6 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from api.auth.access import allowed, identify
 from api.deps import PackDep, ReadModelDep
+from api.negotiation import accepted
 from api.opendata.catalog import FORMATS, OpenDataSettings, build, serialize
 from api.opendata.datasets import BY_ID, DATASETS, Dataset, Provenance
 from api.opendata.formats import csv_stream, geojson_stream
@@ -59,16 +60,8 @@ def visible(request: Request, pack: RegionPack) -> list[tuple[Dataset, Provenanc
 def negotiate(accept: str | None) -> str:
     """JSON-LD unless the client prefers Turtle (by its q values); an Accept without either gets JSON-LD."""
     best, best_q = JSONLD, 0.0
-    for part in (accept or "").split(","):
-        media, *params = [p.strip() for p in part.split(";")]
-        q = 1.0
-        for p in params:
-            if p.startswith("q="):
-                try:
-                    q = float(p[2:])
-                except ValueError:
-                    q = 0.0
-        kind = {TURTLE: TURTLE, JSONLD: JSONLD, "application/json": JSONLD}.get(media.lower())
+    for media, q in accepted(accept):
+        kind = {TURTLE: TURTLE, JSONLD: JSONLD, "application/json": JSONLD}.get(media)
         if kind is not None and q > best_q:  # of equal q values the first listed wins
             best, best_q = kind, q
     return best
