@@ -24,6 +24,8 @@ class EntityKind(StrEnum):
     REPORT = "report"
     EVENT = "event"
     SCENARIO = "scenario"
+    VEHICLE = "vehicle"  # a bus of the GTFS-Realtime feed (streams/sources/gtfs)
+    STOP = "stop"  # a public transport stop with its departure board (GTFS)
 
 
 _SLUG = r"[a-z0-9](?:[a-z0-9-]{0,62})"

@@ -3,6 +3,7 @@ metrics server, Kafka retries, the loop over items that fall due, and the stop."
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,9 @@ from prometheus_client import start_http_server
 
 from streams.catalogue import DEAD_LETTERS
 from streams.publisher import EventPublisher
+from streams.serde import encode_event
 from streams.sources.kafka_retry import Abandoned, retry_kafka
+from twin.events import DeadLettered
 
 
 class Transient(Exception):
@@ -55,6 +58,45 @@ def get(http: httpx.Client, url: str, timeout_s: float, headers: dict[str, str] 
     if resp.status_code == 429 or resp.status_code >= 500:
         raise Transient(f"HTTP {resp.status_code}", retry_after(resp.headers.get("Retry-After", "")))
     return resp
+
+
+def validators(resp: httpx.Response) -> dict[str, str]:
+    """The conditional-request headers for the next GET of the same URL (from its ``ETag`` / ``Last-Modified``)."""
+    out = {}
+    if resp.headers.get("ETag"):
+        out["If-None-Match"] = resp.headers["ETag"]
+    if resp.headers.get("Last-Modified"):
+        out["If-Modified-Since"] = resp.headers["Last-Modified"]
+    return out
+
+
+class BackoffSettings(Protocol):
+    backoff_base_s: float
+    backoff_cap_s: float
+
+
+def backoff_delay(s: BackoffSettings, failures: int, exc: Transient) -> float:
+    """Exponential backoff with jitter after *failures* failed requests in a row, at least the server's Retry-After
+    (both capped at ``backoff_cap_s``)."""
+    delay = min(s.backoff_cap_s, s.backoff_base_s * 2 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
+    if exc.wait_s is not None:
+        delay = max(delay, min(exc.wait_s, s.backoff_cap_s))
+    return delay
+
+
+def source_dead_letter(processor: str, dead_letter_id: str, original_topic: str, key: str, value: bytes, kind: str,
+                       reason: str) -> DeadLettered:
+    """A source's dead letter as the worker writes them (no partition or offset: it never was a Kafka record). The
+    caller derives *dead_letter_id* from the defect, so that a defect the feed repeats is written once."""
+    return DeadLettered(dead_letter_id=dead_letter_id, original_topic=original_topic, original_partition=-1,
+                        original_offset=-1, original_key=key.encode(), original_value=value, batch_index=-1,
+                        error_type=kind, reason=reason[:1000], processor=processor)
+
+
+def send_dead_letter(pub: EventPublisher, d: DeadLettered) -> None:
+    """Queue *d* on the dead-letters topic (the caller flushes), with its reason and error type as headers."""
+    pub.send_raw(DEAD_LETTERS.name, d.original_topic.encode(), encode_event(pub.codec, d),
+                 [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())])
 
 
 class Due(Protocol):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from streams.sources.gbfs.mapping import Mapping
 from streams.sources.gbfs.validate import Problem, parse_time
+from streams.sources.polling import source_dead_letter
 from twin.events import BikeStationStatusReported, DeadLettered
 
 PROCESSOR = "gbfs"
@@ -35,10 +36,8 @@ def _id(*parts: str) -> str:
 def dead_letter(system: str, file: str, key: str, value: bytes, kind: str, reason: str, dedup: str) -> DeadLettered:
     """A dead letter as the worker writes them; *dedup* names the defect, so that it is written once however often the
     feed repeats it."""
-    return DeadLettered(dead_letter_id=_id("dead", system, file, kind, dedup), original_topic=f"gbfs:{system}/{file}",
-                        original_partition=-1, original_offset=-1, original_key=key.encode(), original_value=value,
-                        batch_index=-1, error_type=kind, reason=f"GBFS {system} {file}.json: {reason}"[:1000],
-                        processor=PROCESSOR)
+    return source_dead_letter(PROCESSOR, _id("dead", system, file, kind, dedup), f"gbfs:{system}/{file}", key, value,
+                              kind, f"GBFS {system} {file}.json: {reason}")
 
 
 def split_problems(file: str, problems: list[Problem]) -> tuple[list[Problem], dict[int, list[Problem]]]:

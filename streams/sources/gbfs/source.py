@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,9 +33,8 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
+from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
-from streams.serde import encode_event
 from streams.sources.gbfs.convert import (
     dead_letter,
     defect_key,
@@ -48,7 +46,15 @@ from streams.sources.gbfs.convert import (
 )
 from streams.sources.gbfs.mapping import Mapping, MappingError
 from streams.sources.gbfs.validate import check
-from streams.sources.polling import Permanent, PollingSource, Transient, get
+from streams.sources.polling import (
+    Permanent,
+    PollingSource,
+    Transient,
+    backoff_delay,
+    get,
+    send_dead_letter,
+    validators,
+)
 from twin.events import DeadLettered
 
 log = logging.getLogger("plietsch.gbfs")
@@ -176,12 +182,7 @@ class GbfsSource(PollingSource):
         self.metrics.last_success.labels(feed.name).set(time.time())
         if resp.status_code == 304:
             return "unchanged"
-        validators = {}
-        if resp.headers.get("ETag"):
-            validators["If-None-Match"] = resp.headers["ETag"]
-        if resp.headers.get("Last-Modified"):
-            validators["If-Modified-Since"] = resp.headers["Last-Modified"]
-        feed.conditional = (feed.url, validators)
+        feed.conditional = (feed.url, validators(resp))
         body = resp.content
         try:
             doc = json.loads(body)
@@ -258,8 +259,7 @@ class GbfsSource(PollingSource):
             self.pub.add(topic, str(r.entity_id), r)
         for d in dead:
             log.warning("dead letter: %s", d.reason[:300])
-            self.pub.send_raw(DEAD_LETTERS.name, d.original_topic.encode(), encode_event(self.pub.codec, d),
-                              [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())])
+            send_dead_letter(self.pub, d)
         if readings or dead:
             self._retry("writing the readings to Kafka", lambda: self.pub.flush(timeout=self.settings.flush_timeout_s))
         for sid, t in (newest or {}).items():
@@ -298,9 +298,7 @@ class GbfsSource(PollingSource):
             self.metrics.failing.labels(feed.name).set(1)
             if isinstance(exc, Transient):
                 self.metrics.retries.labels("http").inc()
-                delay = min(s.backoff_cap_s, s.backoff_base_s * 2 ** min(feed.failures - 1, 30)) * random.uniform(0.5, 1.0)
-                if exc.wait_s is not None:
-                    delay = max(delay, min(exc.wait_s, s.backoff_cap_s))
+                delay = backoff_delay(s, feed.failures, exc)
                 self._set_state(feed, f"transient {exc}", f"GBFS {feed.name} ({feed.url}): {exc}; retrying with backoff "
                                 f"(next in {delay:.1f} s, at most {s.backoff_cap_s:.0f} s apart)")
             else:

@@ -1,0 +1,1 @@
+"""GTFS static + GTFS-Realtime buses: ``plietsch source gtfs`` (README section GTFS)."""

@@ -1,0 +1,306 @@
+"""GTFS static + GTFS-Realtime buses polled continuously: ``plietsch source gtfs`` (README section GTFS).
+
+The schedule (``PLIETSCH_GTFS_STATIC``, a GTFS zip or folder) is read once at start (``static.py``). Two GTFS-Realtime
+feeds are polled every ``interval_s``: ``PLIETSCH_GTFS_VEHICLE_POSITIONS_URL`` and ``PLIETSCH_GTFS_TRIP_UPDATES_URL``
+(either may be empty), with ``If-None-Match`` / ``If-Modified-Since`` when the server sent an ``ETag`` /
+``Last-Modified``; a 304, or a feed whose header timestamp is the one already read, is "unchanged".
+
+Into the twin: the source writes ``TwinEntityUpdated`` records to ``twin.updates`` (the compacted latest-state topic
+the API's read model folds) for each bus (``<region>:_:vehicle:bus-<id>``, revision = the position's timestamp) and for
+each stop's departure board (``<region>:<neighbourhood or _>:stop:<stop id>``, revision = unix time of the board, written
+when the board changed). No new topic, schema or worker agent: these entities have no readings to fold, the feed already
+holds their state. A body that is not a FeedMessage is a dead letter (``decode``), as is an entity naming a trip or stop
+the schedule does not know (``unknown_trip``, ``unknown_stop``), once per defect. Transient failures (timeout,
+connection refused, 5xx, 429) are retried with exponential backoff and jitter up to ``backoff_cap_s``; another 4xx is
+logged with what to check and retried at the cap. Records are flushed to Kafka with retries (``kafka_retry``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.catalogue import TWIN_UPDATES
+from streams.publisher import EventPublisher
+from streams.sources.gtfs.realtime import (
+    FeedError,
+    Outcome,
+    Update,
+    board,
+    dead,
+    decode,
+    entity_name,
+    trip_updates,
+    vehicle_positions,
+)
+from streams.sources.gtfs.static import Schedule, load_schedule
+from streams.sources.polling import (
+    Permanent,
+    PollingSource,
+    Transient,
+    backoff_delay,
+    get,
+    send_dead_letter,
+    validators,
+)
+from twin.events import DeadLettered, TwinEntityUpdated
+from twin.ids import EntityId, EntityKind
+from twin.region import RegionPack
+
+log = logging.getLogger("plietsch.gtfs")
+FEEDS = ("vehicle_positions", "trip_updates")
+ORDER = {"vehicle_positions": 0, "trip_updates": 1, "schedule": 2}  # among feeds due at once: positions first
+MAX_DEAD_IDS = 5000
+
+
+class GtfsSettings(BaseSettings):
+    """``PLIETSCH_GTFS_*``: the schedule, the two realtime feeds, the boards, the poll limits, the metrics port."""
+
+    model_config = SettingsConfigDict(env_prefix="PLIETSCH_GTFS_", extra="ignore")
+
+    static: Path | None = None  # the GTFS zip (or folder); setting it turns the source on in 'plietsch run'
+    vehicle_positions_url: str = ""  # a GTFS-Realtime VehiclePositions feed (protobuf)
+    trip_updates_url: str = ""  # a GTFS-Realtime TripUpdates feed (protobuf)
+    stops: str = ""  # comma-separated stop_ids with a departure board; empty: every stop inside the region's bbox
+    interval_s: float = 30.0
+    board_horizon_s: int = 5400  # departures of the next 90 minutes
+    board_limit: int = 12  # at most this many per board
+    timeout_s: float = 20.0
+    flush_timeout_s: float = 10.0
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 300.0
+    health_every_s: float = 60.0
+    metrics_port: int = 9469
+    metrics_host: str = "127.0.0.1"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.polls = Counter("plietsch_gtfs_polls", "requests answered or failed, per feed", ["feed"], registry=r)
+        self.feeds = Counter("plietsch_gtfs_feeds", "feed polls per outcome: fetched, unchanged (304 or the same header "
+                             "timestamp), invalid (not a FeedMessage), failed (HTTP)", ["feed", "outcome"], registry=r)
+        self.published = Counter("plietsch_gtfs_updates_published", "twin updates written, per entity kind", ["kind"],
+                                 registry=r)
+        self.duplicates = Counter("plietsch_gtfs_duplicates", "entities skipped: (entity id, timestamp) used already",
+                                  ["feed"], registry=r)
+        self.dead = Counter("plietsch_gtfs_dead_letters", "dead letters written, per reason", ["reason"], registry=r)
+        self.vehicles = Gauge("plietsch_gtfs_vehicles", "vehicles in the last VehiclePositions feed", registry=r)
+        self.trips = Gauge("plietsch_gtfs_trips_with_updates", "trips with a realtime update held", registry=r)
+        self.boards = Gauge("plietsch_gtfs_boards", "stops with a departure board", registry=r)
+        self.retries = Counter("plietsch_gtfs_retries", "requests and flushes retried after a failure, per cause",
+                               ["cause"], registry=r)
+        self.last_success = Gauge("plietsch_gtfs_last_success_timestamp_seconds", "unix time of the last answered poll",
+                                  ["feed"], registry=r)
+        self.failing = Gauge("plietsch_gtfs_failing", "1 while a feed's requests fail", ["feed"], registry=r)
+        self.up = Gauge("plietsch_gtfs_up", "1 while the source runs", registry=r)
+
+
+@dataclass
+class Feed:
+    name: str
+    url: str
+    due: float = 0.0
+    header_ts: int | None = None  # of the last feed read
+    conditional: tuple[str, dict[str, str]] = ("", {})
+    failures: int = 0
+    state: str = "new"
+    ok_at: float = 0.0
+
+
+def board_stops(schedule: Schedule, pack: RegionPack, wanted: str) -> dict[str, EntityId]:
+    """stop_id -> entity id of the stops that get a board: the listed ones, else those inside the region's bbox."""
+    if wanted.strip():
+        ids = [s.strip() for s in wanted.split(",") if s.strip()]
+        unknown = [s for s in ids if s not in schedule.stops]
+        if unknown:
+            raise ValueError(f"PLIETSCH_GTFS_STOPS names stop(s) {', '.join(map(repr, unknown[:10]))} that are not in "
+                             f"{schedule.source} stops.txt")
+    else:
+        w, s, e, n = pack.manifest.bbox
+        ids = [sid for sid, st in schedule.stops.items() if w <= st.lon <= e and s <= st.lat <= n and sid in schedule.by_stop]
+    out = {}
+    for sid in ids:
+        st = schedule.stops[sid]
+        hood = pack.index.locate(st.lon, st.lat)["neighbourhood"]
+        out[sid] = EntityId.of(pack.id, EntityId.parse(hood).name if hood else "_", EntityKind.STOP, entity_name(sid))
+    return out
+
+
+class GtfsSource(PollingSource):
+    topic = TWIN_UPDATES.name
+    left_for_next_run = "the next run reads the feeds again and writes the current state"
+
+    def __init__(self, settings: GtfsSettings, schedule: Schedule, pack: RegionPack, publisher: EventPublisher,
+                 metrics: Metrics | None = None, report: Callable[[str], None] = log.info,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        super().__init__(settings, publisher, report, "plietsch-twin (gtfs source)")
+        self.settings: GtfsSettings = settings
+        self.schedule = schedule
+        self.region = pack.id
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        urls = {"vehicle_positions": settings.vehicle_positions_url, "trip_updates": settings.trip_updates_url}
+        self.feeds = {n: Feed(n, u) for n, u in urls.items() if u}
+        if not self.feeds:  # the schedule alone: boards by the timetable, refreshed every interval
+            self.feeds["schedule"] = Feed("schedule", str(settings.static or schedule.source))
+        self.stops = board_stops(schedule, pack, settings.stops)
+        self.metrics.boards.set(len(self.stops))
+        self.updates: dict[str, Update] = {}
+        self.last: dict[str, int] = {}  # dedupe: entity id (or 'trip|<id>') -> timestamp used
+        self.boards: dict[str, list[dict[str, Any]]] = {}  # stop entity -> the board last written
+        self.dead_ids: set[str] = set()
+        self.counts = {"vehicles": 0, "boards": 0, "duplicates": 0, "dead": 0}
+        self.next_health = time.monotonic() + settings.health_every_s
+
+    def poll(self, feed: Feed) -> str:
+        headers = feed.conditional[1] if feed.conditional[0] == feed.url else {}
+        resp = get(self.http, feed.url, self.settings.timeout_s, headers)
+        if 400 <= resp.status_code < 500:
+            env = f"PLIETSCH_GTFS_{feed.name.upper()}_URL"
+            raise Permanent(f"HTTP {resp.status_code} for {feed.url}: check {env}; body {resp.text[:200]!r}")
+        self.metrics.last_success.labels(feed.name).set(time.time())
+        if resp.status_code == 304:
+            return "unchanged"
+        feed.conditional = (feed.url, validators(resp))
+        try:
+            msg = decode(resp.content)
+        except FeedError as exc:
+            self._emit([], [dead(feed.name, feed.url, resp.content, "decode", f"{feed.url}: {exc}",
+                                 f"decode|{feed.url}|{resp.content[:64]!r}")])
+            return "invalid"
+        if feed.header_ts is not None and msg.header.timestamp and msg.header.timestamp == feed.header_ts:
+            return "unchanged"
+        feed.header_ts = msg.header.timestamp or None
+        if feed.name == "vehicle_positions":
+            out = vehicle_positions(msg, self.schedule, self.region, self.last)
+            self.metrics.vehicles.set(sum(1 for e in msg.entity if e.HasField("vehicle")))
+            records = [self._update(eid, "vehicle", rev, state) for eid, rev, state in out.states]
+            self.counts["vehicles"] += len(records)
+        else:
+            out = trip_updates(msg, self.schedule, self.updates, self.last)
+            self.metrics.trips.set(len(self.updates))
+            records = []
+        self._count(feed, out)
+        self._emit(records, out.dead)
+        return "fetched"
+
+    def _count(self, feed: Feed, out: Outcome) -> None:
+        self.metrics.duplicates.labels(feed.name).inc(out.duplicates)
+        self.counts["duplicates"] += out.duplicates
+
+    def _update(self, eid: EntityId, kind: str, revision: int, state: dict[str, Any]) -> TwinEntityUpdated:
+        now = self.clock()
+        event_id = hashlib.sha256(f"gtfs|{eid}|{revision}|{state.get('departures', '')}".encode()).hexdigest()[:32]
+        return TwinEntityUpdated(event_id=event_id, entity_id=eid,
+                                 region=self.region, occurred_at=now, source="gtfs", entity_type=kind,
+                                 revision=revision, state_json=json.dumps(state, ensure_ascii=False, sort_keys=True),
+                                 cause_event_id="")
+
+    def refresh_boards(self) -> int:
+        """Compute every stop's board; write those that changed. Returns how many were written."""
+        now = self.clock()
+        records = []
+        for sid, eid in self.stops.items():
+            deps = board(self.schedule, self.updates, sid, now, self.settings.board_horizon_s, self.settings.board_limit)
+            if self.boards.get(eid) == deps:
+                continue
+            stop = self.schedule.stops[sid]
+            state = {"stop_id": sid, "name": stop.name, "lat": stop.lat, "lon": stop.lon, "departures": deps,
+                     "board_at": now.isoformat(), "source": f"GTFS {self.schedule.source}"}
+            records.append((eid, deps, self._update(eid, "stop", int(now.timestamp()), state)))
+        self._emit([r for _, _, r in records], [])
+        for eid, deps, _ in records:
+            self.boards[eid] = deps
+        self.counts["boards"] += len(records)
+        return len(records)
+
+    def _emit(self, records: list[TwinEntityUpdated], dead_letters: list[DeadLettered]) -> None:
+        dead_letters = [d for d in dead_letters if d.dead_letter_id not in self.dead_ids]
+        if not records and not dead_letters:
+            return
+        for r in records:
+            self.pub.add(TWIN_UPDATES.name, str(r.entity_id), r)
+        for d in dead_letters:
+            log.warning("dead letter: %s", d.reason[:300])
+            send_dead_letter(self.pub, d)
+        self._retry("writing the bus updates to Kafka", lambda: self.pub.flush(timeout=self.settings.flush_timeout_s))
+        for r in records:
+            self.metrics.published.labels(r.entity_type).inc()
+        for d in dead_letters:
+            self.dead_ids.add(d.dead_letter_id)
+            self.metrics.dead.labels(d.error_type).inc()
+        if len(self.dead_ids) > MAX_DEAD_IDS:
+            self.dead_ids.clear()  # a later repeat is written once more: ids stay the same, readers can dedupe
+        self.counts["dead"] += len(dead_letters)
+
+    def step(self, feed: Feed) -> None:
+        now = time.monotonic()
+        s = self.settings
+        self.metrics.polls.labels(feed.name).inc()
+        try:
+            outcome = "fetched" if feed.name == "schedule" else self.poll(feed)
+        except (Transient, Permanent) as exc:
+            feed.failures += 1
+            self.metrics.feeds.labels(feed.name, "failed").inc()
+            self.metrics.failing.labels(feed.name).set(1)
+            if isinstance(exc, Transient):
+                self.metrics.retries.labels("http").inc()
+                delay = backoff_delay(s, feed.failures, exc)
+                message = f"retrying with backoff (next in {delay:.1f} s, at most {s.backoff_cap_s:.0f} s apart)"
+            else:
+                self.metrics.retries.labels("refused").inc()
+                delay = s.backoff_cap_s
+                message = f"retrying every {delay:.0f} s"
+            state = f"{'transient' if isinstance(exc, Transient) else 'permanent'} {exc}"
+            if state != feed.state:
+                self.report(f"GTFS-Realtime {feed.name} ({feed.url}): {exc}; {message}")
+            feed.state, feed.due = state, now + delay
+            return
+        self.metrics.feeds.labels(feed.name, outcome).inc()
+        if feed.failures:
+            self.report(f"GTFS-Realtime {feed.name}: answering again after {feed.failures} failed request(s)")
+        feed.failures, feed.state, feed.ok_at = 0, "ok", now
+        self.metrics.failing.labels(feed.name).set(0)
+        feed.due = now + s.interval_s
+        if feed.name != "vehicle_positions" or "trip_updates" not in self.feeds:
+            self.refresh_boards()  # once a round: after the delays, or by the schedule alone without them
+
+    def health(self) -> str:
+        now = time.monotonic()
+        feeds = ", ".join(f"{f.name} {'ok ' + format(now - f.ok_at, '.0f') + ' s ago' if f.state == 'ok' else f.state[:60]}"
+                          for f in self.feeds.values()) or "no realtime feed configured"
+        c = self.counts
+        return (f"GTFS health: {feeds}; vehicle updates {c['vehicles']}, boards written {c['boards']} ({len(self.stops)} "
+                f"stops), trips with delays {len(self.updates)}, duplicates {c['duplicates']}, dead letters {c['dead']}")
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_health:
+            self.report(self.health())
+            self.next_health = time.monotonic() + self.settings.health_every_s
+
+    def next_item(self) -> Feed:
+        return min(self.feeds.values(), key=lambda f: (f.due, ORDER[f.name]))
+
+
+def build(settings: GtfsSettings, bootstrap: str, pack_path: Path, codec: Any, report: Callable[[str], None]) -> GtfsSource:
+    from twin.region import load_pack
+
+    if settings.static is None:
+        raise ValueError("PLIETSCH_GTFS_STATIC is not set: point it at the GTFS zip of the schedule (README, section GTFS)")
+    schedule = load_schedule(settings.static)
+    pack = load_pack(pack_path)
+    src = GtfsSource(settings, schedule, pack, EventPublisher(bootstrap, codec, linger_ms=5), report=report)
+    report(f"GTFS schedule {settings.static}: {len(schedule.stops)} stops, {len(schedule.routes)} routes, "
+           f"{len(schedule.trips)} trips; departure boards for {len(src.stops)} stop(s)")
+    return src
