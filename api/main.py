@@ -27,7 +27,20 @@ from api.pipeline import Group, PipelineWatch
 from api.places import places
 from api.readmodel import ReadModel
 from api.retention import Retention, Sweeper
-from api.routes import audit, auth, coast, entities, feedback, history, live, ngsild, opendata, scenarios, sensorthings
+from api.routes import (
+    audit,
+    auth,
+    coast,
+    entities,
+    feedback,
+    history,
+    live,
+    ngsild,
+    opendata,
+    scenarios,
+    sensorthings,
+    transit,
+)
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
@@ -144,7 +157,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.sse_per_caller, settings.sse_total)
     app.state.public_rate = RateLimit(settings.public_rate, settings.public_burst)
     for router in (auth.router, entities.router, coast.router, live.router, history.router, scenarios.router,
-                   audit.router, feedback.router, opendata.router):
+                   audit.router, feedback.router, opendata.router, transit.router):
         app.include_router(router)
     ngsild.install(app)  # NGSI-LD: its routes, ProblemDetails errors on /ngsi-ld/ and its part of the OpenAPI document
     sensorthings.install(app)  # OGC SensorThings API 1.1 read side at /sta/v1.1 (api/routes/sensorthings.py)

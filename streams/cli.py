@@ -451,6 +451,36 @@ def source_gbfs() -> None:
     console.print("GBFS source stopped")
 
 
+@source_app.command("gtfs")
+def source_gtfs() -> None:
+    """Run the GTFS source until SIGTERM/Ctrl-C: the GTFS schedule (PLIETSCH_GTFS_STATIC) with its GTFS-Realtime
+    vehicle positions and trip updates (PLIETSCH_GTFS_VEHICLE_POSITIONS_URL, _TRIP_UPDATES_URL) into the twin: one
+    entity per bus, a departure board per stop (README, section GTFS)."""
+    from streams.catalogue import ensure_topics
+    from streams.serde import make_codec
+    from streams.settings import StreamSettings
+    from streams.sources.gtfs.source import GtfsSettings, build
+
+    settings, gtfs = StreamSettings(), GtfsSettings()
+    _bootstrap()
+    try:  # the schedule is checked first: a broken one is refused at once, whatever the broker does
+        source = build(gtfs, settings.bootstrap_servers, settings.region_pack, make_codec(settings.schema_registry_url),
+                       console.print)
+    except ValueError as exc:  # GtfsError, an unknown board stop, no PLIETSCH_GTFS_STATIC
+        raise _fail(str(exc)) from exc
+    ensure_topics(settings.bootstrap_servers)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: source.stop_event.set())
+    source.start()
+    feeds = ", ".join(f"{f.name} {f.url}" for f in source.feeds.values())
+    console.print(f"GTFS source: {feeds}; metrics on http://{gtfs.metrics_host}:{gtfs.metrics_port}/metrics")
+    try:
+        source.run()
+    finally:
+        source.stop()
+    console.print("GTFS source stopped")
+
+
 @region_app.command("import")
 def region_import(
     pack: Annotated[Path, typer.Option(help="region pack folder to update")] = Path("twin/regions/kiel"),

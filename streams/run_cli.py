@@ -82,6 +82,18 @@ def _start_gbfs(sup: Supervisor, exe: list[str]) -> str:
     return f"  GBFS     {gbfs.url}, stations {gbfs.stations}, metrics http://{gbfs.metrics_host}:{gbfs.metrics_port}/metrics\n"
 
 
+def _start_gtfs(sup: Supervisor, exe: list[str]) -> str:
+    """With PLIETSCH_GTFS_STATIC set, run the GTFS source (buses and departure boards). Returns the banner line."""
+    from streams.sources.gtfs.source import GtfsSettings
+
+    gtfs = GtfsSettings()
+    if gtfs.static is None:
+        return ""
+    sup.add("gtfs", [*exe, "source", "gtfs"])
+    realtime = ", ".join(u for u in (gtfs.vehicle_positions_url, gtfs.trip_updates_url) if u) or "no realtime feed"
+    return f"  GTFS     {gtfs.static}, {realtime}, metrics http://{gtfs.metrics_host}:{gtfs.metrics_port}/metrics\n"
+
+
 # How long each step of a clean stop may take (seconds from the first signal); the whole stop stays within 10 s.
 ARCHIVE_GROUP = "plietsch-archive"  # the archive sink's consumer group (streams.archive.run_sink)
 STOP_SIMULATOR_S = 2.0
@@ -131,7 +143,8 @@ def run(rate: float, api_port: int, broker_port: int, simulate_: bool) -> None:
             sup.add("scenarios", [*exe, "scenarios"])
             if simulate_:
                 sup.add("simulator", [*exe, "simulate", "--rate", str(rate)])
-            lorawan = _start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe) + _start_gbfs(sup, exe)
+            lorawan = (_start_lorawan(sup, exe, env, settings.data_dir) + _start_pegelonline(sup, exe)
+                       + _start_gbfs(sup, exe) + _start_gtfs(sup, exe))
             sup.add("api", [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
                             "--port", str(api_port), "--log-level", "warning"])
             if broker_proc is not None:
@@ -165,7 +178,7 @@ def run(rate: float, api_port: int, broker_port: int, simulate_: bool) -> None:
 
         try:
             # the inputs flush their producers on SIGTERM; the scenario service fails its unfinished runs ("ask again")
-            sup.stop(["simulator", "lorawan", "pegelonline", "gbfs", "scenarios"], t0 + STOP_SIMULATOR_S, hurry)
+            sup.stop(["simulator", "lorawan", "pegelonline", "gbfs", "gtfs", "scenarios"], t0 + STOP_SIMULATOR_S, hurry)
             step("simulator")
             # the worker and the archive sink finish what is in the broker (bounded): their groups' lag is zero
             groups = [g for g, child in ((settings.app_id, "worker"), (ARCHIVE_GROUP, "archive")) if child in sup.children]

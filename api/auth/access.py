@@ -25,6 +25,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/"): "public",
     ("GET", "/kiosk"): "public",
     ("GET", "/public/summary"): "public",
+    ("GET", "/stops/{stop_id}/departures"): "public",  # a bus stop's departure board (api/routes/transit.py)
     ("GET", "/public/stream"): "public",
     ("GET", "/health"): "public",  # status and reason only; the read model's details for operators
     ("POST", "/auth/login"): "public",

@@ -186,5 +186,7 @@ def test_vehicle_positions_become_vehicle_states_once_per_timestamp(schedule: Sc
     assert odd in states and states[odd][1]["route"] is None
     assert [d.error_type for d in out.dead] == ["unknown_trip"] and "ghost-trip" in out.dead[0].reason
     assert vehicle_positions(msg, schedule, "kiel", last).duplicates == 3
+    undated = vehicle_positions(feed(vehicle("v9", "9", "", 54.3, 10.1, 0), ts=0), schedule, "kiel", {})
+    assert [d.error_type for d in undated.dead] == ["no_timestamp"] and not undated.states
     moved = feed(vehicle("v1", "4711", "syn-11-a-1000", 54.32, 10.14, ts + 30))
     assert [s["lat"] for _, _, s in vehicle_positions(moved, schedule, "kiel", last).states] == [54.32]

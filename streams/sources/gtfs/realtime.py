@@ -99,6 +99,11 @@ def vehicle_positions(msg: rt.FeedMessage, schedule: Schedule, region: str, last
         vid = v.vehicle.id or ent.id
         ts = _timestamp(v.timestamp, msg.header.timestamp)
         eid = EntityId.of(region, "_", EntityKind.VEHICLE, entity_name(vid, "bus-"))
+        if ts <= 0:
+            out.dead.append(dead("vehicle_positions", ent.id, ent.SerializeToString(), "no_timestamp",
+                                 f"vehicle {vid!r} has no timestamp, nor has the feed header: its positions cannot be "
+                                 "ordered; the producer must set one of them", f"ts|{vid}"))
+            continue
         if last.get(eid, -1) >= ts:
             out.duplicates += 1
             continue

@@ -185,7 +185,8 @@ class GtfsSource(PollingSource):
         if feed.name == "vehicle_positions":
             out = vehicle_positions(msg, self.schedule, self.region, self.last)
             self.metrics.vehicles.set(sum(1 for e in msg.entity if e.HasField("vehicle")))
-            records = [self._update(eid, "vehicle", rev, state) for eid, rev, state in out.states]
+            records = [self._update(eid, "vehicle", rev, state, datetime.fromtimestamp(rev, UTC))
+                       for eid, rev, state in out.states]
             self.counts["vehicles"] += len(records)
         else:
             out = trip_updates(msg, self.schedule, self.updates, self.last)
@@ -199,11 +200,10 @@ class GtfsSource(PollingSource):
         self.metrics.duplicates.labels(feed.name).inc(out.duplicates)
         self.counts["duplicates"] += out.duplicates
 
-    def _update(self, eid: EntityId, kind: str, revision: int, state: dict[str, Any]) -> TwinEntityUpdated:
-        now = self.clock()
+    def _update(self, eid: EntityId, kind: str, revision: int, state: dict[str, Any], at: datetime) -> TwinEntityUpdated:
         event_id = hashlib.sha256(f"gtfs|{eid}|{revision}|{state.get('departures', '')}".encode()).hexdigest()[:32]
         return TwinEntityUpdated(event_id=event_id, entity_id=eid,
-                                 region=self.region, occurred_at=now, source="gtfs", entity_type=kind,
+                                 region=self.region, occurred_at=at, source="gtfs", entity_type=kind,
                                  revision=revision, state_json=json.dumps(state, ensure_ascii=False, sort_keys=True),
                                  cause_event_id="")
 
@@ -217,8 +217,9 @@ class GtfsSource(PollingSource):
                 continue
             stop = self.schedule.stops[sid]
             state = {"stop_id": sid, "name": stop.name, "lat": stop.lat, "lon": stop.lon, "departures": deps,
-                     "board_at": now.isoformat(), "source": f"GTFS {self.schedule.source}"}
-            records.append((eid, deps, self._update(eid, "stop", int(now.timestamp()), state)))
+                     "board_at": now.isoformat(), "source": f"GTFS {self.schedule.source}",
+                     "synthetic": self.schedule.synthetic}
+            records.append((eid, deps, self._update(eid, "stop", int(now.timestamp()), state, now)))
         self._emit([r for _, _, r in records], [])
         for eid, deps, _ in records:
             self.boards[eid] = deps

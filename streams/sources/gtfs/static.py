@@ -55,6 +55,7 @@ class StopTime:
 class Schedule:
     source: str
     timezone: ZoneInfo
+    synthetic: bool = False  # an agency named SYNTHETIC: made-up test data, said so on every board
     stops: dict[str, Stop] = field(default_factory=dict)
     routes: dict[str, str] = field(default_factory=dict)  # route_id -> short name (else long name)
     trips: dict[str, Trip] = field(default_factory=dict)
@@ -146,15 +147,16 @@ def load_schedule(path: Path) -> Schedule:
         raise GtfsError(f"GTFS {src}: {', '.join(missing)} missing (found {', '.join(sorted(files)) or 'no .txt file'})")
     if "calendar.txt" not in files and "calendar_dates.txt" not in files:
         raise GtfsError(f"GTFS {src}: neither calendar.txt nor calendar_dates.txt: no day has a service")
-    tz_name = ""
+    tz_name, synthetic = "", False
     for n, row in _rows(files, src, "agency.txt"):
         tz_name = tz_name or _need(row, src, "agency.txt", n, "agency_timezone")
+        synthetic = synthetic or "SYNTHETIC" in row.get("agency_name", "").upper()
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise GtfsError(f"GTFS {src}: agency.txt row 1, field agency_timezone: {tz_name!r} is not a time zone (e.g. "
                         "'Europe/Berlin')") from None
-    s = Schedule(src, tz)
+    s = Schedule(src, tz, synthetic)
     for n, row in _rows(files, src, "stops.txt"):
         sid = _need(row, src, "stops.txt", n, "stop_id")
         if row.get("location_type", "") not in ("", "0"):

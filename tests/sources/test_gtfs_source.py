@@ -1,0 +1,279 @@
+"""The GTFS-Realtime source against a real local HTTP server serving VehiclePositions and TripUpdates feeds built with
+gtfs-realtime-bindings (ETags, scripted failures, a broken body), the SYNTHETIC Kiel schedule, and a real Kafka-protocol
+broker (Tansu) of this module's own: buses and departure boards reach ``twin.updates``, dead letters ``dead-letters``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.transit import gtfs_realtime_pb2 as rt
+
+from infra.broker import EmbeddedBroker, free_port
+from schemas.codec import SingleObjectCodec, is_batch, iter_batch
+from streams.catalogue import DEAD_LETTERS, TWIN_UPDATES, ensure_topics
+from streams.consume import drain
+from streams.publisher import EventPublisher
+from streams.settings import StreamSettings
+from streams.sources.gtfs.source import GtfsSettings, GtfsSource
+from streams.sources.gtfs.static import load_schedule
+from tests.helpers import wait_for
+from tests.httpfake import LocalHttp
+from tests.sources.test_gtfs_units import FIX, NOW, feed, trip_update, vehicle
+from twin.region import load_pack
+
+pytestmark = pytest.mark.broker
+
+PACK = load_pack(StreamSettings().region_pack)
+SCHEDULE = load_schedule(FIX)
+TS = int(NOW.timestamp())
+
+
+class FakeRealtime(LocalHttp):
+    """``/vehicle_positions.pb`` and ``/trip_updates.pb`` with ETags; ``failures[name]`` are statuses answered first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: dict[str, bytes] = {}
+        self.failures: dict[str, list[int]] = {}
+        self.requests: list[tuple[str, dict[str, str], int]] = []
+
+    def set(self, name: str, msg: rt.FeedMessage | bytes) -> None:
+        with self.lock:
+            self.bodies[name] = msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+    def url(self, name: str) -> str:
+        return f"{self.root}/{name}.pb"
+
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
+        name = h.path.rsplit("/", 1)[-1].removesuffix(".pb")
+        with self.lock:
+            fails = self.failures.get(name) or []
+            status, body = (fails.pop(0), b"scripted failure") if fails else (200, self.bodies.get(name, b""))
+            etag = '"' + hashlib.sha1(body).hexdigest() + '"'
+            if status == 200 and h.headers.get("If-None-Match") == etag:
+                status = 304
+            self.requests.append((name, dict(h.headers.items()), status))
+        h.send_response(status)
+        if status in (200, 304):
+            h.send_header("ETag", etag)
+        if status != 304:
+            h.send_header("Content-Type", "application/x-protobuf")
+            h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if status != 304:
+            h.wfile.write(body)
+
+    def answered(self, name: str, status: int) -> list[dict[str, str]]:
+        with self.lock:
+            return [hd for n, hd, st in self.requests if n == name and st == status]
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> Iterator[str]:
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap_servers)
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRealtime]:
+    f = FakeRealtime()
+    yield f
+    f.close()
+
+
+class Running:
+    """A GtfsSource in a thread of the test process (real HTTP, real Kafka), its clock fixed at NOW."""
+
+    def __init__(self, fake: FakeRealtime, bootstrap: str, **extra: Any) -> None:
+        values: dict[str, Any] = dict(static=FIX, vehicle_positions_url=fake.url("vehicle_positions"),
+                                      trip_updates_url=fake.url("trip_updates"), interval_s=0.2, backoff_base_s=0.05,
+                                      backoff_cap_s=1.0, metrics_port=free_port())
+        settings = GtfsSettings(**{**values, **extra})
+        self.lines: list[str] = []
+        self.source = GtfsSource(settings, SCHEDULE, PACK, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5),
+                                 report=self.lines.append, clock=lambda: NOW).start()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.source.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def value(self, name: str, **labels: str) -> float:
+        assert self.error is None, f"the source stopped: {self.error!r}\n" + "\n".join(self.lines)
+        return self.source.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def stop(self) -> None:
+        self.source.stop_event.set()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the source did not stop within 15 s"
+        self.source.stop()
+
+
+def updates(bootstrap: str, kind: str) -> list[dict[str, Any]]:
+    codec, out = SingleObjectCodec(), []
+    for m in drain(bootstrap, TWIN_UPDATES.name, missing_ok=True):
+        for d in (iter_batch(m.value()) if is_batch(m.headers()) else [m.value()]):
+            _, rec = codec.decode(d)
+            if rec["entity_type"] == kind and rec["source"] == "gtfs":
+                rec["state"] = json.loads(rec["state_json"])
+                out.append(rec)
+    return out
+
+
+def dead_letters(bootstrap: str) -> list[dict[str, Any]]:
+    codec, out = SingleObjectCodec(), []
+    for m in drain(bootstrap, DEAD_LETTERS.name, missing_ok=True):
+        _, rec = codec.decode(m.value())
+        if rec["original_topic"].startswith("gtfs-rt:"):
+            rec["_headers"] = {k: v.decode() for k, v in (m.headers() or [])}
+            out.append(rec)
+    return out
+
+
+def test_buses_and_boards_reach_the_twin_once_and_bad_input_is_dead_lettered(fake: FakeRealtime, bootstrap: str) -> None:
+    fake.set("vehicle_positions", feed(vehicle("e1", "4711", "syn-11-a-1000", 54.3146, 10.139, TS),
+                                       vehicle("e2", "666", "ghost-trip", 54.32, 10.14, TS)))
+    fake.set("trip_updates", feed(trip_update("t1", "syn-11-a-1000", (1, "gaarden-vinetaplatz", 120), ts=TS)))
+    fake.failures["trip_updates"] = [503, 429]  # transient: retried with backoff, never a dead letter
+    src = Running(fake, bootstrap, stops="kiel-hbf,gaarden-vinetaplatz,friedrichsort-faehre")
+    try:
+        wait_for(lambda: src.value("plietsch_gtfs_updates_published_total", kind="stop") == 3, 20, "3 boards")
+        wait_for(lambda: len(fake.answered("vehicle_positions", 304)) >= 2, 15, "conditional requests answered 304")
+        assert fake.answered("vehicle_positions", 304)[-1]["If-None-Match"].startswith('"')
+        assert src.value("plietsch_gtfs_updates_published_total", kind="vehicle") == 1
+        assert src.value("plietsch_gtfs_retries_total", cause="http") == 2
+        # the bus moves, the delay grows: one vehicle update, and the two boards the trip is still to reach (Hbf, the
+        # terminus); Vinetaplatz's board stays as it was (the bus has left: 10:04 at 10:05)
+        fake.set("vehicle_positions", feed(vehicle("e1", "4711", "syn-11-a-1000", 54.315, 10.132, TS + 30), ts=TS + 30))
+        fake.set("trip_updates", feed(trip_update("t1", "syn-11-a-1000", (1, "gaarden-vinetaplatz", 240), ts=TS + 30),
+                                      ts=TS + 30))
+        wait_for(lambda: src.value("plietsch_gtfs_updates_published_total", kind="vehicle") == 2, 15, "the bus moved")
+        wait_for(lambda: src.value("plietsch_gtfs_updates_published_total", kind="stop") == 5, 15, "the new delay")
+        fake.set("trip_updates", b"<html>502 Bad Gateway</html>")  # a body that is not a FeedMessage
+        wait_for(lambda: src.value("plietsch_gtfs_dead_letters_total", reason="decode") == 1, 15, "the decode dead letter")
+        wait_for(lambda: len(fake.answered("trip_updates", 304)) >= 1, 15, "the broken body asked again")
+        assert src.value("plietsch_gtfs_dead_letters_total", reason="decode") == 1  # once, though polled again
+        assert src.value("plietsch_gtfs_dead_letters_total", reason="unknown_trip") == 1
+        assert src.value("plietsch_gtfs_up") == 1
+    finally:
+        src.stop()
+    buses = updates(bootstrap, "vehicle")
+    assert [(b["entity_id"], b["revision"], b["state"]["lat"], b["state"]["route"]) for b in buses] == [
+        ("kiel:_:vehicle:bus-4711", TS, 54.3146, "11"), ("kiel:_:vehicle:bus-4711", TS + 30, 54.315, "11")]
+    boards = updates(bootstrap, "stop")
+    hbf = [b for b in boards if b["entity_id"] == "kiel:_:stop:kiel-hbf"]  # outside every neighbourhood: scope _
+    assert [b["state"]["departures"][0]["delay_s"] for b in hbf] == [120, 240]
+    assert hbf[0]["state"]["departures"][0]["estimated"] == "2026-11-24T10:08:00+01:00"
+    assert {b["entity_id"] for b in boards} == {"kiel:_:stop:kiel-hbf", "kiel:gaarden:stop:gaarden-vinetaplatz",
+                                                "kiel:friedrichsort:stop:friedrichsort-faehre"}
+    dead = {d["error_type"]: d for d in dead_letters(bootstrap)}
+    assert set(dead) == {"decode", "unknown_trip"}
+    assert dead["decode"]["original_value"] == b"<html>502 Bad Gateway</html>"
+    assert "not a GTFS-Realtime FeedMessage" in dead["decode"]["reason"] and dead["decode"]["_headers"]["error-type"] == "decode"
+    assert "'ghost-trip'" in dead["unknown_trip"]["reason"] and dead["unknown_trip"]["original_topic"] == "gtfs-rt:vehicle_positions"
+    assert rt.FeedEntity.FromString(dead["unknown_trip"]["original_value"]).vehicle.vehicle.id == "666"
+
+
+def test_a_refused_url_is_said_once_and_retried_at_the_cap(fake: FakeRealtime, bootstrap: str) -> None:
+    fake.set("vehicle_positions", feed())
+    fake.failures["trip_updates"] = [404] * 50
+    src = Running(fake, bootstrap, backoff_cap_s=0.3)
+    try:
+        wait_for(lambda: src.value("plietsch_gtfs_retries_total", cause="refused") >= 3, 15, "3 refused requests")
+        assert src.value("plietsch_gtfs_failing", feed="trip_updates") == 1
+    finally:
+        src.stop()
+    said = [line for line in src.lines if "HTTP 404" in line]
+    assert len(said) == 1 and "check PLIETSCH_GTFS_TRIP_UPDATES_URL" in said[0]
+
+
+def test_unknown_board_stop_is_refused_at_start(fake: FakeRealtime, bootstrap: str) -> None:
+    with pytest.raises(ValueError, match="PLIETSCH_GTFS_STOPS names stop.*'atlantis'"):
+        GtfsSource(GtfsSettings(static=FIX, stops="kiel-hbf,atlantis"), SCHEDULE, PACK,
+                   EventPublisher(bootstrap, SingleObjectCodec()))
+
+
+def test_without_realtime_feeds_the_boards_follow_the_timetable(bootstrap: str, tmp_path: Path) -> None:
+    settings = GtfsSettings(static=FIX, interval_s=0.2, metrics_port=free_port())
+    times = iter([NOW, NOW, datetime.fromisoformat("2026-11-24T10:07:00+01:00")])
+    clock_now = [NOW]
+
+    def clock() -> datetime:
+        clock_now[0] = next(times, clock_now[0])
+        return clock_now[0]
+
+    src = GtfsSource(settings, SCHEDULE, PACK, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5), clock=clock)
+    assert set(src.feeds) == {"schedule"} and len(src.stops) == 5  # every stop of the fixture lies in the Kiel bbox
+    assert src.refresh_boards() == 5
+    assert src.refresh_boards() == 0  # same minute, same boards: nothing written
+    assert src.refresh_boards() >= 1  # 10:07: the 10:06 departure at Hbf has gone
+
+
+def today_trip(dest: Path, minutes: tuple[int, ...]) -> Path:
+    """The fixture schedule plus trip 'syn-11-now' from Vinetaplatz to Hbf leaving *minutes* from now (local service
+    day of today, hours past 24 where it runs over midnight, as GTFS writes them)."""
+    import shutil
+
+    shutil.copytree(FIX, dest)
+    base = SCHEDULE.day_start(datetime.now(SCHEDULE.timezone).date())
+    secs = int((datetime.now(SCHEDULE.timezone) - base).total_seconds())
+
+    def hms(s: int) -> str:
+        return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+    with (dest / "trips.txt").open("a") as f:
+        f.write("syn-11,daily,syn-11-now,Friedrichsort (SYNTHETIC),0\n")
+    with (dest / "calendar_dates.txt").open("a") as f:  # runs today whatever the date
+        f.write(f"daily,{datetime.now(SCHEDULE.timezone).date():%Y%m%d},1\n")
+    with (dest / "stop_times.txt").open("a") as f:
+        for i, (stop, m) in enumerate((("gaarden-vinetaplatz", minutes[0]), ("kiel-hbf", minutes[1])), start=1):
+            f.write(f"syn-11-now,{hms(secs + m * 60)},{hms(secs + m * 60)},{stop},{i}\n")
+    return dest
+
+
+def test_the_departure_board_is_public_in_the_api(bootstrap: str, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from api.settings import ApiSettings
+    from streams.sources.gtfs.realtime import trip_updates as take_trip_updates
+
+    schedule = load_schedule(today_trip(tmp_path / "gtfs", (10, 16)))
+    src = GtfsSource(GtfsSettings(static=tmp_path / "gtfs", stops="kiel-hbf,gaarden-vinetaplatz"), schedule, PACK,
+                     EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5))
+    take_trip_updates(feed(trip_update("n", "syn-11-now", (1, "gaarden-vinetaplatz", 180))), schedule, src.updates, {})
+    assert src.refresh_boards() == 2
+    app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, region_pack=PACK.path, data_dir=tmp_path / "api",
+                                 public_rate=10_000, public_burst=10_000))
+    with TestClient(app) as c:
+        got = wait_for(lambda: (r := c.get("/stops/kiel-hbf/departures")).status_code == 200 and r.json(), 60,
+                       "the board in the read model")  # no login: the public role
+        assert got["entity_id"] == "kiel:_:stop:kiel-hbf" and got["synthetic"] is True
+        mine = [d for d in got["departures"] if d["trip_id"] == "syn-11-now"]
+        assert len(mine) == 1 and mine[0]["delay_s"] == 180 and mine[0]["realtime"] and mine[0]["route"] == "11"
+        assert datetime.fromisoformat(mine[0]["estimated"]) - datetime.fromisoformat(mine[0]["scheduled"]) == timedelta(
+            minutes=3)
+        assert all(datetime.fromisoformat(d["estimated"] or d["scheduled"]) >= datetime.fromisoformat(got["now"])
+                   for d in got["departures"])  # nothing that has gone
+        hood = c.get("/stops/gaarden-vinetaplatz/departures", params={"limit": 1}).json()
+        assert hood["entity_id"] == "kiel:gaarden:stop:gaarden-vinetaplatz" and len(hood["departures"]) <= 1
+        missing = c.get("/stops/atlantis/departures")
+        assert missing.status_code == 404 and "keine Abfahrtstafel" in missing.json()["detail"]
+        assert c.get("/stops/kiel-hbf/departures", params={"limit": 0}).status_code == 422
+        doc = c.get("/openapi.json").json()
+        props = doc["components"]["schemas"]["Departure"]["properties"]
+        assert props["delay_s"]["description"].startswith("Verspätung in Sekunden")
+        assert "404" in doc["paths"]["/stops/{stop_id}/departures"]["get"]["responses"]
