@@ -7,12 +7,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from pydantic_settings import BaseSettings
 
 from streams.catalogue import DEAD_LETTERS
 from streams.publisher import EventPublisher
@@ -99,6 +101,56 @@ def send_dead_letter(pub: EventPublisher, d: DeadLettered) -> None:
                  [("reason", d.reason.encode()[:1000]), ("error-type", d.error_type.encode())])
 
 
+class HttpSourceSettings(BaseSettings):
+    """The settings every polling HTTP source has (subclasses set ``env_prefix`` and the metrics port)."""
+
+    timeout_s: float = 20.0
+    flush_timeout_s: float = 10.0
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 300.0
+    health_every_s: float = 60.0  # a health line in the log this often
+    metrics_host: str = "127.0.0.1"
+
+
+class SourceMetrics:
+    """The metrics every polling source has: polls, retries, last success and failing per polled URL (*item*: file,
+    feed), up. Subclasses add their own to ``registry``."""
+
+    def __init__(self, prefix: str, item: str) -> None:
+        self.registry = r = CollectorRegistry()
+        p = f"plietsch_{prefix}"
+        self.polls = Counter(f"{p}_polls", f"requests answered or failed, per {item}", [item], registry=r)
+        self.retries = Counter(f"{p}_retries", "requests and flushes retried after a failure, per cause", ["cause"],
+                               registry=r)
+        self.last_success = Gauge(f"{p}_last_success_timestamp_seconds", "unix time of the last answered poll", [item],
+                                  registry=r)
+        self.failing = Gauge(f"{p}_failing", f"1 while a {item}'s requests fail", [item], registry=r)
+        self.up = Gauge(f"{p}_up", "1 while the source runs", registry=r)
+
+
+@dataclass
+class Polled:
+    """One URL a source polls: when next, the validators for a conditional request, failures in a row, its state."""
+
+    name: str
+    url: str
+    due: float = 0.0
+    conditional: tuple[str, dict[str, str]] = ("", {})  # (url, validators the server sent for it)
+    failures: int = 0
+    state: str = "new"  # "ok" or the failure's description: logged once per change
+    ok_at: float = 0.0
+
+    def headers(self) -> dict[str, str]:
+        """The conditional-request headers for the next GET (none when the URL changed since)."""
+        return self.conditional[1] if self.conditional[0] == self.url else {}
+
+    def answered(self, resp: httpx.Response) -> None:
+        self.conditional = (self.url, validators(resp))
+
+    def health(self, now: float) -> str:
+        return f"{self.name} {'ok ' + format(now - self.ok_at, '.0f') + ' s ago' if self.state == 'ok' else self.state[:60]}"
+
+
 class Due(Protocol):
     due: float  # time.monotonic() at which the item is polled next
 
@@ -107,6 +159,8 @@ class SourceSettings(Protocol):
     timeout_s: float
     metrics_port: int
     metrics_host: str
+    backoff_base_s: float
+    backoff_cap_s: float
 
 
 class PollingSource:
@@ -127,6 +181,7 @@ class PollingSource:
         self.server: Any = None
         self.stop_event = threading.Event()
         self.stopping: Callable[[], bool] = self.stop_event.is_set
+        self.next_health = 0.0  # the first turn of the loop sets it: the first line comes health_every_s after the start
 
     def next_item(self) -> Due:
         raise NotImplementedError
@@ -134,8 +189,49 @@ class PollingSource:
     def step(self, item: Any) -> None:
         raise NotImplementedError
 
+    def health(self) -> str | None:
+        """The health line for the log every ``health_every_s``; None: no line."""
+        return None
+
     def tick(self) -> None:
-        """Called on every turn of the loop (a health line, ...)."""
+        """Called on every turn of the loop: the health line when it is due."""
+        every = getattr(self.settings, "health_every_s", 0.0)
+        now = time.monotonic()
+        if not every or now < self.next_health:
+            return
+        if self.next_health:
+            line = self.health()
+            if line:
+                self.report(line)
+        self.next_health = now + every
+
+    def poll_failed(self, item: Polled, exc: Transient | Permanent, label: str) -> None:
+        """Count a failed request of *item* (*label* names it in the log), say a change of its state once, and schedule
+        the retry: with backoff after a transient failure, at the cap after a refusal."""
+        s = self.settings
+        item.failures += 1
+        self.metrics.failing.labels(item.name).set(1)
+        if isinstance(exc, Transient):
+            self.metrics.retries.labels("http").inc()
+            delay = backoff_delay(s, item.failures, exc)
+            state = f"transient {exc}"
+            message = (f"{label} ({item.url}): {exc}; retrying with backoff (next in {delay:.1f} s, at most "
+                       f"{s.backoff_cap_s:.0f} s apart)")
+        else:
+            self.metrics.retries.labels("refused").inc()
+            delay = s.backoff_cap_s
+            state, message = f"permanent {exc}", f"{label}: {exc}; retrying every {delay:.0f} s"
+        if state != item.state:
+            self.report(message)
+        item.state, item.due = state, time.monotonic() + delay
+
+    def poll_answered(self, item: Polled, label: str, interval_s: float) -> None:
+        """*item* answered: say so after failures, and schedule its next poll."""
+        if item.failures:
+            self.report(f"{label}: answering again after {item.failures} failed request(s)")
+        item.failures, item.state, item.ok_at = 0, "ok", time.monotonic()
+        self.metrics.failing.labels(item.name).set(0)
+        item.due = item.ok_at + interval_s
 
     def _retry(self, what: str, action: Callable[[], Any]) -> None:
         retry_kafka(what, action, stopping=self.stopping, report=self.report,

@@ -3,6 +3,9 @@
 "use strict";
 window.KIOSK_STRINGS = {
   de: {
+    dep_title: "Abfahrten", dep_route: "Linie", dep_headsign: "Ziel", dep_scheduled: "Plan", dep_expected: "Erwartet",
+    dep_on_time: "pünktlich", dep_timetable: "laut Fahrplan", dep_cancelled: "fällt aus", dep_none: "In den nächsten 90 Minuten keine Abfahrten.",
+    dep_synthetic: "SYNTHETISCH: erfundener Testfahrplan, keine echten Busse.",
     layer_neighbourhoods: "Quartiere", layer_buildings: "Gebäude", layer_roads: "Straßen", layer_sensors: "Messstellen", layer_coast: "Küste", layer_terrain: "Gelände",
     lang_name: "Deutsch", title: "Kiel live: so geht es dem Quartier", conn_live: "live",
     conn_lost: "Verbindung weg, verbinde neu …", loading: "Lädt …",
@@ -35,6 +38,9 @@ window.KIOSK_STRINGS = {
     next: "Weiter", prev: "Zurück", language: "Sprache",
   },
   en: {
+    dep_title: "Departures", dep_route: "Line", dep_headsign: "To", dep_scheduled: "Scheduled", dep_expected: "Expected",
+    dep_on_time: "on time", dep_timetable: "timetable", dep_cancelled: "cancelled", dep_none: "No departures in the next 90 minutes.",
+    dep_synthetic: "SYNTHETIC: a made-up test timetable, no real buses.",
     layer_neighbourhoods: "neighbourhoods", layer_buildings: "buildings", layer_roads: "roads", layer_sensors: "sensors", layer_coast: "coast", layer_terrain: "terrain",
     lang_name: "English", title: "Kiel live: how the quarter is doing", conn_live: "live",
     conn_lost: "connection lost, reconnecting ...", loading: "Loading ...",
@@ -67,6 +73,9 @@ window.KIOSK_STRINGS = {
     next: "Next", prev: "Back", language: "Language",
   },
   da: {
+    dep_title: "Afgange", dep_route: "Linje", dep_headsign: "Mod", dep_scheduled: "Planlagt", dep_expected: "Forventet",
+    dep_on_time: "til tiden", dep_timetable: "efter køreplan", dep_cancelled: "aflyst", dep_none: "Ingen afgange de næste 90 minutter.",
+    dep_synthetic: "SYNTETISK: en opdigtet testkøreplan, ingen rigtige busser.",
     layer_neighbourhoods: "kvarterer", layer_buildings: "bygninger", layer_roads: "veje", layer_sensors: "målestationer", layer_coast: "kyst", layer_terrain: "terræn",
     lang_name: "Dansk", title: "Kiel live: sådan har kvarteret det", conn_live: "live",
     conn_lost: "forbindelsen er væk, forbinder igen …", loading: "Indlæser …",

@@ -8,12 +8,14 @@ const INTERVAL_MS = Number(params.get("interval") || 12000);
 const REFRESH_MS = Number(params.get("refresh") || 5000);
 const IDLE_MS = Number(params.get("idle") || 60000);
 const PHONE = params.get("phone") === "1";
+// ?stops=kiel-hbf,gaarden-vinetaplatz: the bus stops (GTFS stop_id) whose departure board this screen shows
+const STOPS = (params.get("stops") || "").split(",").map((s) => s.trim()).filter(Boolean);
 const STRINGS = window.KIOSK_STRINGS;
 const START_LANG = STRINGS[params.get("lang")] ? params.get("lang") : "de";
 const CATEGORIES = ["traffic", "parking", "environment", "coast", "public_space", "planning", "other"];
 const kiosk = window.kiosk = {
   slides: 0, shown: [], online: false, summary: null, data: null, pins: [], counts: null, lang: START_LANG,
-  resets: 0, formOpen: false, pin: null, receipt: null, parking: {},
+  resets: 0, formOpen: false, pin: null, receipt: null, parking: {}, boards: {},
 };
 const draw = window.kioskDraw;
 let index = 0;
@@ -93,9 +95,40 @@ function feedbackSlide() {
   return { key: "feedback", nodes: [node("h1", null, t("feedback_title")), node("h2", null, t("feedback_counts")), list,
     node("p", "hint", t("qr"))] };
 }
+function clock(iso) {
+  return new Date(iso).toLocaleTimeString(kiosk.lang, { timeZone: "Europe/Berlin", hour: "2-digit", minute: "2-digit" });
+}
+function delayText(d) {
+  if (d.cancelled) return t("dep_cancelled");
+  if (!d.realtime) return t("dep_timetable");
+  const min = Math.round(d.delay_s / 60);
+  return min === 0 ? t("dep_on_time") : `${min > 0 ? "+" : "−"}${Math.abs(min)} min`;
+}
+function boardSlide(b) {
+  const table = node("table", "board");
+  const head = node("tr");
+  for (const k of ["dep_route", "dep_headsign", "dep_scheduled", "dep_expected"]) {
+    const th = node("th", null, t(k));
+    th.scope = "col";
+    head.appendChild(th);
+  }
+  table.appendChild(node("thead")).appendChild(head);
+  const body = table.appendChild(node("tbody"));
+  for (const d of b.departures) {
+    const tr = node("tr", d.cancelled ? "cancelled" : d.realtime && d.delay_s >= 120 ? "late" : null);
+    tr.append(node("td", "route", d.route), node("td", null, d.headsign), node("td", null, clock(d.scheduled)),
+      node("td", null, `${d.estimated && !d.cancelled ? clock(d.estimated) + " " : ""}(${delayText(d)})`));
+    body.appendChild(tr);
+  }
+  const nodes = [node("h1", null, `${t("dep_title")}: ${b.name}`)];
+  if (b.synthetic) nodes.push(node("p", "synthetic-note", t("dep_synthetic")));
+  nodes.push(b.departures.length ? table : node("p", "calm", t("dep_none")));
+  return { key: `stop:${b.stop_id}`, nodes };
+}
 function slides() {
   const s = kiosk.summary;
-  return [...s.neighbourhoods.map(hoodSlide), coastSlide(s), mapSlide(), feedbackSlide()];
+  const boards = STOPS.map((id) => kiosk.boards[id]).filter(Boolean).map(boardSlide);
+  return [...s.neighbourhoods.map(hoodSlide), coastSlide(s), mapSlide(), ...boards, feedbackSlide()];
 }
 function render(step) {
   if (!kiosk.summary) return;
@@ -273,6 +306,14 @@ async function getJson(url) {
   if (!r.ok) throw new Error(`HTTP ${r.status}`);
   return r.json();
 }
+async function refreshBoards() {  // a stop without a board (404: the GTFS source is not running) has no slide
+  await Promise.all(STOPS.map(async (id) => {
+    const r = await fetch(`/stops/${encodeURIComponent(id)}/departures?limit=8`, { cache: "no-store" });
+    if (r.ok) kiosk.boards[id] = await r.json();
+    else if (r.status === 404) delete kiosk.boards[id];
+    else throw new Error(`HTTP ${r.status}`);
+  }));
+}
 async function refresh() {
   try {
     kiosk.summary = await getJson("/public/summary");
@@ -291,6 +332,7 @@ async function refresh() {
       Object.assign(kiosk, { data, pins: layer.features, counts });
       if (first && kiosk.formOpen) drawFormMap();
     }
+    await refreshBoards();
     refreshes += 1;
     const was = kiosk.online;
     kiosk.online = true;

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from prometheus_client import Counter, Gauge
+from pydantic_settings import SettingsConfigDict
 
 from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
@@ -47,13 +47,14 @@ from streams.sources.gbfs.convert import (
 from streams.sources.gbfs.mapping import Mapping, MappingError
 from streams.sources.gbfs.validate import check
 from streams.sources.polling import (
+    HttpSourceSettings,
     Permanent,
+    Polled,
     PollingSource,
+    SourceMetrics,
     Transient,
-    backoff_delay,
     get,
     send_dead_letter,
-    validators,
 )
 from twin.events import DeadLettered
 
@@ -66,7 +67,7 @@ ORDER = {"gbfs": 0, **{n: i + 1 for i, n in enumerate(USED)}}  # among files due
 MAX_DEAD_IDS = 5000
 
 
-class GbfsSettings(BaseSettings):
+class GbfsSettings(HttpSourceSettings):
     """``PLIETSCH_GBFS_*``: the feed, the station mapping, the poll limits, the backoff, the metrics port."""
 
     model_config = SettingsConfigDict(env_prefix="PLIETSCH_GBFS_", extra="ignore")
@@ -75,19 +76,13 @@ class GbfsSettings(BaseSettings):
     stations: Path | None = None  # the station mapping (JSON); setting it turns the source on in 'plietsch run'
     min_interval_s: float = 10.0  # a file's ttl below this (0 = "always refresh") is read this often
     max_interval_s: float = 3600.0  # and never less often than this
-    timeout_s: float = 20.0
-    flush_timeout_s: float = 10.0
-    backoff_base_s: float = 2.0
-    backoff_cap_s: float = 300.0
-    health_every_s: float = 60.0  # a health line in the log this often
     metrics_port: int = 9468
-    metrics_host: str = "127.0.0.1"
 
 
-class Metrics:
+class Metrics(SourceMetrics):
     def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
-        self.polls = Counter("plietsch_gbfs_polls", "requests answered or failed, per file", ["file"], registry=r)
+        super().__init__("gbfs", "file")
+        r = self.registry
         self.files = Counter("plietsch_gbfs_files", "file polls per outcome: fetched (new content), unchanged (304 or the "
                              "same last_updated), invalid (schema or JSON), failed (HTTP)", ["file", "outcome"], registry=r)
         self.published = Counter("plietsch_gbfs_readings_published", "readings written to the bike share topic", registry=r)
@@ -100,25 +95,12 @@ class Metrics:
                               ["mapped"], registry=r)
         self.vehicles = Gauge("plietsch_gbfs_vehicles", "vehicles of the last vehicle_status per station ('free_floating' "
                               "outside stations) and status", ["station", "status"], registry=r)
-        self.retries = Counter("plietsch_gbfs_retries", "requests and flushes retried after a failure, per cause",
-                               ["cause"], registry=r)
-        self.last_success = Gauge("plietsch_gbfs_last_success_timestamp_seconds", "unix time of the last answered poll",
-                                  ["file"], registry=r)
-        self.failing = Gauge("plietsch_gbfs_failing", "1 while a file's requests fail", ["file"], registry=r)
-        self.up = Gauge("plietsch_gbfs_up", "1 while the source runs", registry=r)
 
 
 @dataclass
-class Feed:
-    name: str
-    url: str
-    due: float = 0.0
+class Feed(Polled):
     ttl: int | None = None
     last_updated: str | None = None  # of the last body read
-    conditional: tuple[str, dict[str, str]] = ("", {})  # (url, validators the server sent for it)
-    failures: int = 0
-    state: str = "new"  # "ok" or the failure's description: logged once per change
-    ok_at: float = 0.0
 
 
 @dataclass
@@ -163,7 +145,6 @@ class GbfsSource(PollingSource):
         self.dead_ids = set(self.state.dead)
         self.names: dict[str, dict[str, Any]] = {}
         self.counts = {"readings": 0, "duplicates": 0, "dead": 0, "unknown": 0}
-        self.next_health = time.monotonic() + settings.health_every_s
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def _get(self, feed: Feed, headers: dict[str, str]) -> httpx.Response:
@@ -177,12 +158,11 @@ class GbfsSource(PollingSource):
     # -- one poll of one file --------------------------------------------------------------------------------------
     def poll(self, feed: Feed) -> str:
         """Fetch, check and use *feed* once; returns the outcome (fetched, unchanged, invalid)."""
-        headers = feed.conditional[1] if feed.conditional[0] == feed.url else {}
-        resp = self._get(feed, headers)
+        resp = self._get(feed, feed.headers())
         self.metrics.last_success.labels(feed.name).set(time.time())
         if resp.status_code == 304:
             return "unchanged"
-        feed.conditional = (feed.url, validators(resp))
+        feed.answered(resp)
         body = resp.content
         try:
             doc = json.loads(body)
@@ -280,52 +260,24 @@ class GbfsSource(PollingSource):
         s = self.settings
         return min(s.max_interval_s, max(s.min_interval_s, float(feed.ttl or 0)))
 
-    def _set_state(self, feed: Feed, state: str, message: str) -> None:
-        if state != feed.state:
-            self.report(message)
-        feed.state = state
-
     def step(self, feed: Feed) -> None:
         """Poll *feed* once and schedule its next turn."""
-        now = time.monotonic()
         self.metrics.polls.labels(feed.name).inc()
-        s = self.settings
         try:
             outcome = self.poll(feed)
         except (Transient, Permanent) as exc:
-            feed.failures += 1
             self.metrics.files.labels(feed.name, "failed").inc()
-            self.metrics.failing.labels(feed.name).set(1)
-            if isinstance(exc, Transient):
-                self.metrics.retries.labels("http").inc()
-                delay = backoff_delay(s, feed.failures, exc)
-                self._set_state(feed, f"transient {exc}", f"GBFS {feed.name} ({feed.url}): {exc}; retrying with backoff "
-                                f"(next in {delay:.1f} s, at most {s.backoff_cap_s:.0f} s apart)")
-            else:
-                self.metrics.retries.labels("refused").inc()
-                delay = s.backoff_cap_s
-                self._set_state(feed, f"permanent {exc}", f"GBFS {feed.name}: {exc}; retrying every {delay:.0f} s")
-            feed.due = now + delay
+            self.poll_failed(feed, exc, f"GBFS {feed.name}")
             return
         self.metrics.files.labels(feed.name, outcome).inc()
-        if feed.failures:
-            self.report(f"GBFS {feed.name}: answering again after {feed.failures} failed request(s)")
-        feed.failures, feed.state, feed.ok_at = 0, "ok", now
-        self.metrics.failing.labels(feed.name).set(0)
-        feed.due = now + self.interval(feed)
+        self.poll_answered(feed, f"GBFS {feed.name}", self.interval(feed))
 
     def health(self) -> str:
         now = time.monotonic()
-        files = ", ".join(f"{f.name} {'ok ' + format(now - f.ok_at, '.0f') + ' s ago' if f.state == 'ok' else f.state[:60]}"
-                          for f in self.feeds.values())
+        files = ", ".join(f.health(now) for f in self.feeds.values())
         c = self.counts
         return (f"GBFS health {self.mapping.system}: {files}; readings {c['readings']}, duplicates {c['duplicates']}, "
                 f"dead letters {c['dead']}, unknown stations {c['unknown']}, mapped stations {len(self.mapping)}")
-
-    def tick(self) -> None:
-        if time.monotonic() >= self.next_health:
-            self.report(self.health())
-            self.next_health = time.monotonic() + self.settings.health_every_s
 
     def next_item(self) -> Feed:
         return min(self.feeds.values(), key=lambda f: (f.due, ORDER[f.name]))

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from prometheus_client import Counter, Gauge
+from pydantic_settings import SettingsConfigDict
 
 from streams.catalogue import TWIN_UPDATES
 from streams.publisher import EventPublisher
@@ -45,13 +45,14 @@ from streams.sources.gtfs.realtime import (
 )
 from streams.sources.gtfs.static import Schedule, load_schedule
 from streams.sources.polling import (
+    HttpSourceSettings,
     Permanent,
+    Polled,
     PollingSource,
+    SourceMetrics,
     Transient,
-    backoff_delay,
     get,
     send_dead_letter,
-    validators,
 )
 from twin.events import DeadLettered, TwinEntityUpdated
 from twin.ids import EntityId, EntityKind
@@ -63,7 +64,7 @@ ORDER = {"vehicle_positions": 0, "trip_updates": 1, "schedule": 2}  # among feed
 MAX_DEAD_IDS = 5000
 
 
-class GtfsSettings(BaseSettings):
+class GtfsSettings(HttpSourceSettings):
     """``PLIETSCH_GTFS_*``: the schedule, the two realtime feeds, the boards, the poll limits, the metrics port."""
 
     model_config = SettingsConfigDict(env_prefix="PLIETSCH_GTFS_", extra="ignore")
@@ -75,19 +76,13 @@ class GtfsSettings(BaseSettings):
     interval_s: float = 30.0
     board_horizon_s: int = 5400  # departures of the next 90 minutes
     board_limit: int = 12  # at most this many per board
-    timeout_s: float = 20.0
-    flush_timeout_s: float = 10.0
-    backoff_base_s: float = 2.0
-    backoff_cap_s: float = 300.0
-    health_every_s: float = 60.0
     metrics_port: int = 9469
-    metrics_host: str = "127.0.0.1"
 
 
-class Metrics:
+class Metrics(SourceMetrics):
     def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
-        self.polls = Counter("plietsch_gtfs_polls", "requests answered or failed, per feed", ["feed"], registry=r)
+        super().__init__("gtfs", "feed")
+        r = self.registry
         self.feeds = Counter("plietsch_gtfs_feeds", "feed polls per outcome: fetched, unchanged (304 or the same header "
                              "timestamp), invalid (not a FeedMessage), failed (HTTP)", ["feed", "outcome"], registry=r)
         self.published = Counter("plietsch_gtfs_updates_published", "twin updates written, per entity kind", ["kind"],
@@ -98,24 +93,11 @@ class Metrics:
         self.vehicles = Gauge("plietsch_gtfs_vehicles", "vehicles in the last VehiclePositions feed", registry=r)
         self.trips = Gauge("plietsch_gtfs_trips_with_updates", "trips with a realtime update held", registry=r)
         self.boards = Gauge("plietsch_gtfs_boards", "stops with a departure board", registry=r)
-        self.retries = Counter("plietsch_gtfs_retries", "requests and flushes retried after a failure, per cause",
-                               ["cause"], registry=r)
-        self.last_success = Gauge("plietsch_gtfs_last_success_timestamp_seconds", "unix time of the last answered poll",
-                                  ["feed"], registry=r)
-        self.failing = Gauge("plietsch_gtfs_failing", "1 while a feed's requests fail", ["feed"], registry=r)
-        self.up = Gauge("plietsch_gtfs_up", "1 while the source runs", registry=r)
 
 
 @dataclass
-class Feed:
-    name: str
-    url: str
-    due: float = 0.0
+class Feed(Polled):
     header_ts: int | None = None  # of the last feed read
-    conditional: tuple[str, dict[str, str]] = ("", {})
-    failures: int = 0
-    state: str = "new"
-    ok_at: float = 0.0
 
 
 def board_stops(schedule: Schedule, pack: RegionPack, wanted: str) -> dict[str, EntityId]:
@@ -161,18 +143,16 @@ class GtfsSource(PollingSource):
         self.boards: dict[str, list[dict[str, Any]]] = {}  # stop entity -> the board last written
         self.dead_ids: set[str] = set()
         self.counts = {"vehicles": 0, "boards": 0, "duplicates": 0, "dead": 0}
-        self.next_health = time.monotonic() + settings.health_every_s
 
     def poll(self, feed: Feed) -> str:
-        headers = feed.conditional[1] if feed.conditional[0] == feed.url else {}
-        resp = get(self.http, feed.url, self.settings.timeout_s, headers)
+        resp = get(self.http, feed.url, self.settings.timeout_s, feed.headers())
         if 400 <= resp.status_code < 500:
             env = f"PLIETSCH_GTFS_{feed.name.upper()}_URL"
             raise Permanent(f"HTTP {resp.status_code} for {feed.url}: check {env}; body {resp.text[:200]!r}")
         self.metrics.last_success.labels(feed.name).set(time.time())
         if resp.status_code == 304:
             return "unchanged"
-        feed.conditional = (feed.url, validators(resp))
+        feed.answered(resp)
         try:
             msg = decode(resp.content)
         except FeedError as exc:
@@ -246,49 +226,24 @@ class GtfsSource(PollingSource):
         self.counts["dead"] += len(dead_letters)
 
     def step(self, feed: Feed) -> None:
-        now = time.monotonic()
-        s = self.settings
         self.metrics.polls.labels(feed.name).inc()
         try:
             outcome = "fetched" if feed.name == "schedule" else self.poll(feed)
         except (Transient, Permanent) as exc:
-            feed.failures += 1
             self.metrics.feeds.labels(feed.name, "failed").inc()
-            self.metrics.failing.labels(feed.name).set(1)
-            if isinstance(exc, Transient):
-                self.metrics.retries.labels("http").inc()
-                delay = backoff_delay(s, feed.failures, exc)
-                message = f"retrying with backoff (next in {delay:.1f} s, at most {s.backoff_cap_s:.0f} s apart)"
-            else:
-                self.metrics.retries.labels("refused").inc()
-                delay = s.backoff_cap_s
-                message = f"retrying every {delay:.0f} s"
-            state = f"{'transient' if isinstance(exc, Transient) else 'permanent'} {exc}"
-            if state != feed.state:
-                self.report(f"GTFS-Realtime {feed.name} ({feed.url}): {exc}; {message}")
-            feed.state, feed.due = state, now + delay
+            self.poll_failed(feed, exc, f"GTFS-Realtime {feed.name}")
             return
         self.metrics.feeds.labels(feed.name, outcome).inc()
-        if feed.failures:
-            self.report(f"GTFS-Realtime {feed.name}: answering again after {feed.failures} failed request(s)")
-        feed.failures, feed.state, feed.ok_at = 0, "ok", now
-        self.metrics.failing.labels(feed.name).set(0)
-        feed.due = now + s.interval_s
+        self.poll_answered(feed, f"GTFS-Realtime {feed.name}", self.settings.interval_s)
         if feed.name != "vehicle_positions" or "trip_updates" not in self.feeds:
             self.refresh_boards()  # once a round: after the delays, or by the schedule alone without them
 
     def health(self) -> str:
         now = time.monotonic()
-        feeds = ", ".join(f"{f.name} {'ok ' + format(now - f.ok_at, '.0f') + ' s ago' if f.state == 'ok' else f.state[:60]}"
-                          for f in self.feeds.values()) or "no realtime feed configured"
+        feeds = ", ".join(f.health(now) for f in self.feeds.values())
         c = self.counts
         return (f"GTFS health: {feeds}; vehicle updates {c['vehicles']}, boards written {c['boards']} ({len(self.stops)} "
                 f"stops), trips with delays {len(self.updates)}, duplicates {c['duplicates']}, dead letters {c['dead']}")
-
-    def tick(self) -> None:
-        if time.monotonic() >= self.next_health:
-            self.report(self.health())
-            self.next_health = time.monotonic() + self.settings.health_every_s
 
     def next_item(self) -> Feed:
         return min(self.feeds.values(), key=lambda f: (f.due, ORDER[f.name]))
