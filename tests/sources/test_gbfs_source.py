@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -32,6 +31,7 @@ from streams.sources.gbfs.mapping import Mapping
 from streams.sources.gbfs.source import GbfsSettings, GbfsSource
 from tests.helpers import ROOT, wait_for
 from tests.httpfake import LocalHttp
+from tests.sources.threaded import SourceThread
 from twin.region import load_pack
 
 pytestmark = pytest.mark.broker
@@ -150,37 +150,18 @@ def mapping(system: str, n: int = 2) -> Mapping:
     return Mapping(system, PACK.id, dict(zip(STATIONS[:n], SENSORS[:n], strict=True)))
 
 
-class Running:
+class Running(SourceThread):
     """A GbfsSource in a thread of the test process (real HTTP, real Kafka); ``stop`` joins it."""
 
     def __init__(self, feed: FakeGbfs, bootstrap: str, data_dir: Path, m: Mapping, **extra: Any) -> None:
         settings = GbfsSettings(url=feed.url, min_interval_s=0.2, backoff_base_s=0.05, backoff_cap_s=2.0,
                                 metrics_port=free_port(), **extra)
         self.lines: list[str] = []
-        self.source = GbfsSource(settings, m, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5), data_dir,
-                                 report=self.lines.append).start()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.source.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def value(self, name: str, **labels: str) -> float:
-        assert self.error is None, f"the source stopped: {self.error!r}\n" + "\n".join(self.lines)
-        return self.source.metrics.registry.get_sample_value(name, labels) or 0.0
+        self._start(GbfsSource(settings, m, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5), data_dir,
+                               report=self.lines.append))
 
     def files(self, file: str, outcome: str) -> float:
         return self.value("plietsch_gbfs_files_total", file=file, outcome=outcome)
-
-    def stop(self) -> None:
-        self.source.stop_event.set()
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the source did not stop within 15 s"
-        self.source.stop()
 
 
 def readings(bootstrap: str, system: str) -> list[dict[str, Any]]:

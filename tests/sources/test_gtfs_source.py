@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -17,9 +16,8 @@ import pytest
 from google.transit import gtfs_realtime_pb2 as rt
 
 from infra.broker import EmbeddedBroker, free_port
-from schemas.codec import SingleObjectCodec, is_batch, iter_batch
+from schemas.codec import SingleObjectCodec
 from streams.catalogue import DEAD_LETTERS, TWIN_UPDATES, ensure_topics
-from streams.consume import drain
 from streams.publisher import EventPublisher
 from streams.settings import StreamSettings
 from streams.sources.gtfs.source import GtfsSettings, GtfsSource
@@ -27,6 +25,7 @@ from streams.sources.gtfs.static import load_schedule
 from tests.helpers import wait_for
 from tests.httpfake import LocalHttp
 from tests.sources.test_gtfs_units import FIX, NOW, feed, trip_update, vehicle
+from tests.sources.threaded import SourceThread, decoded
 from twin.region import load_pack
 
 pytestmark = pytest.mark.broker
@@ -90,7 +89,7 @@ def fake() -> Iterator[FakeRealtime]:
     f.close()
 
 
-class Running:
+class Running(SourceThread):
     """A GtfsSource in a thread of the test process (real HTTP, real Kafka), its clock fixed at NOW."""
 
     def __init__(self, fake: FakeRealtime, bootstrap: str, **extra: Any) -> None:
@@ -99,48 +98,18 @@ class Running:
                                       backoff_cap_s=1.0, metrics_port=free_port())
         settings = GtfsSettings(**{**values, **extra})
         self.lines: list[str] = []
-        self.source = GtfsSource(settings, SCHEDULE, PACK, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5),
-                                 report=self.lines.append, clock=lambda: NOW).start()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.source.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def value(self, name: str, **labels: str) -> float:
-        assert self.error is None, f"the source stopped: {self.error!r}\n" + "\n".join(self.lines)
-        return self.source.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def stop(self) -> None:
-        self.source.stop_event.set()
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the source did not stop within 15 s"
-        self.source.stop()
+        self._start(GtfsSource(settings, SCHEDULE, PACK, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5),
+                               report=self.lines.append, clock=lambda: NOW))
 
 
 def updates(bootstrap: str, kind: str) -> list[dict[str, Any]]:
-    codec, out = SingleObjectCodec(), []
-    for m in drain(bootstrap, TWIN_UPDATES.name, missing_ok=True):
-        for d in (iter_batch(m.value()) if is_batch(m.headers()) else [m.value()]):
-            _, rec = codec.decode(d)
-            if rec["entity_type"] == kind and rec["source"] == "gtfs":
-                rec["state"] = json.loads(rec["state_json"])
-                out.append(rec)
-    return out
+    return [{**rec, "state": json.loads(rec["state_json"])} for rec, _ in decoded(bootstrap, TWIN_UPDATES.name)
+            if rec["entity_type"] == kind and rec["source"] == "gtfs"]
 
 
 def dead_letters(bootstrap: str) -> list[dict[str, Any]]:
-    codec, out = SingleObjectCodec(), []
-    for m in drain(bootstrap, DEAD_LETTERS.name, missing_ok=True):
-        _, rec = codec.decode(m.value())
-        if rec["original_topic"].startswith("gtfs-rt:"):
-            rec["_headers"] = {k: v.decode() for k, v in (m.headers() or [])}
-            out.append(rec)
-    return out
+    return [{**rec, "_headers": headers} for rec, headers in decoded(bootstrap, DEAD_LETTERS.name)
+            if rec["original_topic"].startswith("gtfs-rt:")]
 
 
 def test_buses_and_boards_reach_the_twin_once_and_bad_input_is_dead_lettered(fake: FakeRealtime, bootstrap: str) -> None:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
@@ -29,6 +28,7 @@ from streams.publisher import EventPublisher
 from streams.sources.pegelonline_follow import ConfigError, PegelSettings, PegelSource
 from tests.helpers import ROOT, wait_for
 from tests.httpfake import LocalHttp
+from tests.sources.threaded import SourceThread
 
 pytestmark = pytest.mark.broker
 
@@ -129,7 +129,7 @@ def rows(values: list[float], start: datetime | None = None) -> list[dict[str, A
     return [{"timestamp": (t + timedelta(minutes=i)).astimezone(_CEST).isoformat(), "value": v} for i, v in enumerate(values)]
 
 
-class Running:
+class Running(SourceThread):
     """A PegelSource in a thread of the test process (real HTTP, real Kafka); ``stop`` joins it."""
 
     def __init__(self, fake: FakePegelonline, bootstrap: str, data_dir: Path, stations: str, mean_cm: str = "",
@@ -137,27 +137,8 @@ class Running:
         settings = PegelSettings(base_url=fake.url, stations=stations, mean_cm=mean_cm, interval_s=0.2,
                                  backoff_base_s=0.05, backoff_cap_s=2.0, metrics_port=free_port(), **extra)
         self.lines: list[str] = []
-        self.source = PegelSource(settings, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5), data_dir,
-                                  report=self.lines.append).start()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.source.run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def value(self, name: str, **labels: str) -> float:
-        assert self.error is None, f"the source stopped: {self.error!r}\n" + "\n".join(self.lines)
-        return self.source.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def stop(self) -> None:
-        self.source.stop_event.set()
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the source did not stop within 15 s"
-        self.source.stop()
+        self._start(PegelSource(settings, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5), data_dir,
+                                report=self.lines.append))
 
 
 def readings(bootstrap: str, sensor: str) -> list[dict[str, Any]]:
