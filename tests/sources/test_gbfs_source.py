@@ -23,7 +23,7 @@ import pytest
 
 from infra.broker import EmbeddedBroker, free_port
 from schemas.codec import SingleObjectCodec, is_batch, iter_batch
-from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS, ensure_topics
+from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
 from streams.consume import drain
 from streams.publisher import EventPublisher
 from streams.settings import StreamSettings
@@ -130,13 +130,6 @@ def later(minutes: int) -> datetime:
 
 PACK = load_pack(StreamSettings().region_pack)
 SENSORS = sorted(str(k) for k, s in PACK.sensors.items() if s.sensor_kind == "bike_share")
-
-
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap_servers)
-        yield broker.bootstrap_servers
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from google.transit import gtfs_realtime_pb2 as rt
 
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import free_port
 from schemas.codec import SingleObjectCodec
-from streams.catalogue import DEAD_LETTERS, TWIN_UPDATES, ensure_topics
+from streams.catalogue import DEAD_LETTERS, TWIN_UPDATES
 from streams.publisher import EventPublisher
 from streams.settings import StreamSettings
 from streams.sources.gtfs.source import GtfsSettings, GtfsSource
@@ -73,13 +73,6 @@ class FakeRealtime(LocalHttp):
     def answered(self, name: str, status: int) -> list[dict[str, str]]:
         with self.lock:
             return [hd for n, hd, st in self.requests if n == name and st == status]
-
-
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap_servers)
-        yield broker.bootstrap_servers
 
 
 @pytest.fixture
