@@ -3,12 +3,20 @@ its metrics at hand, and a topic's records decoded (batch records unpacked)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from infra.broker import free_port
 from schemas.codec import SingleObjectCodec, is_batch, iter_batch
 from streams.consume import drain
+from tests.helpers import ROOT
 
 
 class SourceThread:
@@ -48,3 +56,21 @@ def decoded(bootstrap: str, topic: str) -> Iterator[tuple[dict[str, Any], dict[s
         headers = {k: v.decode() for k, v in (m.headers() or [])}
         for d in (iter_batch(m.value()) if is_batch(m.headers()) else [m.value()]):
             yield codec.decode(d)[1], headers
+
+
+@contextmanager
+def plietsch_run(tmp_path: Path, app_id: str, settings: dict[str, str]) -> Iterator[tuple[str, Path]]:
+    """``plietsch run --no-simulate`` (its own broker, worker, API and the sources *settings* turn on) as a process
+    group; yields (the API's URL, the log). Ctrl-C at the end must stop everything cleanly (exit code 0)."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(PLIETSCH_DATA_DIR=str(tmp_path / "data"), PLIETSCH_WEB_PORT=str(free_port()), PYTHONUNBUFFERED="1",
+               PLIETSCH_APP_ID=app_id, **settings)
+    api_port, log = free_port(), tmp_path / "run.log"
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-simulate", "--api-port", str(api_port)],
+                            cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield f"http://127.0.0.1:{api_port}", log
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
+    assert proc.returncode == 0, log.read_text()[-3000:]
