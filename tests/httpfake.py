@@ -30,6 +30,20 @@ class LocalHttp:
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None,
+             content_type: str = "application/json") -> None:
+        """Answer with *status*, *headers* and *body* (a 304 without body or content headers)."""
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        if status != 304:
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if status != 304:
+            h.wfile.write(body)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

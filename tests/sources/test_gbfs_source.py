@@ -107,18 +107,6 @@ class FakeGbfs(LocalHttp):
             self.requests.append((name, dict(h.headers.items()), 200))
             return self.send(h, 200, body, headers)
 
-    @staticmethod
-    def send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        h.send_response(status)
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        if status != 304:
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if status != 304:
-            h.wfile.write(body)
-
     def answered(self, name: str, status: int | None = None) -> list[dict[str, str]]:
         with self.lock:
             return [hd for n, hd, st in self.requests if n == name and (status is None or st == status)]

@@ -60,15 +60,7 @@ class FakeRealtime(LocalHttp):
             if status == 200 and h.headers.get("If-None-Match") == etag:
                 status = 304
             self.requests.append((name, dict(h.headers.items()), status))
-        h.send_response(status)
-        if status in (200, 304):
-            h.send_header("ETag", etag)
-        if status != 304:
-            h.send_header("Content-Type", "application/x-protobuf")
-            h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if status != 304:
-            h.wfile.write(body)
+        self.send(h, status, body, {"ETag": etag} if status in (200, 304) else {}, "application/x-protobuf")
 
     def answered(self, name: str, status: int) -> list[dict[str, str]]:
         with self.lock:

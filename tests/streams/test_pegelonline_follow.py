@@ -90,18 +90,6 @@ class FakePegelonline(LocalHttp):
                 out.append(r)
         return out
 
-    @staticmethod
-    def send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        h.send_response(status)
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        if status != 304:
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if status != 304:
-            h.wfile.write(body)
-
     def measurement_requests(self, uuid: str) -> list[tuple[dict[str, str], dict[str, str]]]:
         with self.lock:
             return [(q, hd) for p, q, hd in self.requests if p.endswith(f"/stations/{uuid}/W/measurements.json")]
