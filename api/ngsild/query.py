@@ -233,6 +233,8 @@ def _metres(a: BaseGeometry, b: BaseGeometry) -> float:
 
 
 def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None, geoproperty: str | None) -> GeoQuery | None:
+    if geoproperty is not None and not re.fullmatch(NAME, geoproperty):
+        raise QueryError(f"geoproperty {geoproperty!r} is not an attribute name (letters, digits, '_'; e.g. location)")
     given = {k: v for k, v in (("georel", georel), ("geometry", geometry), ("coordinates", coordinates)) if v is not None}
     if not given:
         return None

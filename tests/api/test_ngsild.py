@@ -136,6 +136,7 @@ def test_one_entity_content_negotiation_and_context(api: Api) -> None:
     ({"georel": "near;maxDistance==10", "geometry": "Point"}, "coordinates missing"),
     ({"georel": "within", "geometry": "Point", "coordinates": "[[10,54]]"}, "are not a Point"),
     ({"georel": "touches", "geometry": "Point", "coordinates": "[10,54]"}, "georel 'touches'"),
+    ({"geoproperty": "loc-ation"}, "geoproperty 'loc-ation' is not an attribute name"),  # also without a geo-query
     ({"limit": "5000"}, "limit"),
     ({"type": "Water Observed"}, "type 'Water Observed'"),
     ({"options": "concise"}, "options 'concise'"),
