@@ -65,6 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                               "Roles: public (no login), planner, operator; see api/auth/access.py.")
     app.state.settings = settings
     hide_client_addresses()
+    live.quiet_cut_offs()
     store = app.state.auth_store = AuthStore(settings.auth_db)
     if settings.operator_api_key:
         store.ensure_key("env", settings.operator_api_key, "operator")

@@ -50,6 +50,12 @@ class ReadModelCollector(Collector):
         status, _ = rm.status()
         yield GaugeMetricFamily("plietsch_read_model_status", "0 starting, 1 ok, 2 degraded", value=STATUS_CODE[status])
         yield GaugeMetricFamily("plietsch_sse_subscribers", "Live SSE subscribers", value=rm.subscribers)
+        cut = CounterMetricFamily("plietsch_sse_cut_off", "Live SSE clients cut off and told to resume, per reason "
+                                  "(fell_behind: its queue overflowed; not_reading: its connection took nothing)",
+                                  labels=["reason"])
+        for reason, n in dict(rm.sse_cut).items():
+            cut.add_metric([reason], n)
+        yield cut
         yield GaugeMetricFamily("plietsch_read_model_entities", "Entities with live state", value=len(rm.state))
         yield GaugeMetricFamily("plietsch_read_model_active_alerts", "Active alerts", value=len(rm.alerts))
         yield GaugeMetricFamily("plietsch_read_model_aggregate_partials", "Aggregate partials held (within the horizon)",
