@@ -16,7 +16,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.audit import produce as produce_audit
+from api.audit import Relay as AuditRelay
+from api.audit import encoded as audit_row
 from api.auth.access import allowed, check_coverage, enforce, identify
 from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
@@ -53,11 +54,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.read_model.start()
+        app.state.audit_relay.start()
         app.state.sweeper.start()
         app.state.pipeline.start()
         yield
         app.state.pipeline.stop()
         app.state.sweeper.stop()
+        app.state.audit_relay.stop()
         app.state.read_model.stop()
 
     app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan, dependencies=[Depends(enforce)],
@@ -102,6 +105,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return cells[0]
 
     app.state.producer = get_producer
+    app.state.audit_relay = AuditRelay(store, get_producer)
     app.state.terrain_cells = terrain_cells
     rm = app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
                                           history=settings.delta_buffer,
@@ -123,13 +127,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         store.forget_scenarios_before(time.time() - 2 * 3600 * settings.scenario_result_ttl_h, set(rm.scenarios))
         sids = {retention.folder(sid).name: sid for sid in rm.scenarios}
         for name, why in done.expired:
-            produce_audit(app, AuditRecorded(
+            gone = AuditRecorded(
                 entity_id=sids.get(name, f"{pack.id}:_:scenario:{name}"), region=pack.id, occurred_at=datetime.now(UTC),  # type: ignore[arg-type]
                 source="api", action="scenario.delete", actor="system:retention", actor_role="system", target=sids.get(name, name),
-                detail="older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full"))
+                detail="older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full")
+            store.enqueue(audit_row(rm.codec, gone))
             log.info("scenario results %s deleted (%s); results now take %.1f MB",
                      name, "older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full",
                      done.bytes_after / 2**20)
+        if done.expired:
+            app.state.audit_relay.send(wait_s=5.0)
 
     app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
     inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
@@ -138,7 +145,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                if g.group_id and settings.health_lag_limit]
     watch = app.state.pipeline = PipelineWatch(settings.bootstrap_servers, watched, settings.health_lag_limit,
                                                settings.health_lag_grace_s, settings.health_every_s)
-    registry = app.state.metrics_registry = metrics_registry(rm)
+    registry = app.state.metrics_registry = metrics_registry(rm, store.outbox_state)
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)

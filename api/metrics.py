@@ -5,7 +5,7 @@ topic, live SSE subscribers, and requests and their latency per route."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -97,9 +97,25 @@ class RequestMetrics:
             self.requests.labels(scope["method"], route(), str(status[0])).inc()
 
 
-def metrics_registry(rm: ReadModel) -> CollectorRegistry:
+class OutboxCollector(Collector):
+    """The audit outbox (``api.audit.Relay``): events waiting for Kafka, and how long the oldest has waited."""
+
+    def __init__(self, state: Callable[[], tuple[int, float | None]]) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        n, age = self.state()
+        yield GaugeMetricFamily("plietsch_audit_outbox_pending", "Audit events written with their action, not yet on Kafka",
+                                value=n)
+        yield GaugeMetricFamily("plietsch_audit_outbox_oldest_seconds", "Age of the oldest audit event waiting (0: none)",
+                                value=age or 0.0)
+
+
+def metrics_registry(rm: ReadModel, outbox: Callable[[], tuple[int, float | None]] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(rm))
+    if outbox is not None:
+        registry.register(OutboxCollector(outbox))
     return registry
 
 
