@@ -27,8 +27,12 @@ FR1, FR2, GA = SSE_SENSORS
 
 
 def sse(response: httpx.Response) -> Iterator[dict]:
+    return _sse_lines(response.iter_lines())
+
+
+def _sse_lines(lines: Iterator[str]) -> Iterator[dict]:
     ev: dict = {}
-    for line in response.iter_lines():
+    for line in lines:
         if not line:
             if "event" in ev:
                 ev["data"] = json.loads(ev["data"]) if ev.get("data") else None
@@ -120,19 +124,6 @@ def test_rest_coast_alerts_aggregates_history_and_openapi(api_url: str) -> None:
         assert {"list_entities", "get_entity", "stream_deltas", "list_coast_segments", "list_alerts", "list_aggregates",
                 "entity_history", "area_history", "state_at", "public_summary", "health", "list_regions"} <= ops
 
-
-
-def _sse_lines(lines: Iterator[str]) -> Iterator[dict]:
-    ev: dict = {}
-    for line in lines:
-        if not line:
-            if "event" in ev:
-                ev["data"] = json.loads(ev["data"]) if ev.get("data") else None
-                yield ev
-            ev = {}
-        elif not line.startswith(":"):
-            k, _, v = line.partition(": ")
-            ev[k] = v
 
 
 def _raw_stream(url: str, path: str) -> socket.socket:
