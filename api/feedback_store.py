@@ -120,6 +120,10 @@ class FeedbackStore:
         finally:
             consumer.close()
 
+    def health(self) -> dict[str, Any]:
+        """For /health (operators): read up to the topic's end, the records skipped as not feedback, the last error."""
+        return {"ready": self.ready.is_set(), "items": len(self.items), "broken": self.broken, "error": self.error}
+
     def _apply(self, value: bytes | None) -> None:
         try:
             name, rec = self.codec.decode(value or b"")

@@ -79,6 +79,7 @@ ROUNDS = 200 if kit.FULL else 10  # x 63 sensors of the bundled pack
 SEED = int(os.environ.get("PLIETSCH_DRILL_SEED", "20261124"))
 BATCH = [(CONTENT_TYPE_HEADER, BATCH_CONTENT_TYPE)]
 CHILDREN = ("worker", "archive", "scenarios", "api")
+STALL_RECORDS = 40  # junk records produced while the archive sink is stopped (SIGSTOP): twice /health's lag limit
 # who reads each topic, and so what a junk record there must yield: a dead letter, or a counted skip
 DEAD_LETTERING = {*(t.name for t in MUNICIPAL_TOPICS.values()), SCENARIO_REQUESTS.name}
 READ_MODEL = {TWIN_UPDATES.name, ALERTS.name, AGGREGATES.name, SCENARIO_RESULTS.name}
@@ -167,7 +168,9 @@ class Stack:
         """Start it; returns the pid of each child once the API's /health is 200."""
         env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
         env.update(PLIETSCH_DATA_DIR=str(self.data), PLIETSCH_WEB_PORT=str(self.web_port), PYTHONUNBUFFERED="1",
-                   PLIETSCH_APP_ID="plietsch-fuzz-stack", PLIETSCH_CHECKPOINT_INTERVAL_S="5")
+                   PLIETSCH_APP_ID="plietsch-fuzz-stack", PLIETSCH_CHECKPOINT_INTERVAL_S="5",
+                   PLIETSCH_HEALTH_LAG_LIMIT=str(STALL_RECORDS // 2), PLIETSCH_HEALTH_LAG_GRACE_S="2",
+                   PLIETSCH_HEALTH_EVERY_S="0.5")
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-simulate", "--api-port",
                                       str(self.api_port), "--broker-port", str(self.broker_port)], cwd=ROOT, env=env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -265,6 +268,20 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
         assert prod.flush(60) == 0
         feeder.join(300)
 
+        # /health is 503 with the reason while the archive sink is stopped and falls behind, 200 once it caught up
+        os.kill(pids["archive"], signal.SIGSTOP)
+        try:
+            topic = MUNICIPAL_TOPICS["defect_reports"].name
+            for _ in range(STALL_RECORDS):  # flushed one by one: Tansu counts a partition's end per record batch
+                prod.produce(topic, key=b"fuzz", value=rng.randbytes(50), on_delivery=delivered(topic, "random bytes"))
+                prod.flush(10)
+            degraded = wait_for(lambda: (r := stack.health()).status_code == 503 and r.json(), 60,
+                                "/health to be 503 while the archive sink is stopped")
+            assert "archive sink" in degraded["reason"] and "behind" in degraded["reason"], degraded
+        finally:
+            os.kill(pids["archive"], signal.SIGCONT)
+        wait_for(lambda: stack.health().status_code == 200, 60, "/health to be 200 again once the archive caught up")
+
         events = kit.produced(stack.bootstrap, None, pack)  # no junk on the sensor topics: every record good
         assert len(events) == feeder.total
         want = kit.offline(pack, events)
@@ -284,6 +301,15 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
             counted = sum(rm["broken"].get(topic, {}).values())
             nulls = sum(1 for k, _, _ in sent[topic] if k == "null value")  # a tombstone there: skipped, not broken
             assert counted == len(sent[topic]) - nulls, (topic, rm["broken"].get(topic), Counter(k for k, _, _ in sent[topic]))
+
+        # the API's feedback store skipped and counted each junk record on feedback.events, and lists none of it
+        assert body["feedback"] == {**body["feedback"], "ready": True, "items": 0, "error": None,
+                                    "broken": len(sent[FEEDBACK.name])}, body["feedback"]
+        with httpx.Client(base_url=stack.api, headers=OPERATOR, timeout=10) as c:
+            assert c.get("/feedback/queue", params={"status": "all"}).json()["total"] == 0
+            audit = c.get("/audit", params={"start": "2000-01-01T00:00:00Z", "end": "2099-12-31T00:00:00Z"})
+            assert audit.status_code == 200 and not [i for i in audit.json()["items"] if i.get("actor") == "fuzz"], \
+                audit.text[:500]
 
         # one dead letter per junk record on the worker's and the scenario service's topics, none for anything else
         bad = {(t, p, o) for t in DEAD_LETTERING for _, p, o in sent[t]}
