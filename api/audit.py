@@ -190,6 +190,8 @@ def scenario_entry(e: ScenarioRequested | ScenarioCancelRequested) -> AuditRecor
             body = json.loads(e.request_json)
         except ValueError:
             body = {}
+        if not isinstance(body, dict):  # a request the service refused (failed), still an audited launch
+            body = {}
         detail = "traffic" if body.get("kind") == "traffic" else f"{scenario_steps(body)} steps"
         action = "scenario.launch"
     else:

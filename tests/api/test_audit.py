@@ -183,3 +183,15 @@ def test_an_audited_change_and_its_entry_are_kept_together_through_a_broker_outa
         own.add_user("berit", "planner", PASSWORD, audit=Outgoing("another-id", b"k", b"v"))
     assert not own.delete_user("nobody", audit=Outgoing("third-id", b"k", b"v"))
     assert [o.event_id for o in own.outbox()] == ["same-id"]
+
+
+@pytest.mark.parametrize("request_json", ["[]", '"text"', "5", "null", "not JSON", '{"kind": 5}'])
+def test_a_launch_whose_request_is_no_scenario_is_still_an_audit_entry(request_json: str) -> None:
+    """Found by the stack fuzz drill: an archived request whose JSON was a list made GET /audit answer 500."""
+    from api.audit import scenario_entry
+    from twin.events import ScenarioRequested
+
+    req = ScenarioRequested(entity_id="kiel:_:scenario:fuzz-1", region="kiel", occurred_at=datetime(2030, 1, 1, tzinfo=UTC),
+                            source="test SYNTHETIC", request_json=request_json, actor="planer", actor_role="planner")
+    e = scenario_entry(req)
+    assert e.action == "scenario.launch" and e.actor == "planer" and e.detail == "? steps"
