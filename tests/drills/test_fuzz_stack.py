@@ -5,14 +5,18 @@ a process reads: the municipal topics (worker, archive), scenario.requests (scen
 topics twin.updates, twin.alerts, twin.aggregates and scenario.results (the API's read model), feedback.events (the
 API's feedback store, archive), audit.events (archive) and dead-letters (``plietsch dead-letters``). The kinds: random
 bytes, empty and null values, JSON instead of Avro, an unknown schema fingerprint, truncated and junk batch frames, a
-valid record of the wrong type, a malformed entity id, a value out of range, times far ahead and far back, a huge string.
+valid record of the wrong type, a malformed entity id, a value out of range, times far ahead and far back, a huge string,
+road works on a road the pack does not have; and, well typed but asking for nothing runnable, scenario requests whose
+JSON is no scenario (not JSON, a list, a wrong field, 100 kB). One good road works record goes among the junk.
 
-Afterwards: no process of the stack ended (the same pids), the API's twin equals the offline fold of the good readings
-alone, /health is 200, the read model counted each junk record on its topics once (a reader: it skips and counts, it
-does not dead-letter), the worker and the scenario service wrote exactly one dead letter per junk record on their
-topics and none for any other record, the archive holds exactly the good readings, the history routes answer 200
-without a junk row, the worker's event loop was never blocked for 1 s or more (plietsch_worker_loop_lag_max_seconds),
-and a restart over the same data folder brings the same twin back.
+Afterwards: no process of the stack ended (the same pids), /health was 503 naming the archive sink while it was
+stopped (SIGSTOP) and is 200 again, the API's twin equals the offline fold of the good records alone, the read model and
+the feedback store counted each junk record on their topics once (readers: they skip and count, they do not
+dead-letter), each bad scenario request ended as failed with the reason, the worker and the scenario service wrote
+exactly one dead letter per junk record on their topics and none for any other record, ``plietsch dead-letters`` sums
+those alone, the archive holds exactly the good records, the history routes and /audit answer 200 without a junk row,
+the worker's event loop was never blocked for 1 s or more (plietsch_worker_loop_lag_max_seconds), and a restart over
+the same data folder brings the same twin back.
 
 Bounded in ``make test`` (1 junk record of each kind per topic, 10 rounds of the 63 sensors); ``PLIETSCH_DRILL=full``:
 10 of each kind, 200 rounds."""
@@ -57,6 +61,7 @@ from streams.simulator import ReadingFactory
 from tests.credentials import OPERATOR
 from tests.drills import kit
 from tests.helpers import ROOT, wait_for
+from twin import municipal
 from twin.events import (
     AggregateUpdated,
     AlertRaised,
@@ -150,6 +155,8 @@ def junk(pack: RegionPack, topic: str, rng: random.Random) -> list[tuple[str, by
                 ("far future", enc(name, {**rec, "occurred_at": "9999-12-31T23:59:59+00:00"}), []),
                 ("far past", enc(name, {**rec, "occurred_at": "1900-01-01T00:00:00+00:00"}), []),
                 ("huge string", enc(name, {**rec, "source": "x" * 200_000}), [])]
+        if isinstance(good, RoadWorksAnnounced):  # well formed, but no road segment of the pack
+            out.append(("unknown entity", enc(name, {**rec, "entity_id": f"{pack.id}:gaarden:road:fuzz-999"}), []))
     return out
 
 
@@ -211,17 +218,18 @@ class Stack:
 
 
 def api_twin(api: str, pack: RegionPack, want: dict[str, Any]) -> list[str]:
-    """What differs between the API's sensors and coast segments (their reported state) and the offline fold."""
-    got: dict[str, dict[str, Any]] = {"sensors": {}, "coast": {}}
+    """What differs between the API's sensors, coast segments and the road with works (their reported state) and the
+    offline fold."""
+    got: dict[str, dict[str, Any]] = {"sensors": {}, "coast": {}, "roads": {}}
     with httpx.Client(base_url=api, headers=OPERATOR, timeout=10) as c:
-        for part, ids in (("sensors", sorted(pack.sensors)), ("coast", sorted(want["coast"]))):
+        for part, ids in (("sensors", sorted(pack.sensors)), ("coast", sorted(want["coast"])), ("roads", want["roads"])):
             for eid in ids:
                 r = c.get(f"/entities/{eid}")
                 assert r.status_code == 200, (eid, r.status_code, r.text[:300])
                 if (reported := r.json()["properties"].get("reported")) is not None:
                     got[part][str(eid)] = reported
     return kit.differences("API sensors", got["sensors"], want["sensors"]) + \
-        kit.differences("API coast", got["coast"], want["coast"])
+        kit.differences("API coast", got["coast"], want["coast"]) + kit.differences("API roads", got["roads"], want["roads"])
 
 
 def letters(bootstrap: str) -> Counter[tuple[str, int, int]]:
@@ -265,6 +273,15 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
                     kinds[kind] += 1
             prod.poll(0)
             time.sleep(0.5)
+        asks = templates(pack)[SCENARIO_REQUESTS.name]  # well-typed requests that ask for nothing runnable
+        bad_asks = {f"{pack.id}:_:scenario:fuzz-ask-{i}": body for i, body in
+                    enumerate(("not JSON", "[]", '{"kind": 5}', json.dumps({"x": "y" * 100_000})))}
+        for sid, body in bad_asks.items():
+            prod.produce(SCENARIO_REQUESTS.name, key=sid.encode(), value=encode_event(
+                kit.CODEC, asks.model_copy(update={"entity_id": sid, "request_json": body, "event_id": sid[-10:]})))
+        road_works = templates(pack)["municipal.road-works"]  # one good municipal record among the junk: it counts
+        prod.produce(MUNICIPAL_TOPICS["road_works"].name, key=str(road_works.entity_id).encode(),
+                     value=encode_event(kit.CODEC, road_works))
         assert prod.flush(60) == 0
         feeder.join(300)
 
@@ -286,6 +303,8 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
         events = kit.produced(stack.bootstrap, None, pack)  # no junk on the sensor topics: every record good
         assert len(events) == feeder.total
         want = kit.offline(pack, events)
+        want["roads"] = {str(road_works.entity_id): {k: v for k, v in (municipal.apply(None, road_works) or {}).items()
+                                                     if k != "event_ids"}}
         last: list[list[str]] = [[]]
         try:
             wait_for(lambda: not (last.__setitem__(0, api_twin(stack.api, pack, want)) or last[0]), 180,
@@ -302,6 +321,23 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
             counted = sum(rm["broken"].get(topic, {}).values())
             nulls = sum(1 for k, _, _ in sent[topic] if k == "null value")  # a tombstone there: skipped, not broken
             assert counted == len(sent[topic]) - nulls, (topic, rm["broken"].get(topic), Counter(k for k, _, _ in sent[topic]))
+
+        # each request that asks for nothing runnable ends as failed, with what was wrong, and the service runs on
+        def outcomes() -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for m in drain(stack.bootstrap, SCENARIO_RESULTS.name, missing_ok=True, timeout=60):
+                try:
+                    name, rec = kit.CODEC.decode(m.value() or b"")
+                except CodecError:
+                    continue
+                if name == "ScenarioProgressed" and rec["entity_id"] in bad_asks and rec["status"] != "queued":
+                    out[rec["entity_id"]] = rec
+            return out
+
+        ends = wait_for(lambda: (o := outcomes()) and len(o) == len(bad_asks) and o, 120, "an outcome of each bad request")
+        assert all(r["status"] == "failed" and r["message"] and "unexpectedly" not in r["message"]
+                   for r in ends.values()), {k: (r["status"], r["message"][:200]) for k, r in ends.items()}
+        assert stack.children() == pids, f"a process of the stack ended: {pids} -> {stack.children()}\n{stack.tail()}"
 
         # the API's feedback store skipped and counted each junk record on feedback.events, and lists none of it
         assert body["feedback"] == {**body["feedback"], "ready": True, "items": 0, "error": None,
@@ -326,12 +362,13 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
         lag = loop_lag(stack)
 
         # the archive keeps exactly the good readings; history answers without a junk row
-        good_ids = {e.event_id for e, _ in events}
+        good_ids = {e.event_id for e, _ in events} | {road_works.event_id}
+        asked = {sid[-10:] for sid in bad_asks}  # archived too: audited launches (that failed)
         archived = wait_for(lambda: (a := [e.event_id for _, e in read_events(stack.data / "archive")])
-                            and len(a) >= len(good_ids) and a, 120, "the archive to hold the good readings")
-        assert len(archived) == len(good_ids) and set(archived) == good_ids, \
-            f"{len(archived)} archived, {len(good_ids)} good; not good: {sorted(set(archived) - good_ids)[:5]}"
-        check_history(stack.api, pack, events)
+                            and len(a) >= len(good_ids | asked) and a, 120, "the archive to hold the good records")
+        assert len(archived) == len(good_ids | asked) and set(archived) == good_ids | asked, \
+            f"{len(archived)} archived, {len(good_ids | asked)} good; not good: {sorted(set(archived) - good_ids - asked)[:5]}"
+        check_history(stack.api, pack, events, good_ids)
 
         stack.stop()  # a restart over the same data folder: a new broker, the twin from the checkpoint and archive
         assert stack.proc is not None and stack.proc.returncode == 0, stack.tail()
@@ -341,7 +378,7 @@ def test_junk_on_every_other_topic_leaves_the_stack_alive_and_the_twin_as_the_go
                      "the twin after the restart", every=3.0)
         except AssertionError:
             raise AssertionError("after the restart:\n" + "\n".join(last[0]) + "\n" + stack.tail()) from None
-        check_history(stack.api, pack, events)
+        check_history(stack.api, pack, events, good_ids)
         assert stack.children() == pids, f"a process of the stack ended: {pids} -> {stack.children()}\n{stack.tail()}"
         wait_for(lambda: stack.health().status_code == 200, 120, "/health 200 after the restart")
         again = loop_lag(stack)  # the restarted worker's, over the archive's replay
@@ -367,11 +404,10 @@ def kit_metric(port: int, name: str) -> float | None:
         return None
 
 
-def check_history(api: str, pack: RegionPack, events: list[tuple[Event, int]]) -> None:
-    """The history routes answer 200, and what they list is good readings only (every one of them in the area)."""
+def check_history(api: str, pack: RegionPack, events: list[tuple[Event, int]], good: set[str]) -> None:
+    """The history routes answer 200, and what they list is good records only (every one of them in the area)."""
     start, end = kit.T0.isoformat(), (kit.T0 + timedelta(minutes=ROUNDS + 1)).isoformat()
     gauge = next(iter(pack.coast_by_gauge))
-    good = {e.event_id for e, _ in events}
     with httpx.Client(base_url=api, headers=OPERATOR, timeout=30) as c:
         r = c.get("/history/range")
         assert r.status_code == 200, r.text[:500]
