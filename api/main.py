@@ -168,6 +168,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             pipe, why = watch.status()
             if pipe == "degraded":
                 status, reason = pipe, why
+        fb = getattr(request.app.state, "feedback", None)
+        if status != "degraded" and fb is not None and (why := fb.stopped()):
+            status, reason = "degraded", why
         if status == "degraded":
             response.status_code = 503
         if not allowed(identify(request), "operator"):
@@ -179,7 +182,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                                "broken_total": sum(dict(rm.broken).values()), "lag": rm.lag_by_topic(),
                                "sse_subscribers": rm.subscribers},
                 "consumer_lag": watch.lags(),
-                "feedback": fb.health() if (fb := getattr(request.app.state, "feedback", None)) is not None else None,
+                "feedback": fb.health() if fb is not None else None,
                 "viewer": "ok" if (cesium_dir() / "Cesium.js").is_file() else f"CesiumJS missing at {cesium_dir()}: run 'make run'"}
 
     @app.get("/metrics", operation_id="metrics", tags=["meta"], summary="Prometheus metrics of this API process",
