@@ -7,7 +7,11 @@ or not written together, on any broker (Tansu shows an aborted transaction's rec
 would not give that): a scenario's launch and cancellation (``ScenarioRequested``, ``ScenarioCancelRequested`` on
 ``scenario.requests`` carry the actor, role and client hash; read as ``scenario.launch`` and ``scenario.cancel``) and a
 moderation decision (issue 12: ``FeedbackModerated`` on ``feedback.events`` names the operator, the decision and the
-reason; read as ``moderate``). Everything else is an ``AuditRecorded`` event on ``audit.events``.
+reason; read as ``moderate``). Everything else is an ``AuditRecorded`` event on ``audit.events``. Where the action
+changes the API's own SQLite store (users, keys, a scenario shared), the event is written into that store's outbox in
+the same transaction as the change (``api.auth.store``), and the ``Relay`` hands it to Kafka: an action whose audit
+record is lost, or an audit record of an action that did not happen, cannot occur. Logins, failed logins and logouts
+are produced directly (a refused login changes nothing to be atomic with).
 
 The actor is the caller's subject (user name, ``key:<id>``, the token's subject), never a password, token or key secret;
 the client address is kept only as a keyed hash (the key, ``<data_dir>/audit.salt``, stays on this machine), so the same
@@ -17,17 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from fastapi import HTTPException, Request
 
 from api.auth.access import identify
+from api.auth.store import AuthStore, Outgoing
 from schemas.codec import CodecError, SingleObjectCodec
 from streams.catalogue import AUDIT, FEEDBACK, SCENARIO_REQUESTS
 from streams.history.store import Manifest
@@ -35,6 +43,7 @@ from streams.serde import encode_event
 from twin.events import AuditRecorded, FeedbackModerated, ScenarioCancelRequested, ScenarioRequested
 
 SOURCE = "api"
+log = logging.getLogger(__name__)
 _salt_lock = threading.Lock()
 
 
@@ -74,17 +83,98 @@ def who(request: Request) -> dict[str, str]:
             "client": client_hash(request.app.state.settings.data_dir, request.client.host if request.client else None)}
 
 
-def record(request: Request, action: str, target: str = "", *, outcome: str = "ok", detail: str = "",
-           actor: str | None = None, role: str | None = None, entity: str | None = None) -> None:
-    """One audit event for what the caller of *request* did; *actor* and *role* for a login (the request has none
+def entry(request: Request, action: str, target: str = "", *, outcome: str = "ok", detail: str = "",
+          actor: str | None = None, role: str | None = None, entity: str | None = None) -> AuditRecorded:
+    """The audit event for what the caller of *request* did; *actor* and *role* for a login (the request has none
     yet, or has one about to end)."""
     who = identify(request)
     pack = request.app.state.pack
-    event = AuditRecorded(entity_id=entity or region_entity(pack.id), region=pack.id, occurred_at=datetime.now(UTC),  # type: ignore[arg-type]
-                          source=SOURCE, action=action, actor=(actor or who.subject)[:200], actor_role=role or who.role,  # type: ignore[arg-type]
-                          target=target[:300], outcome=outcome, detail=detail[:500],  # type: ignore[arg-type]
-                          client=client_hash(request.app.state.settings.data_dir, request.client.host if request.client else None))
-    produce(request.app, event)
+    return AuditRecorded(entity_id=entity or region_entity(pack.id), region=pack.id, occurred_at=datetime.now(UTC),  # type: ignore[arg-type]
+                         source=SOURCE, action=action, actor=(actor or who.subject)[:200], actor_role=role or who.role,  # type: ignore[arg-type]
+                         target=target[:300], outcome=outcome, detail=detail[:500],  # type: ignore[arg-type]
+                         client=client_hash(request.app.state.settings.data_dir, request.client.host if request.client else None))
+
+
+def record(request: Request, action: str, target: str = "", **kw: Any) -> None:
+    """Produces the audit event of an action that changes nothing in the API's store (a login, a refused login)."""
+    produce(request.app, entry(request, action, target, **kw))
+
+
+def outgoing(request: Request, action: str, target: str = "", **kw: Any) -> Outgoing:
+    """The audit event of an action on the API's store, encoded for its outbox; after the store's transaction,
+    ``relay_now(request)`` sends it."""
+    return encoded(request.app.state.read_model.codec, entry(request, action, target, **kw))
+
+
+def encoded(codec: Any, event: AuditRecorded) -> Outgoing:
+    """*event* as a row of the store's outbox (keyed by actor, as ``produce`` keys it)."""
+    return Outgoing(event.event_id, event.actor.encode(), encode_event(codec, event))
+
+
+def relay_now(request: Request) -> None:
+    """Hands the outbox to Kafka now, so that the entry is on its topic when the response goes out; what Kafka does
+    not take within a few seconds stays in the outbox for the relay's next pass (the action itself is done)."""
+    request.app.state.audit_relay.send(wait_s=5.0)
+
+
+class Relay:
+    """Sends the store's audit outbox to ``audit.events``: at once after an action (``send``) and every *every_s*
+    seconds in a thread (what a broker outage or a crash left behind). A row is deleted once Kafka has acknowledged it,
+    and is not produced again while an earlier produce of it is still under way in the producer (a broker outage
+    holds it there until it is delivered or times out), so an outage alone sends nothing twice."""
+
+    def __init__(self, store: AuthStore, producer: Callable[[], Any], every_s: float = 5.0) -> None:
+        self.store, self.producer, self.every_s = store, producer, every_s
+        self._lock = threading.Lock()  # one pass at a time
+        self._flight = threading.Lock()  # the set below; never held while calling the producer
+        self._inflight: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-outbox", daemon=True)
+        self.delivered = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+        self.send(wait_s=5.0)
+
+    def _delivered(self, err: Any, event_id: str) -> None:
+        """Kafka's answer for one row (in whichever thread polls the shared producer)."""
+        if err is None:
+            self.store.sent([event_id])
+            self.delivered += 1
+        with self._flight:
+            self._inflight.discard(event_id)
+
+    def send(self, wait_s: float) -> int:
+        """One pass: every waiting event not already under way produced, then Kafka's acknowledgements awaited up to
+        *wait_s*; returns how many events are still waiting."""
+        with self._lock:
+            rows = self.store.outbox()
+            with self._flight:
+                rows = [r for r in rows if r.event_id not in self._inflight]
+                self._inflight.update(r.event_id for r in rows)
+            producer = self.producer()
+            for row in rows:
+                try:
+                    producer.produce(AUDIT.name, key=row.key, value=row.value,
+                                     on_delivery=lambda err, msg, e=row.event_id: self._delivered(err, e))
+                except (BufferError, KafkaException) as exc:  # not taken: it stays in the outbox for the next pass
+                    self._delivered(exc, row.event_id)
+            producer.flush(wait_s)
+            return self.store.outbox_state()[0]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                if self.send(wait_s=10.0):
+                    n, age = self.store.outbox_state()
+                    log.warning("%d audit events wait for Kafka (the oldest %.0f s); is the broker up? They are kept "
+                                "in the outbox of %s and sent when it is.", n, age or 0, self.store.path)
+            except Exception:  # the API keeps running; the next pass tries again
+                log.exception("sending the audit outbox failed; trying again in %.0f s", self.every_s)
 
 
 @dataclass
@@ -99,6 +189,8 @@ def scenario_entry(e: ScenarioRequested | ScenarioCancelRequested) -> AuditRecor
         try:
             body = json.loads(e.request_json)
         except ValueError:
+            body = {}
+        if not isinstance(body, dict):  # a request the service refused (failed), still an audited launch
             body = {}
         detail = "traffic" if body.get("kind") == "traffic" else f"{scenario_steps(body)} steps"
         action = "scenario.launch"

@@ -120,6 +120,16 @@ class FeedbackStore:
         finally:
             consumer.close()
 
+    def stopped(self) -> str | None:
+        """Why the store no longer reads its topic (its thread ended by an error), None while it does."""
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            return f"the feedback store stopped reading {FEEDBACK.name}: {self.error or 'its thread ended'}"
+        return None
+
+    def health(self) -> dict[str, Any]:
+        """For /health (operators): read up to the topic's end, the records skipped as not feedback, the last error."""
+        return {"ready": self.ready.is_set(), "items": len(self.items), "broken": self.broken, "error": self.error}
+
     def _apply(self, value: bytes | None) -> None:
         try:
             name, rec = self.codec.decode(value or b"")

@@ -16,7 +16,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.audit import produce as produce_audit
+from api.audit import Relay as AuditRelay
+from api.audit import encoded as audit_row
 from api.auth.access import allowed, check_coverage, enforce, identify
 from api.auth.oidc import OidcVerifier
 from api.auth.store import AuthStore
@@ -66,11 +67,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.read_model.start()
+        app.state.audit_relay.start()
         app.state.sweeper.start()
         app.state.pipeline.start()
         yield
         app.state.pipeline.stop()
         app.state.sweeper.stop()
+        app.state.audit_relay.stop()
         app.state.read_model.stop()
 
     app = FastAPI(title="Plietsch Twin API", version="0.1.0", lifespan=lifespan, dependencies=[Depends(enforce)],
@@ -78,6 +81,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                               "Roles: public (no login), planner, operator; see api/auth/access.py.")
     app.state.settings = settings
     hide_client_addresses()
+    live.quiet_cut_offs()
     store = app.state.auth_store = AuthStore(settings.auth_db)
     if settings.operator_api_key:
         store.ensure_key("env", settings.operator_api_key, "operator")
@@ -114,6 +118,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return cells[0]
 
     app.state.producer = get_producer
+    app.state.audit_relay = AuditRelay(store, get_producer)
     app.state.terrain_cells = terrain_cells
     rm = app.state.read_model = ReadModel(settings.bootstrap_servers, make_codec(settings.schema_registry_url),
                                           history=settings.delta_buffer,
@@ -135,13 +140,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         store.forget_scenarios_before(time.time() - 2 * 3600 * settings.scenario_result_ttl_h, set(rm.scenarios))
         sids = {retention.folder(sid).name: sid for sid in rm.scenarios}
         for name, why in done.expired:
-            produce_audit(app, AuditRecorded(
+            gone = AuditRecorded(
                 entity_id=sids.get(name, f"{pack.id}:_:scenario:{name}"), region=pack.id, occurred_at=datetime.now(UTC),  # type: ignore[arg-type]
                 source="api", action="scenario.delete", actor="system:retention", actor_role="system", target=sids.get(name, name),
-                detail="older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full"))
+                detail="older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full")
+            store.enqueue(audit_row(rm.codec, gone))
             log.info("scenario results %s deleted (%s); results now take %.1f MB",
                      name, "older than PLIETSCH_SCENARIO_RESULT_TTL_H" if why == "ttl" else "PLIETSCH_SCENARIO_DISK_MB full",
                      done.bytes_after / 2**20)
+        if done.expired:
+            app.state.audit_relay.send(wait_s=5.0)
 
     app.state.sweeper = Sweeper(sweep, settings.scenario_sweep_s)
     inputs = [t.name for t in (*SENSOR_TOPICS.values(), *MUNICIPAL_TOPICS.values())]
@@ -150,7 +158,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                if g.group_id and settings.health_lag_limit]
     watch = app.state.pipeline = PipelineWatch(settings.bootstrap_servers, watched, settings.health_lag_limit,
                                                settings.health_lag_grace_s, settings.health_every_s)
-    registry = app.state.metrics_registry = metrics_registry(rm)
+    registry = app.state.metrics_registry = metrics_registry(rm, store.outbox_state)
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
@@ -173,6 +181,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             pipe, why = watch.status()
             if pipe == "degraded":
                 status, reason = pipe, why
+        fb = getattr(request.app.state, "feedback", None)
+        if status != "degraded" and fb is not None and (why := fb.stopped()):
+            status, reason = "degraded", why
         if status == "degraded":
             response.status_code = 503
         if not allowed(identify(request), "operator"):
@@ -184,6 +195,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                                "broken_total": sum(dict(rm.broken).values()), "lag": rm.lag_by_topic(),
                                "sse_subscribers": rm.subscribers},
                 "consumer_lag": watch.lags(),
+                "feedback": fb.health() if fb is not None else None,
                 "viewer": "ok" if (cesium_dir() / "Cesium.js").is_file() else f"CesiumJS missing at {cesium_dir()}: run 'make run'"}
 
     @app.get("/metrics", operation_id="metrics", tags=["meta"], summary="Prometheus metrics of this API process",

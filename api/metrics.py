@@ -5,7 +5,7 @@ topic, live SSE subscribers, and requests and their latency per route."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -50,6 +50,12 @@ class ReadModelCollector(Collector):
         status, _ = rm.status()
         yield GaugeMetricFamily("plietsch_read_model_status", "0 starting, 1 ok, 2 degraded", value=STATUS_CODE[status])
         yield GaugeMetricFamily("plietsch_sse_subscribers", "Live SSE subscribers", value=rm.subscribers)
+        cut = CounterMetricFamily("plietsch_sse_cut_off", "Live SSE clients cut off and told to resume, per reason "
+                                  "(fell_behind: its queue overflowed; not_reading: its connection took nothing)",
+                                  labels=["reason"])
+        for reason, n in dict(rm.sse_cut).items():
+            cut.add_metric([reason], n)
+        yield cut
         yield GaugeMetricFamily("plietsch_read_model_entities", "Entities with live state", value=len(rm.state))
         yield GaugeMetricFamily("plietsch_read_model_active_alerts", "Active alerts", value=len(rm.alerts))
         yield GaugeMetricFamily("plietsch_read_model_aggregate_partials", "Aggregate partials held (within the horizon)",
@@ -91,9 +97,25 @@ class RequestMetrics:
             self.requests.labels(scope["method"], route(), str(status[0])).inc()
 
 
-def metrics_registry(rm: ReadModel) -> CollectorRegistry:
+class OutboxCollector(Collector):
+    """The audit outbox (``api.audit.Relay``): events waiting for Kafka, and how long the oldest has waited."""
+
+    def __init__(self, state: Callable[[], tuple[int, float | None]]) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        n, age = self.state()
+        yield GaugeMetricFamily("plietsch_audit_outbox_pending", "Audit events written with their action, not yet on Kafka",
+                                value=n)
+        yield GaugeMetricFamily("plietsch_audit_outbox_oldest_seconds", "Age of the oldest audit event waiting (0: none)",
+                                value=age or 0.0)
+
+
+def metrics_registry(rm: ReadModel, outbox: Callable[[], tuple[int, float | None]] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(rm))
+    if outbox is not None:
+        registry.register(OutboxCollector(outbox))
     return registry
 
 

@@ -158,6 +158,7 @@ class ReadModel:
         self.applied: dict[str, int] = dict.fromkeys(TOPICS, 0)
         self.skipped: dict[tuple[str, str], int] = {}
         self.broken: dict[tuple[str, str], int] = {}
+        self.sse_cut: dict[str, int] = {}  # live clients cut off, per reason (fell_behind, not_reading)
         self.lag: dict[tuple[str, int], int] = {}
         self._logged: set[tuple[str, str]] = set()
         self.ready = threading.Event()

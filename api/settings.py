@@ -41,6 +41,9 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=65_536, ge=1024)
     sse_per_caller: int = Field(default=5, ge=1)
     sse_total: int = Field(default=200, ge=1)
+    # A live client whose connection takes no bytes for this long is cut off (its stream ends; it resumes with
+    # Last-Event-ID), so that it holds neither a stream slot nor the deltas queued for it.
+    sse_write_timeout_s: float = Field(default=10.0, gt=0)
     public_rate: float = Field(default=20.0, gt=0)
     public_burst: int = Field(default=40, ge=1)
     scenario_quota: int = Field(default=3, ge=1)

@@ -6,7 +6,11 @@ The embedded broker, a worker and one API process; the simulator's readings of t
 - the delay from a reading produced to its delta at a client (the reading's event id carries its send time), at
   ``--timed`` clients that parse every frame, beside ``subscribers - timed`` clients that read and discard the bytes
   (raw asyncio sockets: their cost on the shared 2 cores stays small);
-- clients cut off (their stream ended before the case did).
+- clients cut off (their stream ended before the case did);
+- in the case with many subscribers, ``--stuck`` of them never read after their request. The kernel takes a few
+  megabytes per connection before a write blocks and the API's write timeout (``sse_write_timeout_s``, 10 s) starts,
+  more than such a client gets in one case: they show what they cost the others while they are served; their cut-off
+  is ``tests/api/test_live_cutoff.py``'s. The API's own counts of cut-off clients are printed.
 
 Cases: 0 subscribers (the rate's baseline), 1 timed subscriber (the delay's baseline), ``--subscribers`` (200). With
 ``--baseline REV`` the API of git revision REV runs the same cases in the same run, before this tree's.
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,10 +49,22 @@ def seq(url: str) -> int:
     return int(httpx.get(f"{url}/health", timeout=5, headers=HEADERS).json()["read_model"]["seq"])
 
 
-async def raw_clients(port: int, n: int, seconds: float, cut: list[int]) -> None:
-    """*n* SSE clients that read and discard; each that ends before *seconds* counts in *cut*."""
+async def raw_clients(port: int, n: int, seconds: float, cut: list[int], stuck: int = 0) -> None:
+    """*n* SSE clients that read and discard; each that ends before *seconds* counts in *cut*. Of them, *stuck* read
+    nothing after sending their request (a small receive window)."""
     request = (f"GET /stream?type=sensor HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {HEADERS['Authorization']}\r\n"
                "Accept: text/event-stream\r\n\r\n").encode()
+
+    async def never_reads() -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            await asyncio.get_running_loop().sock_sendall(sock, request)
+            await asyncio.sleep(seconds)
+        finally:
+            sock.close()
 
     async def one() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -65,10 +82,22 @@ async def raw_clients(port: int, n: int, seconds: float, cut: list[int]) -> None
         finally:
             writer.close()
 
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(one() for _ in range(n - stuck)), *(never_reads() for _ in range(stuck)))
 
 
-def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate: float, seconds: float) -> dict[str, float]:
+def server_cuts(url: str) -> dict[str, float]:
+    """The API's count of clients it cut off, per reason (0 for an API without the counter)."""
+    text = httpx.get(f"{url}/metrics", timeout=5, headers=HEADERS).text
+    out = {"fell_behind": 0.0, "not_reading": 0.0}
+    for line in text.splitlines():
+        for reason in out:
+            if line.startswith(f'plietsch_sse_cut_off_total{{reason="{reason}"}}'):
+                out[reason] = float(line.split()[-1])
+    return out
+
+
+def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate: float, seconds: float,
+         stuck: int = 0) -> dict[str, float]:
     stop = threading.Event()
     lat: list[float] = []
     cut: list[int] = []
@@ -77,7 +106,8 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     for t in threads:
         t.start()
     raw = subscribers - len(readies)
-    loop_thread = threading.Thread(target=lambda: asyncio.run(raw_clients(port, raw, seconds + 5, cut)), daemon=True)
+    loop_thread = threading.Thread(target=lambda: asyncio.run(raw_clients(port, raw, seconds + 5, cut, stuck)),
+                                   daemon=True)
     if raw:
         loop_thread.start()
     for r in readies:
@@ -87,6 +117,7 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     n = produce_steady(bootstrap, rate, seconds, stop)
     time.sleep(1.0)
     s1, t1 = seq(url), time.monotonic()
+    cut_off = server_cuts(url)
     for t in threads:
         t.join(seconds + 30)
     if raw:
@@ -94,7 +125,7 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     a = np.array(lat) if lat else np.array([float("nan")])
     return {"subscribers": subscribers, "readings": n, "updates_per_s": (s1 - s0) / (t1 - t0),
             "p50_ms": float(np.nanpercentile(a, 50)), "p99_ms": float(np.nanpercentile(a, 99)),
-            "timed_deltas": len(lat), "cut": len(cut)}
+            "timed_deltas": len(lat), "cut": len(cut), "stuck": stuck, **cut_off}
 
 
 def run_api(source: Path, bootstrap: str, data: Path, subscribers: int) -> tuple[subprocess.Popen[bytes], str, int]:
@@ -123,6 +154,7 @@ def main() -> None:
     ap.add_argument("--timed", type=int, default=3)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--stuck", type=int, default=10, help="of the subscribers, clients that never read (case 3 only)")
     ap.add_argument("--baseline", default="", help="git revision whose API runs the same cases first")
     args = ap.parse_args()
     sources = ([(f"API of {args.baseline}", checkout(args.baseline))] if args.baseline else []) + [("this tree", ROOT)]
@@ -140,11 +172,13 @@ def main() -> None:
             for name, source in sources:
                 api, url, port = run_api(source, bs, data, args.subscribers)
                 try:
-                    for subs, timed in ((0, 0), (1, 1), (args.subscribers, args.timed)):
-                        r = case(url, port, bs, subs, timed, args.rate, args.seconds)
+                    for subs, timed, stuck in ((0, 0, 0), (1, 1, 0), (args.subscribers, args.timed, args.stuck)):
+                        r = case(url, port, bs, subs, timed, args.rate, args.seconds, stuck)
                         print(f"{name:22s} {subs:4d} subscribers: read model {r['updates_per_s']:6.1f} updates/s, "
                               f"delay p50 {r['p50_ms']:7.0f} ms p99 {r['p99_ms']:7.0f} ms ({r['timed_deltas']} timed "
-                              f"deltas), cut off {r['cut']}", flush=True)
+                              f"deltas), streams ended early {r['cut']}; cut off so far by the API: fell behind "
+                              f"{r['fell_behind']:.0f}, not reading {r['not_reading']:.0f}"
+                              + (f" ({stuck} clients never read)" if stuck else ""), flush=True)
                 finally:
                     api.terminate()
                     try:

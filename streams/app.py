@@ -104,6 +104,7 @@ class TwinApp:
         self.municipal_tx = self._tx(self.municipal_unit, municipal_parts)
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.lags: dict[tuple[str, int], int] = {}
+        self.loop_lag = metrics.LoopLag()
         self.lag_watch = metrics.LagWatch(self.settings.lag_warning_records, every_s=self.settings.lag_warning_every_s)
         # All state work runs in this one thread, one batch at a time (TxTables is not shared between threads)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plietsch-agents")
@@ -174,6 +175,12 @@ class TwinApp:
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_THRESHOLD, 20, 50)
+
+        @app.task
+        async def loop_lag() -> None:
+            """How long the event loop is ever blocked (plietsch_worker_loop_lag_max_seconds on /metrics): a blocked
+            loop polls nothing and misses its heartbeats; the fuzz drill holds it under 1 s whatever is produced."""
+            await self.loop_lag.run()
 
         @app.timer(interval=10.0, name="twin-progress")
         async def progress() -> None:

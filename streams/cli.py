@@ -132,7 +132,11 @@ def dead_letters_summary(
 
     from streams.operations import as_json, dead_letters, summary
 
-    letters = dead_letters(_bootstrap())
+    foreign: list[str] = []
+    letters = dead_letters(_bootstrap(), foreign=foreign)
+    if foreign:  # on stderr: --list keeps its JSON lines alone on stdout
+        console.print(f"[yellow]{len(foreign)} record(s) on the dead-letter topic are not dead letters "
+                      f"and are skipped (someone produced to it directly); the first: {foreign[0][:300]}[/]")
     if list_them:
         for d in letters:
             print(as_json(d))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS = Counter("plietsch_worker_records", "Kafka records processed, per agent", ["agent"])
@@ -21,6 +24,9 @@ TX_RETRIES = Counter("plietsch_worker_transaction_retries", "transaction attempt
                      ["agent"])
 RATE = Gauge("plietsch_worker_datums_per_second", "datums processed per second over the last interval, per agent",
              ["agent"])
+LOOP_LAG_MAX = Gauge("plietsch_worker_loop_lag_max_seconds", "the longest the worker's event loop woke late from a short "
+                     "sleep since the worker started (a blocked loop: no polling, no heartbeats, no web page)")
+LOOP_LAG = Gauge("plietsch_worker_loop_lag_seconds", "how late the worker's event loop woke from its last short sleep")
 LAG = Gauge("plietsch_worker_consumer_lag", "records behind the high watermark, per input partition",
             ["topic", "partition"])
 
@@ -47,3 +53,30 @@ class LagWatch:
         return (f"consumer lag grows: {lag} records behind ({' -> '.join(map(str, h))}, threshold {self.threshold}); "
                 "the worker does not keep up with its input: start a second worker with the same PLIETSCH_APP_ID, or "
                 "lower the input rate, and check the broker and the machine's load")
+
+
+class LoopLag:
+    """Measures how long the event loop is blocked: a task sleeps *interval_s* again and again and records how much
+    later than asked it woke (``observe`` keeps the newest and the largest). Exported as LOOP_LAG and LOOP_LAG_MAX."""
+
+    def __init__(self, interval_s: float = 0.1, report: Callable[[float, float], None] | None = None) -> None:
+        self.interval_s = interval_s
+        self.last = self.max = 0.0
+        self.report = report or self._export
+
+    @staticmethod
+    def _export(last: float, largest: float) -> None:
+        LOOP_LAG.set(last)
+        LOOP_LAG_MAX.set(largest)
+
+    def observe(self, late_s: float) -> None:
+        self.last = max(0.0, late_s)
+        self.max = max(self.max, self.last)
+        self.report(self.last, self.max)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self.observe(loop.time() - asked)

@@ -105,19 +105,40 @@ class DeadLetter:
     processor: str
 
 
-def dead_letters(bootstrap: str, timeout: float = 60.0) -> list[DeadLetter]:
-    """Every dead letter on the dead-letter topic, oldest first."""
+def dead_letters(bootstrap: str, timeout: float = 60.0, foreign: list[str] | None = None) -> list[DeadLetter]:
+    """Every dead letter on the dead-letter topic, oldest first. A record there that is not a dead letter (anyone can
+    produce to the topic) is skipped; with *foreign*, a line per such record says where it is and why it is skipped."""
     codec = SingleObjectCodec()
     out = []
     for msg in drain(bootstrap, DEAD_LETTERS.name, timeout=timeout, missing_ok=True):
         if msg.value() is None:
             continue
-        try:
-            _, rec = codec.decode(msg.value())
-        except CodecError:
-            continue  # not ours to judge here: 'plietsch topics tail dead-letters' shows it
-        out.append(DeadLetter(**{f: rec.get(f) for f in DeadLetter.__dataclass_fields__}))  # type: ignore[arg-type]
+        letter = parse_dead_letter(codec, msg.value())
+        if isinstance(letter, DeadLetter):
+            out.append(letter)
+        elif foreign is not None:
+            foreign.append(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {letter}")
     return out
+
+
+def parse_dead_letter(codec: SingleObjectCodec, value: bytes) -> DeadLetter | str:
+    """The dead letter in a record's value, or why it holds none: undecodable bytes, another event type (a valid
+    reading is no dead letter: replaying it would send None to topic None), or a DeadLettered that breaks its rules."""
+    from pydantic import ValidationError
+
+    from twin.events import DeadLettered
+
+    try:
+        name, rec = codec.decode(value)
+    except CodecError as exc:
+        return f"not a dead letter: {exc}"
+    if name != DeadLettered.__name__:
+        return f"not a dead letter: a {name} record"
+    try:
+        d = DeadLettered.model_validate(rec)
+    except ValidationError as exc:
+        return f"a DeadLettered that breaks its rules: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+    return DeadLetter(**{f: getattr(d, f) for f in DeadLetter.__dataclass_fields__})
 
 
 def summary(letters: list[DeadLetter]) -> list[tuple[str, str, str, int, str]]:

@@ -1,5 +1,11 @@
 """Users, API keys, sessions and scenario owners in one SQLite file under the data dir (several API processes share it).
 
+A change that is audited (a user or key created or deleted, a scenario shared) writes its audit event into the table
+``audit_outbox`` in the same SQLite transaction as the change itself: both are kept or neither is. The API's relay
+(``api.audit.Relay``) hands the outbox to Kafka and deletes what Kafka took; an event sent twice (a crash between
+Kafka's acknowledgement and the delete, or two API processes relaying at once) is one entry to ``GET /audit``, which
+reads each event id once.
+
 Passwords are stored as argon2id hashes; API keys and session ids are random 256-bit secrets stored as SHA-256 hashes
 (a high-entropy secret needs no slow hash), so a copy of the file lets nobody log in."""
 
@@ -11,6 +17,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +35,21 @@ CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, ro
 CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, subject TEXT NOT NULL, role TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS scenario_owners (sid TEXT PRIMARY KEY, owner TEXT NOT NULL, shared INTEGER NOT NULL DEFAULT 0,
                                             created_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS audit_outbox (event_id TEXT PRIMARY KEY, key BLOB NOT NULL, value BLOB NOT NULL,
+                                         created_at REAL NOT NULL);
 """
 
 
 class AuthError(ValueError):
     """A request to the store that cannot be done (bad name, unknown role, duplicate user); the message says why."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An encoded audit event, to be written with the change it records."""
+    event_id: str
+    key: bytes
+    value: bytes
 
 
 @dataclass(frozen=True)
@@ -66,8 +84,42 @@ class AuthStore:
             db.execute("PRAGMA journal_mode=WAL")
         return db
 
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, audit: Outgoing | None) -> None:
+        if audit is not None:
+            db.execute("INSERT INTO audit_outbox VALUES (?, ?, ?, ?)", (audit.event_id, audit.key, audit.value, time.time()))
+
+    # the audit outbox --------------------------------------------------------------------------------------------
+    def outbox(self, limit: int = 500) -> list[Outgoing]:
+        rows = self._db().execute("SELECT event_id, key, value FROM audit_outbox ORDER BY created_at LIMIT ?", (limit,))
+        return [Outgoing(e, k, v) for e, k, v in rows.fetchall()]
+
+    def enqueue(self, audit: Outgoing) -> None:
+        """An audit event of an action outside this store (results deleted by the retention sweep), kept until sent."""
+        with self._tx() as db:
+            self._audit(db, audit)
+
+    def sent(self, event_ids: list[str]) -> None:
+        self._db().executemany("DELETE FROM audit_outbox WHERE event_id = ?", [(e,) for e in event_ids])
+
+    def outbox_state(self) -> tuple[int, float | None]:
+        """(events waiting, the oldest one's age in seconds)."""
+        n, oldest = self._db().execute("SELECT count(*), min(created_at) FROM audit_outbox").fetchone()
+        return int(n), None if oldest is None else time.time() - oldest
+
     # users -------------------------------------------------------------------------------------------------------
-    def add_user(self, name: str, role: str, password: str | None = None) -> str:
+    def add_user(self, name: str, role: str, password: str | None = None, audit: Outgoing | None = None) -> str:
         """Creates a user; returns the password (a generated one when none is given)."""
         if not NAME.match(name):
             raise AuthError(f"user name {name!r} must be 1-64 characters a-z 0-9 . _ @ - (lower case)")
@@ -75,8 +127,11 @@ class AuthStore:
         password = password or secrets.token_urlsafe(15)
         if len(password) < 12:
             raise AuthError("a password needs at least 12 characters")
+        hashed = self.hasher.hash(password)  # slow: outside the write lock
         try:
-            self._db().execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, role, self.hasher.hash(password), time.time()))
+            with self._tx() as db:
+                db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, role, hashed, time.time()))
+                self._audit(db, audit)
         except sqlite3.IntegrityError:
             raise AuthError(f"user {name!r} exists already") from None
         return password
@@ -85,10 +140,13 @@ class AuthStore:
         rows = self._db().execute("SELECT name, role, created_at FROM users ORDER BY name").fetchall()
         return [{"name": n, "role": r, "created_at": c} for n, r, c in rows]
 
-    def delete_user(self, name: str) -> bool:
-        db = self._db()
-        db.execute("DELETE FROM sessions WHERE subject = ?", (name,))
-        return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+    def delete_user(self, name: str, audit: Outgoing | None = None) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE subject = ?", (name,))
+            if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                return False
+            self._audit(db, audit)
+        return True
 
     def check_password(self, name: str, password: str) -> Identity | None:
         row = self._db().execute("SELECT role, pw_hash FROM users WHERE name = ?", (name,)).fetchone()
@@ -121,14 +179,22 @@ class AuthStore:
             raise
 
     # API keys ----------------------------------------------------------------------------------------------------
-    def add_key(self, name: str, role: str, created_by: str) -> tuple[str, str]:
-        """Creates an API key; returns (id, secret). The secret is shown once and stored only as a hash."""
+    @staticmethod
+    def new_key_id() -> str:
+        return secrets.token_hex(4)
+
+    def add_key(self, name: str, role: str, created_by: str, kid: str | None = None,
+                audit: Outgoing | None = None) -> tuple[str, str]:
+        """Creates an API key (of id *kid*, a new one when not given); returns (id, secret). The secret is shown once and
+        stored only as a hash."""
         check_role(role)
         if not name or len(name) > 100:
             raise AuthError("a key needs a name of 1-100 characters (what machine uses it)")
-        kid = secrets.token_hex(4)
+        kid = kid or self.new_key_id()
         secret = f"{KEY_PREFIX}{kid}_{secrets.token_urlsafe(32)}"
-        self._db().execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)", (kid, name, role, _sha(secret), created_by, time.time()))
+        with self._tx() as db:
+            db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)", (kid, name, role, _sha(secret), created_by, time.time()))
+            self._audit(db, audit)
         return kid, secret
 
     def ensure_key(self, kid: str, secret: str, role: str) -> None:
@@ -143,8 +209,12 @@ class AuthStore:
         rows = self._db().execute("SELECT id, name, role, created_by, created_at FROM api_keys ORDER BY created_at").fetchall()
         return [{"id": i, "name": n, "role": r, "created_by": b, "created_at": c} for i, n, r, b, c in rows]
 
-    def delete_key(self, kid: str) -> bool:
-        return self._db().execute("DELETE FROM api_keys WHERE id = ?", (kid,)).rowcount > 0
+    def delete_key(self, kid: str, audit: Outgoing | None = None) -> bool:
+        with self._tx() as db:
+            if db.execute("DELETE FROM api_keys WHERE id = ?", (kid,)).rowcount == 0:
+                return False
+            self._audit(db, audit)
+        return True
 
     def check_key(self, secret: str) -> Identity | None:
         row = self._db().execute("SELECT id, role FROM api_keys WHERE key_hash = ?", (_sha(secret),)).fetchone()
@@ -171,8 +241,10 @@ class AuthStore:
     def own_scenario(self, sid: str, owner: str) -> None:
         self._db().execute("INSERT OR IGNORE INTO scenario_owners VALUES (?, ?, 0, ?)", (sid, owner, time.time()))
 
-    def share_scenario(self, sid: str) -> None:
-        self._db().execute("UPDATE scenario_owners SET shared = 1 WHERE sid = ?", (sid,))
+    def share_scenario(self, sid: str, audit: Outgoing | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE scenario_owners SET shared = 1 WHERE sid = ?", (sid,))
+            self._audit(db, audit)
 
     def scenario_owner(self, sid: str) -> tuple[str, bool] | None:
         row = self._db().execute("SELECT owner, shared FROM scenario_owners WHERE sid = ?", (sid,)).fetchone()

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from api.audit import record
+from api.audit import outgoing, record, relay_now
 from api.auth.access import SESSION_COOKIE, identify
 from api.auth.store import NAME, AuthError, AuthStore
 
@@ -88,10 +88,11 @@ def create_user(body: NewUser, request: Request) -> dict[str, Any]:
     if not NAME.fullmatch(body.name):  # the store's rule, without the line break its '$' would let through
         raise HTTPException(422, f"user name {body.name!r} must be 1-64 characters a-z 0-9 . _ @ - (lower case)")
     try:
-        password = _store(request).add_user(body.name, body.role, body.password)
+        password = _store(request).add_user(body.name, body.role, body.password,
+                                            audit=outgoing(request, "user.create", body.name, detail=f"role {body.role}"))
     except AuthError as exc:
         raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from None
-    record(request, "user.create", body.name, detail=f"role {body.role}")
+    relay_now(request)
     return {"name": body.name, "role": body.role, "password": None if body.password else password}
 
 
@@ -99,9 +100,9 @@ def create_user(body: NewUser, request: Request) -> dict[str, Any]:
 def delete_user(name: str, request: Request) -> Response:
     if identify(request).subject == name:
         raise HTTPException(409, "you cannot delete yourself; another operator can")
-    if not _store(request).delete_user(name):
+    if not _store(request).delete_user(name, audit=outgoing(request, "user.delete", name)):
         raise HTTPException(404, f"no user {name!r}")
-    record(request, "user.delete", name)
+    relay_now(request)
     return Response(status_code=204)
 
 
@@ -113,17 +114,20 @@ def list_keys(request: Request) -> list[dict[str, Any]]:
 @router.post("/auth/keys", operation_id="create_key", status_code=201,
              summary="Create an API key for a machine; the secret is shown once (send it as 'Authorization: Bearer')")
 def create_key(body: NewKey, request: Request) -> dict[str, Any]:
+    store = _store(request)
+    kid = store.new_key_id()
     try:
-        kid, secret = _store(request).add_key(body.name, body.role, identify(request).subject)
+        kid, secret = store.add_key(body.name, body.role, identify(request).subject, kid,
+                                    audit=outgoing(request, "key.create", kid, detail=f"{body.name}, role {body.role}"))
     except AuthError as exc:
         raise HTTPException(422, str(exc)) from None
-    record(request, "key.create", kid, detail=f"{body.name}, role {body.role}")
+    relay_now(request)
     return {"id": kid, "name": body.name, "role": body.role, "key": secret}
 
 
 @router.delete("/auth/keys/{key_id}", operation_id="delete_key", status_code=204)
 def delete_key(key_id: str, request: Request) -> Response:
-    if not _store(request).delete_key(key_id):
+    if not _store(request).delete_key(key_id, audit=outgoing(request, "key.delete", key_id)):
         raise HTTPException(404, f"no API key {key_id!r}; list them with GET /auth/keys")
-    record(request, "key.delete", key_id)
+    relay_now(request)
     return Response(status_code=204)

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import model_validator
 from shapely.geometry import mapping
 
-from api.audit import record, who
+from api.audit import outgoing, relay_now, who
 from api.auth.access import allowed, identify
 from api.deps import PackDep, ReadModelDep, SettingsDep
 from streams.catalogue import SCENARIO_REQUESTS
@@ -268,8 +268,8 @@ def get_scenario(sid: str, rm: ReadModelDep, request: Request) -> dict[str, Any]
 def share_scenario(sid: str, request: Request, rm: ReadModelDep) -> dict[str, Any]:
     _status(rm, sid, request)
     _may_change(request, sid)
-    request.app.state.auth_store.share_scenario(sid)
-    record(request, "scenario.share", sid, entity=sid)
+    request.app.state.auth_store.share_scenario(sid, audit=outgoing(request, "scenario.share", sid, entity=sid))
+    relay_now(request)
     return {"id": sid, "shared": True}
 
 

@@ -196,3 +196,30 @@ def test_feedback_from_submission_to_publication_and_after_a_restart(topics: str
         r = c.post("/feedback", json=body, headers={"User-Agent": "kiosk-a"})
         assert r.status_code == 429 and "Von diesem Gerät" in r.json()["detail"] and int(r.headers["retry-after"]) > 0
         assert c.post("/feedback", json=body, headers={"User-Agent": "phone-b"}).status_code == 201
+
+
+def test_health_is_503_with_the_reason_when_the_feedback_store_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feedback store whose reader ends on an error it cannot skip makes /health 503 and says why (issue 15 item 3);
+    before it stops, /health is 200."""
+    from confluent_kafka import Producer
+    from fastapi.testclient import TestClient
+
+    from api.feedback_store import FeedbackStore
+    from infra.broker import EmbeddedBroker
+    from streams.catalogue import ensure_topics
+
+    def broken(self: FeedbackStore, value: bytes | None) -> None:
+        raise RuntimeError("the disk under the store is gone")
+
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap_servers)
+        monkeypatch.setattr(FeedbackStore, "_apply", broken)
+        with TestClient(_app(broker.bootstrap_servers, tmp_path)) as c:
+            wait_for(lambda: c.get("/health").json()["status"] == "ok", 60, "the API to be ready")
+            p = Producer({"bootstrap.servers": broker.bootstrap_servers})
+            p.produce(FEEDBACK.name, b"anything")
+            assert p.flush(10) == 0
+            wait_for(lambda: c.get("/health").status_code == 503, 30, "/health to say the store stopped")
+            body = c.get("/health").json()
+            assert body["status"] == "degraded" and "feedback store stopped" in body["reason"]
+            assert "the disk under the store is gone" in body["reason"]

@@ -6,7 +6,8 @@ the twin (sensor and coast state, every aggregate, the alert history) equals the
 alone, each bad record has exactly one dead letter (with the reason), and a restarted worker recovers the same twin.
 
 Bounded in ``make test`` (2 junk records of each kind per sensor topic, 4,600 good readings); ``PLIETSCH_DRILL=full``:
-20 of each kind, 46,000 good readings. Not covered here yet: the output topics' readers, the archive and history."""
+20 of each kind, 46,000 good readings. The other topics (municipal, scenarios, the output topics, feedback, audit,
+dead letters), their readers, the archive and history: tests/drills/test_fuzz_stack.py."""
 
 from __future__ import annotations
 

@@ -83,3 +83,19 @@ def test_dead_letters_are_summed_up_listed_and_replayed_once(topics: str) -> Non
     assert again.returncode == 2 and "replayed already" in again.stderr
     unknown = plietsch(topics, "dead-letters", "replay", "no-such-id")
     assert unknown.returncode == 2 and "no dead letter with id no-such-id" in unknown.stderr
+
+
+def test_a_record_on_the_dead_letter_topic_that_is_no_dead_letter_is_skipped_with_the_reason() -> None:
+    """Found by the stack fuzz drill: a valid reading produced onto dead-letters was listed (and summed, and offered for
+    replay) as a dead letter with every field None."""
+    from streams.operations import DeadLetter, parse_dead_letter
+    from twin.events import DeadLettered
+
+    good = DeadLettered(original_topic="sensor.parking", original_partition=1, original_offset=7, original_value=b"\x00",
+                        error_type="decode", reason="broken", processor="twin-sensors")
+    letter = parse_dead_letter(CODEC, encode_event(CODEC, good))
+    assert isinstance(letter, DeadLetter) and letter.original_offset == 7 and letter.reason == "broken"
+    reading = WaterLevelMeasured(entity_id="kiel:_:sensor:gauge-holtenau", region="kiel", source="test SYNTHETIC",
+                                 occurred_at=datetime(2030, 1, 1, tzinfo=UTC), level_m=0.5)
+    assert parse_dead_letter(CODEC, encode_event(CODEC, reading)) == "not a dead letter: a WaterLevelMeasured record"
+    assert parse_dead_letter(CODEC, b"\x00junk").startswith("not a dead letter: ")

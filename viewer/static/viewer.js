@@ -166,6 +166,8 @@ function connect() {
   ["snapshot", "entity", "alert", "alert_cleared"].forEach((k) => es.addEventListener(k, onDelta));
   es.addEventListener("snapshot_end", () => { colourBuildings(); status.textContent = "live"; state.live = true; });
   es.addEventListener("resync", () => { state.alerts = {}; });
+  // the server cut this stream off because it fell behind; EventSource reconnects by itself with Last-Event-ID
+  es.addEventListener("resume", () => { status.textContent = "catching up ..."; });
   es.onerror = () => { status.textContent = "connection lost, reconnecting ..."; state.live = false; };
 }
 
