@@ -12,6 +12,7 @@ kept). Deterministic for the same input: the all-or-nothing runs on one thread u
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -124,8 +125,14 @@ def bfw(net: Network, od: np.ndarray, active: np.ndarray, gap: float, max_iterat
     ta.set_cores(cores)
     signal = _Signal(ta.assignment, gap, on_iteration, max_seconds, t0)
     ta.assignment.signal = signal
-    with contextlib.suppress(_Stop):
-        ta.execute(log_specification=False)
+    log = logging.getLogger("aequilibrae")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # else it logs "Desired RGap of 0.0 was NOT reached": the target is the signal's
+    try:
+        with contextlib.suppress(_Stop):
+            ta.execute(log_specification=False)
+    finally:
+        log.setLevel(level)
     flows = signal.flows if signal.stopped and signal.flows is not None else ta.assignment.fw_total_flow
     g = graph.graph
     volume_here = np.zeros(k + 2 * z)
