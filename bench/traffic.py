@@ -5,18 +5,19 @@ grid: ``--side`` x ``--side`` junctions joined both ways (side 160: 101,760 road
 (32: 1,024) whose centroids join every (side/zones-side)-th junction, BPR links with capacities and free-flow times
 drawn from a fixed seed, and a gravity demand (exp(-0.05 x free-flow minutes)) scaled to ``--trips``.
 
-Algorithms on each network: the project's conjugate Frank-Wolfe (twin.traffic.assign, scipy Dijkstra); plain
-all-or-nothing + Frank-Wolfe (the same code with algorithm="fw"); and AequilibraE's bi-conjugate Frank-Wolfe when the
-``bench`` extra is installed (``pip install -e .[bench]``), each until the gap target or ``--time-limit`` seconds.
+Algorithms on each network, all through ``twin.traffic.assign.assign`` and measured with the same relative gap:
+AequilibraE's bi-conjugate Frank-Wolfe (``bfw``, the engine for large networks, on 1 and 2 threads); the project's own
+conjugate Frank-Wolfe (``cfw``: scipy Dijkstra, all-or-nothing loading in numpy; the engine for region packs); and plain
+all-or-nothing + Frank-Wolfe (``fw``, the textbook baseline), each until the gap target or ``--time-limit`` seconds.
 
 Run: ``.venv/bin/python -m bench.traffic [--side 160 --zones-side 32 --trips 200000 --time-limit 120]``.
-Prints one JSON line per run (network, algorithm, iterations, final gap, seconds, gap-vs-time trace).
+Prints one JSON line per run (network, algorithm, iterations, final gap, seconds to the gap target, seconds in all with
+the final skim, load average after the run, gap-vs-time trace).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -62,68 +63,19 @@ def grid(side: int, zones_side: int, trips: float, seed: int = 7) -> tuple[Netwo
     return net, w / w.sum() * trips
 
 
-def own(net: Network, od: np.ndarray, algorithm: str, gap: float, limit: float) -> dict[str, Any]:
+def own(net: Network, od: np.ndarray, algorithm: str, gap: float, limit: float, cores: int = 1) -> dict[str, Any]:
     trace: list[tuple[int, float, float]] = []
 
     def note(i: int, g: float, s: float) -> None:
         trace.append((i, g, round(s, 3)))
         print(json.dumps({"progress": algorithm, "iteration": i, "gap": g, "seconds": round(s, 2)}), file=sys.stderr, flush=True)
 
-    res = assign(net, od, gap=gap, max_iterations=100_000, algorithm=algorithm, max_seconds=limit, on_iteration=note)
-    return {"algorithm": f"plietsch-{algorithm}", "iterations": res.iterations, "gap": res.gap, "seconds": round(res.seconds, 2),
-            "converged": res.converged, "tstt": res.tstt, "objective": res.objective, "trace": _thin(trace)}
-
-
-def aequilibrae(net: Network, od: np.ndarray, gap: float, limit: float, iterations: int) -> dict[str, Any] | None:
-    try:
-        import pandas as pd
-        from aequilibrae.matrix import AequilibraeMatrix
-        from aequilibrae.paths import Graph as AGraph
-        from aequilibrae.paths import TrafficAssignment, TrafficClass
-    except ImportError:
-        return None
-    z = len(net.zones)
-    # AequilibraE's centroids are nodes 1..z that no route passes through: the origin node of each zone, and its
-    # sink copy folded back onto it
-    node = np.arange(net.n_nodes) + 1
-    node[net.dest_node] = node[net.origin_node]
-    order = np.concatenate([net.origin_node, np.setdiff1d(np.arange(net.n_nodes), np.concatenate([net.origin_node, net.dest_node]))])
-    renum = np.zeros(net.n_nodes, dtype=np.int64)
-    renum[order] = np.arange(1, len(order) + 1)
-    renum[net.dest_node] = renum[net.origin_node]
-    df = pd.DataFrame({"link_id": np.arange(1, net.n_links + 1), "a_node": renum[net.a], "b_node": renum[net.b], "direction": 1,
-                       "free_flow_time": np.maximum(net.fft, 1e-6), "capacity": net.capacity, "b": net.alpha, "power": net.beta})
-    t0 = time.perf_counter()
-    g = AGraph()
-    g.network = df
-    g.prepare_graph(np.arange(1, z + 1))
-    g.set_graph("free_flow_time")
-    g.set_skimming(["free_flow_time"])
-    g.set_blocked_centroid_flows(True)
-    mat = AequilibraeMatrix()
-    mat.create_empty(memory_only=True, zones=z, matrix_names=["demand"])
-    mat.index[:] = np.arange(1, z + 1)
-    mat.matrices[:, :, 0] = od
-    mat.computational_view(["demand"])
-    ta = TrafficAssignment()
-    ta.set_classes([TrafficClass("car", g, mat)])
-    ta.set_vdf("BPR")
-    ta.set_vdf_parameters({"alpha": "b", "beta": "power"})
-    ta.set_capacity_field("capacity")
-    ta.set_time_field("free_flow_time")
-    ta.set_algorithm("bfw")
-    ta.max_iter = iterations
-    ta.rgap_target = gap
-    ta.set_cores(os.cpu_count() or 1)
-    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):  # AequilibraE's progress bars
-        ta.execute()
-    seconds = time.perf_counter() - t0
-    rep = ta.report()
-    gaps = [float(x) for x in rep["rgap"]]
-    per = seconds / max(1, len(gaps))
-    trace = [(i + 1, g_, round((i + 1) * per, 3)) for i, g_ in enumerate(gaps)]  # even spacing: AequilibraE logs no clock
-    return {"algorithm": "aequilibrae-bfw", "iterations": len(gaps), "gap": gaps[-1], "seconds": round(seconds, 2),
-            "converged": gaps[-1] < gap, "trace": _thin(trace), "cores": os.cpu_count(), "note": f"max_iter {iterations}"}
+    res = assign(net, od, gap=gap, max_iterations=100_000, algorithm=algorithm, max_seconds=limit, on_iteration=note,
+                 cores=cores)
+    reached = next((s for _, g, s in trace if g < gap), None)
+    return {"algorithm": algorithm + (f" ({cores} threads)" if algorithm == "bfw" else ""), "iterations": res.iterations,
+            "gap": res.gap, "seconds_to_gap": reached, "seconds": round(res.seconds, 2), "converged": res.converged,
+            "tstt": res.tstt, "objective": res.objective, "load": os.getloadavg(), "trace": _thin(trace)}
 
 
 def _thin(trace: list[tuple[int, float, float]], keep: int = 25) -> list[tuple[int, float, float]]:
@@ -142,8 +94,8 @@ def main() -> None:
     ap.add_argument("--pack-factor", type=float, default=4.0,
                     help="the pack's synthetic demand times this (at 1 it is uncongested: one iteration)")
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per run before it stops short of the gap")
-    ap.add_argument("--aeq-iterations", type=int, default=60, help="AequilibraE's iteration cap (it has no time limit)")
-    ap.add_argument("--skip", default="", help="comma list of: pack, grid, fw, aequilibrae")
+    ap.add_argument("--cores", default="1,2", help="comma list of thread counts for AequilibraE's all-or-nothing (bfw)")
+    ap.add_argument("--skip", default="", help="comma list of: pack, grid, bfw, cfw, fw")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
@@ -162,14 +114,10 @@ def main() -> None:
                                    "trips": float(od.sum()), "built_s": round(time.perf_counter() - t, 2)}}), flush=True)
         nets.append(("grid", net, od))
     for name, net, od in nets:
-        runs = [own(net, od, "cfw", args.gap, args.time_limit)]
-        if "fw" not in skip:
-            runs.append(own(net, od, "fw", args.gap, args.time_limit))
-        if "aequilibrae" not in skip:
-            aeq = aequilibrae(net, od, args.gap, args.time_limit, args.aeq_iterations)
-            if aeq is not None:
-                runs.append(aeq)
-        for r in runs:
+        runs = [("bfw", c) for c in sorted({int(x) for x in args.cores.split(",")}) if "bfw" not in skip]
+        runs += [(alg, 1) for alg in ("cfw", "fw") if alg not in skip]
+        for alg, cores in runs:
+            r = own(net, od, alg, args.gap, args.time_limit, cores)
             print(json.dumps({"network": name, "links": net.n_links, "zones": len(net.zones), **r}), flush=True)
 
 

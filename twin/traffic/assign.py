@@ -17,11 +17,18 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from twin.traffic.aeq import bfw
 from twin.traffic.network import Network, NetworkError
 
 MIN_COST = 1e-9  # a link's cost never reaches 0: Dijkstra on sparse graphs needs positive weights
 CONJUGATE_MAX = 0.99999
 CHUNK_CELLS = 20_000_000  # origins x nodes per Dijkstra call (a float and an int each: about 240 MB)
+# from this many links on, algorithm="auto" runs AequilibraE's bi-conjugate Frank-Wolfe (twin/traffic/aeq.py) instead of
+# the project's conjugate Frank-Wolfe: measured in bench/traffic.py (BENCHMARKS.md, "Traffic assignment"), the project's
+# solver is faster end to end on a region pack (10^3 links: AequilibraE's set-up alone takes longer) and AequilibraE's
+# Cython all-or-nothing is several times faster per iteration on 10^5 links
+LARGE_NETWORK_LINKS = 20_000
+ALGORITHMS = ("auto", "cfw", "fw", "bfw")
 
 Progress = Callable[[int, float, float], bool | None]  # (iteration, relative gap, seconds) -> False to stop
 
@@ -122,6 +129,14 @@ def check_demand(net: Network, demand: np.ndarray) -> None:
         raise NetworkError(f"demand {net.zones[o]} -> {net.zones[d]} is {float(demand[o, d]):g}; trips must be 0 or more")
 
 
+def relative_gap(od: np.ndarray, skim: np.ndarray, cost: np.ndarray, x: np.ndarray) -> float:
+    """``(sum t.x - sum t.y) / sum t.x``: t the link costs at the flows x, y the all-or-nothing flows at t (whose total
+    cost is the demand times the shortest travel times)."""
+    tx = float(np.dot(cost, x))
+    ty = float(np.sum(od[od > 0] * skim[od > 0]))
+    return max(0.0, (tx - ty) / tx) if tx > 0 else 0.0
+
+
 def _line_search(net: Network, x: np.ndarray, d: np.ndarray) -> float:
     """The step in [0, 1] that minimises the Beckmann objective along x + step * d (bisection on its derivative)."""
     def slope(s: float) -> float:
@@ -142,12 +157,17 @@ def _line_search(net: Network, x: np.ndarray, d: np.ndarray) -> float:
 
 
 def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: int = 1000,
-           closed: np.ndarray | None = None, on_iteration: Progress | None = None, algorithm: str = "cfw",
-           max_seconds: float | None = None) -> Assignment:
+           closed: np.ndarray | None = None, on_iteration: Progress | None = None, algorithm: str = "auto",
+           max_seconds: float | None = None, cores: int = 1) -> Assignment:
     """Equilibrium flows for *demand* (zones x zones) on *net*; links in *closed* (indices) carry nothing.
-    *algorithm*: ``cfw`` (conjugate Frank-Wolfe) or ``fw`` (plain Frank-Wolfe, the textbook baseline)."""
-    if algorithm not in ("cfw", "fw"):
-        raise ValueError(f"unknown algorithm {algorithm!r}; use cfw or fw")
+    *algorithm*: ``cfw`` (the project's conjugate Frank-Wolfe), ``fw`` (plain Frank-Wolfe, the textbook baseline),
+    ``bfw`` (AequilibraE's bi-conjugate Frank-Wolfe on *cores* threads; more than one thread can change the last bits)
+    or ``auto`` (``bfw`` from :data:`LARGE_NETWORK_LINKS` links on, else ``cfw``). The relative gap reported at the
+    end is the project's own, ``(sum t.x - sum t.y) / sum t.x`` at the final flows, for every algorithm."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+    if algorithm == "auto":
+        algorithm = "bfw" if net.n_links >= LARGE_NETWORK_LINKS else "cfw"
     if not 0 < gap < 1:
         raise NetworkError(f"relative gap {gap!r} must lie between 0 and 1 (1e-4 is usual)")
     net.validate()
@@ -159,7 +179,7 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     graph = Graph(net, active)
     od = demand.copy()
     np.fill_diagonal(od, 0.0)  # trips within a zone use no link
-    skim0, x = shortest(graph, bpr(net, np.zeros(net.n_links)), od)
+    skim0, x = shortest(graph, bpr(net, np.zeros(net.n_links)), od if algorithm != "bfw" else None)
     unreachable = [(net.zones[o], net.zones[d], float(od[o, d])) for o, d in np.argwhere(~np.isfinite(skim0) & (od > 0))]
     od[~np.isfinite(skim0)] = 0.0
     history: list[tuple[int, float, float]] = []
@@ -167,13 +187,14 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     rel_gap, it, converged = float("inf"), 0, od.sum() == 0
     if converged:
         rel_gap = 0.0
-    while not converged and it < max_iterations:
+    elif algorithm == "bfw":
+        res = bfw(net, od, active, gap, max_iterations, on_iteration, max_seconds, cores)
+        x, it, history = res.volume, res.iterations, res.history
+    while algorithm != "bfw" and not converged and it < max_iterations:
         it += 1
         cost = bpr(net, x)
         skim, y = shortest(graph, cost, od)
-        tx = float(np.dot(cost, x))
-        ty = float(np.sum(od[od > 0] * skim[od > 0]))
-        rel_gap = max(0.0, (tx - ty) / tx) if tx > 0 else 0.0
+        rel_gap = relative_gap(od, skim, cost, x)
         elapsed = time.perf_counter() - t0
         history.append((it, rel_gap, elapsed))
         if on_iteration is not None and on_iteration(it, rel_gap, elapsed) is False:
@@ -203,6 +224,9 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
         x, s_prev = x_next, s_next
     cost = bpr(net, x)
     skim, _ = shortest(graph, cost, None)
+    if algorithm == "bfw" and od.sum() > 0:
+        rel_gap = relative_gap(od, skim, cost, x)
+        converged = rel_gap < gap
     return Assignment(volume=x, cost=cost, skim=skim, iterations=it, gap=rel_gap, converged=bool(converged),
                       objective=beckmann(net, x), tstt=float(np.dot(x, cost)), seconds=time.perf_counter() - t0,
                       unreachable=unreachable, history=history, algorithm=algorithm)
