@@ -131,7 +131,6 @@ class TxTables:
         self.committer: ThreadPoolExecutor | None = None
         self.pending: dict[int, Future[None]] = {}
         self.jitter = SETTLE_JITTER  # the settle delays' spread (a test sets 0)
-        self._probes: dict[str, Consumer] = {}  # by isolation level, for _held
 
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
@@ -214,13 +213,13 @@ class TxTables:
         read_committed "latest offset" below the high watermark): a transaction there is open or held."""
         ends: dict[str, list[tuple[int, int]]] = {}
         for isolation in ("read_committed", "read_uncommitted"):
-            c = self._probes.get(isolation)
-            if c is None:  # one of each, kept: two new consumers per settle write cost a connection set-up each
-                c = self._probes[isolation] = Consumer(secured({
-                    "bootstrap.servers": self.bootstrap, "group.id": f"{self.app_id}-probe-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False, "isolation.level": isolation}))
-            ends[isolation] = [c.get_watermark_offsets(TopicPartition(self.changelog(n), p), timeout=10)
-                               for n in self.names]
+            c = Consumer(secured({"bootstrap.servers": self.bootstrap, "group.id": f"{self.app_id}-probe-{uuid.uuid4().hex[:8]}",
+                                  "enable.auto.commit": False, "isolation.level": isolation}))
+            try:
+                ends[isolation] = [c.get_watermark_offsets(TopicPartition(self.changelog(n), p), timeout=10)
+                                   for n in self.names]
+            finally:
+                c.close()
         return ends["read_committed"] != ends["read_uncommitted"]
 
     def _settle_records(self, p: int) -> list[tuple[str, bytes | None, bytes | None, int | None, Any]]:
@@ -258,9 +257,6 @@ class TxTables:
     def drop_all(self) -> None:
         for p in list(self.parts):
             self.drop(p)
-        for c in self._probes.values():
-            c.close()
-        self._probes.clear()
 
     def _load(self, p: int, timeout: float = 180.0) -> dict[str, dict[bytes, Any]]:
         tables: dict[str, dict[bytes, Any]] = {n: {} for n in self.names}
