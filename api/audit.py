@@ -71,7 +71,8 @@ def region_entity(region: str) -> str:
 def produce(app: Any, event: AuditRecorded) -> None:
     """Hands the event to Kafka and waits for it (an action whose audit record cannot be written is answered 503)."""
     producer = app.state.producer()
-    producer.produce(AUDIT.name, key=event.actor.encode(), value=encode_event(app.state.read_model.codec, event))
+    row = encoded(app.state.read_model.codec, event)
+    producer.produce(AUDIT.name, key=row.key, value=row.value)
     if producer.flush(10):
         raise HTTPException(503, "Kafka did not take the audit record within 10 s; is the broker up? Try again.")
 
@@ -130,7 +131,6 @@ class Relay:
         self._inflight: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-outbox", daemon=True)
-        self.delivered = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -144,7 +144,6 @@ class Relay:
         """Kafka's answer for one row (in whichever thread polls the shared producer)."""
         if err is None:
             self.store.sent([event_id])
-            self.delivered += 1
         with self._flight:
             self._inflight.discard(event_id)
 

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated
 
 import anyio
@@ -62,12 +62,12 @@ class LiveResponse(StreamingResponse):
     """A streaming response that stops writing to a connection which takes nothing for *write_timeout* seconds: the
     write is abandoned, the body generator closed (its subscription released) and the connection closed."""
 
-    def __init__(self, content: AsyncIterator[bytes], write_timeout: float, on_cut: Callable[[], None],
+    def __init__(self, content: AsyncGenerator[bytes, None], write_timeout: float, on_cut: Callable[[], None],
                  headers: dict[str, str]) -> None:
         super().__init__(content, media_type="text/event-stream", headers=headers)
         self.write_timeout = write_timeout
         self.on_cut = on_cut
-        self.content = content
+        self.content = content  # typed as a generator (``body_iterator`` is not): closed when a write is abandoned
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -79,7 +79,7 @@ class LiveResponse(StreamingResponse):
                     self.on_cut()
                     return  # the response stays incomplete: the server closes the connection
         finally:
-            await self.content.aclose()  # type: ignore[attr-defined]
+            await self.content.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -139,7 +139,7 @@ async def stream(
     backlog = rm.subscribe(sub, after)
     frames = rm.frames
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncGenerator[bytes, None]:
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             if backlog is None or after is None:
