@@ -18,7 +18,7 @@ from streams.catalogue import SENSOR_TOPICS
 from streams.publisher import EventPublisher
 from tests.api.readside import metric
 from tests.credentials import OPERATOR
-from tests.helpers import SSE_SENSORS, Worker, start_api, wait_for
+from tests.helpers import SSE_SENSORS, Worker, sse_burst_station, start_api, wait_for
 from twin.events import BikeStationStatusReported
 from twin.region import load_pack
 
@@ -179,8 +179,7 @@ def test_slow_clients_are_cut_off_told_to_resume_and_never_hold_up_the_others(
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=worker.bootstrap, PLIETSCH_REGION_PACK=str(big_pack_dir),
                PLIETSCH_DATA_DIR=str(tmp_path), **worker.api_env(), PLIETSCH_SUBSCRIBER_QUEUE="5")
     proc, url = start_api(env, tmp_path / "api.log", 90, lambda r: r.json()["status"] == "ok")
-    stations = sorted(s.id for s in load_pack(big_pack_dir).sensors.values()
-                      if s.sensor_kind == "bike_share" and ":friedrichsort:" in s.id)
+    stations = sorted(s.id for s in load_pack(big_pack_dir).sensors.values() if sse_burst_station(s))
     t, rounds = datetime(2032, 1, 1, tzinfo=UTC), 40
     until = dict.fromkeys(stations, (t + timedelta(minutes=rounds - 1)).isoformat())
     params = {"type": "sensor", "neighbourhood": "friedrichsort"}
