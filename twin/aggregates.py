@@ -1,5 +1,6 @@
 """Windowed aggregates over readings (pure): traffic counts per road segment per 15 minutes, parking occupancy per
-neighbourhood, hourly air-quality means per neighbourhood.
+neighbourhood (the current value, and hourly sums of occupied and of offered spaces over the readings: the day's
+curve), hourly air-quality means per neighbourhood.
 
 Aggregates are kept as *partials* per shard (the Kafka partition the readings came from), so that each partial is
 written only from its own partition (co-partitioned with its table); readers combine the partials of a key.
@@ -17,6 +18,7 @@ from twin.events import AirQualityMeasured, ParkingOccupancyReported, Reading, T
 
 TRAFFIC_WINDOW = timedelta(minutes=15)
 AIR_WINDOW = timedelta(hours=1)
+PARKING_WINDOW = timedelta(hours=1)
 
 
 def window_start(t: datetime, size: timedelta) -> datetime:
@@ -76,6 +78,9 @@ def contributions(reading: Reading, sensor: Sensor) -> list[tuple[str, str, date
                     float(reading.vehicles), None))
     elif isinstance(reading, ParkingOccupancyReported) and sensor.neighbourhood:
         out.append(("parking_occupancy", sensor.neighbourhood, None, 0, float(reading.occupied), float(reading.capacity)))
+        w, ws = window_start(t, PARKING_WINDOW), int(PARKING_WINDOW.total_seconds())
+        out += [("parking_occupied_spaces", sensor.neighbourhood, w, ws, float(reading.occupied), None),
+                ("parking_capacity_spaces", sensor.neighbourhood, w, ws, float(reading.capacity), None)]
     elif isinstance(reading, AirQualityMeasured) and sensor.neighbourhood:
         w, ws = window_start(t, AIR_WINDOW), int(AIR_WINDOW.total_seconds())
         out += [("air_no2_ugm3", sensor.neighbourhood, w, ws, reading.no2_ugm3, None),
@@ -100,8 +105,11 @@ Acc = dict[tuple[str, str, int | None, int], list[Any]]
 WINDOWED = {
     "TrafficCounted": (("traffic_vehicles", "vehicles"),),
     "AirQualityMeasured": (("air_no2_ugm3", "no2_ugm3"), ("air_pm10_ugm3", "pm10_ugm3"), ("air_pm25_ugm3", "pm25_ugm3")),
+    # the hour's occupancy of a neighbourhood is sum(occupied) / sum(capacity) over its readings (readers divide)
+    "ParkingOccupancyReported": (("parking_occupied_spaces", "occupied"), ("parking_capacity_spaces", "capacity")),
 }
-WINDOW_S = {"TrafficCounted": int(TRAFFIC_WINDOW.total_seconds()), "AirQualityMeasured": int(AIR_WINDOW.total_seconds())}
+WINDOW_S = {"TrafficCounted": int(TRAFFIC_WINDOW.total_seconds()), "AirQualityMeasured": int(AIR_WINDOW.total_seconds()),
+            "ParkingOccupancyReported": int(PARKING_WINDOW.total_seconds())}
 
 
 def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, Any], datetime]], sensors: dict[str, Sensor],
@@ -124,11 +132,10 @@ def fold_rows(partials: dict[str, Partial], rows: Iterable[tuple[str, dict[str, 
             if seen is None or t >= seen:
                 a[4][sid] = (float(rec["occupied"]), float(rec["capacity"]))
                 a[5][sid] = t
-            continue
         metrics = WINDOWED.get(name)
         if metrics is None:
             continue
-        group = str(sensor.road or "") if name == "TrafficCounted" else str(sensor.neighbourhood or "")
+        group = str(sensor.road or "") if name == "TrafficCounted" else str(sensor.neighbourhood or "")  # parking: has one
         if not group:
             continue
         ws = WINDOW_S[name]
@@ -193,11 +200,12 @@ def merge(partials: dict[str, Partial], acc: Acc, shard: int, load: Any = None) 
 # -- the horizon: one rule for the worker, time travel and the API ----------------------------------------------------
 #
 # Per shard (the Kafka partition a reading came from) and per windowed reading type (one input topic each:
-# TrafficCounted, AirQualityMeasured), the *watermark* is the newest ``occurred_at`` of such readings of that shard
-# folded so far. A windowed partial stays in the hot state while its window ends after ``watermark - horizon`` (the
-# watermark of its metric's reading type and its shard); once its end is at or before that cutoff it leaves (the worker
-# writes a tombstone, time travel drops it, the API forgets it), and a reading whose window ends at or before the cutoff
-# (the watermark counted with that reading) adds to no partial: it is answered from history only. Current values
+# TrafficCounted, AirQualityMeasured, ParkingOccupancyReported), the *watermark* is the newest ``occurred_at`` of such
+# readings of that shard folded so far. A windowed partial stays in the hot state while its window ends after
+# ``watermark - horizon`` (the watermark of its metric's reading type and its shard); once its end is at or before that
+# cutoff it leaves (the worker writes a tombstone, time travel drops it, the API forgets it), and a reading whose window
+# ends at or before the cutoff (the watermark counted with that reading) adds to no partial: it is answered from
+# history only (a parking reading that late adds neither to its hour nor to the current occupancy). Current values
 # (parking) never leave. A watermark follows one topic partition, so it depends only on that partition's offset order,
 # which the broker, the archive and a replay all keep (not on how a consumer interleaves topics). Window ends are
 # multiples of ``EVICT_STEP``: the partials past a cutoff change only when ``step_of(cutoff)`` grows, so sweeping then
@@ -243,8 +251,8 @@ def within_horizon(rows: Iterable[tuple[str, dict[str, Any], datetime]], waterma
                    horizon: timedelta) -> tuple[list[tuple[str, dict[str, Any], datetime]], dict[str, datetime]]:
     """The rows (in order) that may add to a partial under the horizon rule, and the shard's watermarks after them.
 
-    A windowed row first advances its type's watermark and is left out when its window ends at or before
-    ``watermark - horizon``; other rows pass (``fold_rows`` keeps parking, ignores the rest). *watermarks* is not
+    A windowed row (parking's too: its hour) first advances its type's watermark and is left out when its window ends at
+    or before ``watermark - horizon``; other rows pass (``fold_rows`` ignores them). *watermarks* is not
     changed: the result is a new dict when a watermark moved."""
     kept = []
     h = horizon.total_seconds()

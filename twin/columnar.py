@@ -148,7 +148,7 @@ def fold_aggregates(partials: dict[str, aggregates.Partial], frames: Mapping[str
             continue
         if name == "ParkingOccupancyReported":
             _parking(acc, df, groups.neighbourhood)
-        elif name in aggregates.WINDOWED:
+        if name in aggregates.WINDOWED:
             by = groups.road if name == "TrafficCounted" else groups.neighbourhood
             _windowed(acc, df, by, aggregates.WINDOWED[name], aggregates.WINDOW_S[name])
     return aggregates.merge(partials, acc, shard, load)

@@ -24,7 +24,7 @@ from shapely.prepared import prep
 from api.auth.access import identify
 from api.feedback import DeviceLimit, FeedbackSettings, new_code, normalise_code, scrub, show_code
 from api.feedback_store import FeedbackStore, Item
-from api.privacy import small
+from api.privacy import MIN_PARKING_SPACES, small
 from streams.catalogue import FEEDBACK
 from streams.serde import encode_event
 from twin.events import FEEDBACK_CATEGORIES, FeedbackModerated, FeedbackSubmitted
@@ -332,7 +332,9 @@ def qr(request: Request, lang: Annotated[Literal["de", "en", "da"], Query()] = "
 def kiosk_data(request: Request) -> dict[str, Any]:
     """Public only (api/privacy.py): outlines of neighbourhoods, roads and the coast (geometry, no readings), the storm
     surge classes, and per neighbourhood the day's curves of aggregates: vehicles per 15 min (summed over its roads,
-    under 5 as "<5") and hourly NO2 means, for the 24 h up to the newest window."""
+    under 5 as "<5"), hourly NO2 means and hourly parking occupancy in % (occupied over offered spaces, summed over the
+    hour's readings; only where the neighbourhood has the spaces the public rule asks for), for the 24 h up to the
+    newest window."""
     from twin.coast import SURGE_CLASSES
 
     pack = request.app.state.pack
@@ -347,12 +349,25 @@ def kiosk_data(request: Request) -> dict[str, Any]:
         if hood and a.get("window"):
             traffic.setdefault(hood, {})[a["window"]] = traffic.get(hood, {}).get(a["window"], 0.0) + float(a["sum"])
             newest = max(newest, a["window"])
+    def slug_of(group: Any) -> str:
+        return str(group).split(":")[1] if str(group).count(":") == 3 else str(group)
+
     for a in rm.aggregates("air_no2_ugm3"):
-        slug = str(a["group"]).split(":")[1] if str(a["group"]).count(":") == 3 else str(a["group"])
+        slug = slug_of(a["group"])
         if slug in hoods and a.get("window") and a["mean"] is not None:
             s, n = no2.setdefault(slug, {}).get(a["window"], (0.0, 0))
             no2[slug][a["window"]] = (s + float(a["sum"]), n + int(a["count"]))
             newest = max(newest, a["window"])
+    parking: dict[str, dict[str, list[float]]] = {}  # slug -> window -> [occupied, offered], summed over readings
+    for i, metric in enumerate(("parking_occupied_spaces", "parking_capacity_spaces")):
+        for a in rm.aggregates(metric):
+            slug = slug_of(a["group"])
+            if slug in hoods and a.get("window"):
+                parking.setdefault(slug, {}).setdefault(a["window"], [0.0, 0.0])[i] += float(a["sum"])
+                newest = max(newest, a["window"])
+    # the public rule for parking (api/privacy.py): the neighbourhood's car parks offer enough spaces today
+    enough = {slug_of(a["group"]) for a in rm.aggregates("parking_occupancy")
+              if (a.get("capacity") or 0) >= MIN_PARKING_SPACES}
     since = (datetime.fromisoformat(newest) - timedelta(hours=24)).isoformat() if newest else ""
 
     def line(points: list[tuple[float, float]]) -> list[list[float]]:
@@ -360,7 +375,10 @@ def kiosk_data(request: Request) -> dict[str, Any]:
 
     curves = {slug: {"traffic_vehicles_15min": [[w, small(v)] for w, v in sorted(traffic.get(slug, {}).items()) if w > since],
                      "air_no2_ugm3_hourly": [[w, round(s / n, 1)] for w, (s, n) in sorted(no2.get(slug, {}).items())
-                                             if w > since and n]}
+                                             if w > since and n],
+                     "parking_occupancy_pct_hourly": [[w, round(100 * o / c)] for w, (o, c) in
+                                                      sorted(parking.get(slug, {}).items())
+                                                      if w > since and c > 0 and slug in enough]}
               for slug in hoods}
     from shapely.geometry import MultiLineString
 

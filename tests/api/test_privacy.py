@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -125,3 +126,37 @@ def _get(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _hour(metric: str, group: str, start: datetime, shard: int, total: float, count: int) -> tuple[str, bytes]:
+    p = Partial(metric, group, start, 3600, shard, total=total, count=count, minimum=0.0, maximum=total, rev=1)
+    return p.key, aggregate_record(p, json.dumps(p.to_json()))
+
+
+def test_the_kiosk_curve_of_parking_is_the_hours_occupancy_and_only_where_enough_spaces_hide_who_parked(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """The day's parking curve on the Info-Cube: per hour occupied over offered spaces, summed over both shards'
+    readings of the hour; none for a neighbourhood whose car parks offer fewer than 20 spaces."""
+    out = Out(broker.bootstrap_servers)
+    out.send(AGGREGATES.name, *_parking(HOOD, 3, 8))
+    out.send(AGGREGATES.name, *_parking(FRIEDRICHSORT, 30, 120))
+    hours = [T + timedelta(hours=h) for h in range(3)]
+    for h, start in enumerate(hours):  # Friedrichsort: shard 0 and 1 each; occupied (30 + 10 h) of 120 per reading
+        for shard, readings in ((0, 2), (1, 1)):
+            out.send(AGGREGATES.name, *_hour("parking_occupied_spaces", FRIEDRICHSORT, start, shard,
+                                             (30 + 10 * h) * readings, readings))
+            out.send(AGGREGATES.name, *_hour("parking_capacity_spaces", FRIEDRICHSORT, start, shard, 120 * readings, readings))
+        out.send(AGGREGATES.name, *_hour("parking_occupied_spaces", HOOD, start, 0, 3, 1))
+        out.send(AGGREGATES.name, *_hour("parking_capacity_spaces", HOOD, start, 0, 8, 1))
+    out.send(AGGREGATES.name, *_hour("parking_capacity_spaces", FRIEDRICHSORT, T - timedelta(hours=30), 0, 120, 1))
+    app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, region_pack=BUNDLED_DIR / "kiel", data_dir=tmp_path))
+    with TestClient(app) as c:  # no credentials: the public
+        def curves() -> dict | None:
+            doc = c.get("/public/kiosk").json()["curves"]
+            return doc if len(doc["friedrichsort"]["parking_occupancy_pct_hourly"]) == 3 else None
+
+        got = wait_for(curves, 60, "three hours of Friedrichsort's parking curve on the kiosk")
+        assert got["friedrichsort"]["parking_occupancy_pct_hourly"] == [[t.isoformat(), pct] for t, pct in
+                                                                        zip(hours, (25, 33, 42), strict=True)]
+        assert got["gaarden"]["parking_occupancy_pct_hourly"] == []  # 8 spaces: under the 20 the rule asks for
+        assert "car-park" not in json.dumps(got)

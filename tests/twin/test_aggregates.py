@@ -52,9 +52,33 @@ def test_parking_occupancy_per_neighbourhood_uses_latest_per_sensor() -> None:
                  ParkingOccupancyReported(**env("kiel:gaarden:sensor:p-1", 5), occupied=80, capacity=100)], SENSORS, 0)
     other: dict = {}
     fold(other, [ParkingOccupancyReported(**env("kiel:gaarden:sensor:p-2", 1), occupied=10, capacity=300)], SENSORS, 2)
-    got = combine([*parts.values(), *other.values()])
+    got = combine([p for p in [*parts.values(), *other.values()] if p.metric == "parking_occupancy"])
     assert got == {"metric": "parking_occupancy", "group": HOOD, "occupied": 90.0, "capacity": 400.0, "ratio": 0.225,
                    "sensors": 2}
+
+
+def test_parking_hours_sum_occupied_and_offered_spaces_over_every_reading() -> None:
+    """The day's parking curve: per neighbourhood and hour, occupied and offered spaces summed over the readings (late
+    ones to their own hour), so that a reader's sum(occupied) / sum(capacity) is the hour's occupancy."""
+    shard0: dict = {}
+    shard1: dict = {}
+    fold(shard0, [ParkingOccupancyReported(**env("kiel:gaarden:sensor:p-1", m), occupied=o, capacity=100)
+                  for m, o in ((0, 50), (30, 70), (65, 90))], SENSORS, 0)
+    fold(shard1, [ParkingOccupancyReported(**env("kiel:gaarden:sensor:p-2", 59), occupied=30, capacity=300),
+                  ParkingOccupancyReported(**env("kiel:gaarden:sensor:p-2", 10), occupied=100, capacity=300)], SENSORS, 1)
+    every = [*shard0.values(), *shard1.values()]
+
+    def hour(metric: str, start: datetime) -> dict:
+        return combine([p for p in every if p.metric == metric and p.window == start])
+
+    occupied, offered = hour("parking_occupied_spaces", T), hour("parking_capacity_spaces", T)
+    assert (occupied["sum"], occupied["count"], offered["sum"], offered["window_s"]) == (250.0, 4, 800.0, 3600)
+    assert occupied["sum"] / offered["sum"] == pytest.approx(0.3125)
+    later = T + timedelta(hours=1)
+    assert (hour("parking_occupied_spaces", later)["sum"], hour("parking_capacity_spaces", later)["sum"]) == (90.0, 100.0)
+    # the current value still holds the newest reading per car park
+    current = combine([p for p in every if p.metric == "parking_occupancy"])
+    assert (current["occupied"], current["capacity"]) == (120.0, 400.0)
 
 
 def test_hourly_air_quality_mean_and_round_trip() -> None:

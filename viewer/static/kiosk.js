@@ -15,7 +15,7 @@ const START_LANG = STRINGS[params.get("lang")] ? params.get("lang") : "de";
 const CATEGORIES = ["traffic", "parking", "environment", "coast", "public_space", "planning", "other"];
 const kiosk = window.kiosk = {
   slides: 0, shown: [], online: false, summary: null, data: null, pins: [], counts: null, lang: START_LANG,
-  resets: 0, formOpen: false, pin: null, receipt: null, parking: {}, boards: {},
+  resets: 0, formOpen: false, pin: null, receipt: null, boards: {},
 };
 const draw = window.kioskDraw;
 let index = 0;
@@ -54,10 +54,11 @@ function mapSlide() {
 }
 function hoodSlide(n) {
   const slug = n.id.split(":")[1];
-  const curves = (kiosk.data && kiosk.data.curves[slug]) || { traffic_vehicles_15min: [], air_no2_ugm3_hourly: [] };
+  const curves = (kiosk.data && kiosk.data.curves[slug])
+    || { traffic_vehicles_15min: [], air_no2_ugm3_hourly: [], parking_occupancy_pct_hourly: [] };
   const charts = node("div", "charts");
   for (const [key, series, unit] of [["curve_traffic", curves.traffic_vehicles_15min, ""],
-    ["curve_no2", curves.air_no2_ugm3_hourly, " µg/m³"], ["curve_parking", kiosk.parking[n.id] || [], " %"]]) {
+    ["curve_no2", curves.air_no2_ugm3_hourly, " µg/m³"], ["curve_parking", curves.parking_occupancy_pct_hourly, " %"]]) {
     const box = node("div", "chartbox");
     box.append(node("h2", "chart-title", t(key)), draw.chart(t(key), series, unit, t("no_data")));
     charts.appendChild(box);
@@ -317,15 +318,6 @@ async function refreshBoards() {  // a stop without a board (404: the GTFS sourc
 async function refresh() {
   try {
     kiosk.summary = await getJson("/public/summary");
-    const now = new Date().toISOString();
-    for (const n of kiosk.summary.neighbourhoods) {  // the parking curve: what this screen has seen today
-      if (n.parking_occupancy_pct === null || n.parking_occupancy_pct === undefined) continue;
-      const s = kiosk.parking[n.id] = (kiosk.parking[n.id] || []).filter(([at]) => at.slice(0, 10) === now.slice(0, 10));
-      if (!s.length || Date.parse(now) - Date.parse(s[s.length - 1][0]) >= 60000 || s[s.length - 1][1] !== n.parking_occupancy_pct) {
-        s.push([now, n.parking_occupancy_pct]);
-        if (s.length > 1440) s.shift();
-      }
-    }
     if (refreshes % 6 === 0 || !kiosk.data) {
       const [data, layer, counts] = await Promise.all([getJson("/public/kiosk"), getJson("/public/feedback"), getJson("/public/feedback/counts")]);
       const first = !kiosk.data;

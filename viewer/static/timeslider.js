@@ -17,7 +17,9 @@
                   very_severe_storm_surge: "sehr schwere Sturmflut" };
   const METRIC = { traffic_vehicles: "Verkehr (Fahrzeuge je 15 min)", parking_occupancy: "Parken (belegt)",
                    air_no2_ugm3: "NO₂ (µg/m³, Stundenmittel)", air_pm10_ugm3: "PM10 (µg/m³, Stundenmittel)",
-                   air_pm25_ugm3: "PM2,5 (µg/m³, Stundenmittel)" };
+                   air_pm25_ugm3: "PM2,5 (µg/m³, Stundenmittel)",
+                   parking_occupied_spaces: "Parken (belegte Plätze, Stundenmittel je Meldung)",
+                   parking_capacity_spaces: "Parken (Plätze, Stundenmittel je Meldung)" };
 
   const el = (id) => document.getElementById(id);
   const V = () => window.PlietschView;
