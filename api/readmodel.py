@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -100,26 +100,80 @@ class Delta:
 
 
 class Subscriber:
-    def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Delta], bool], maxsize: int = 10_000) -> None:
+    """A live subscriber: the deltas its filter *accept* takes, queued on its event loop (at most *maxsize*; past that
+    it is marked overflowed and takes no more until :meth:`reset`). Subscribers with the same *key* (their filter's
+    parameters) share one call of *accept* per delta."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Delta], bool], maxsize: int = 10_000,
+                 key: Hashable | None = None) -> None:
         self.loop = loop
         self.accept = accept
-        self.queue: asyncio.Queue[Delta] = asyncio.Queue(maxsize=maxsize)
+        self.key: Hashable = key if key is not None else object()
+        self.maxsize = maxsize
+        self.items: deque[Delta] = deque()
         self.overflowed = False
+        self._waiter: asyncio.Future[None] | None = None
 
-    def offer(self, d: Delta) -> None:
-        if not self.accept(d):
-            return
+    def push(self, d: Delta) -> None:
+        """Queue *d* (accepted already); on the subscriber's loop."""
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(d)
-        except asyncio.QueueFull:  # a client that cannot keep up is cut off; it resumes from its last sequence
+        if len(self.items) >= self.maxsize:  # a client that cannot keep up is cut off; it resumes from its last sequence
             self.overflowed = True
+            self.items.clear()
+        else:
+            self.items.append(d)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def offer(self, d: Delta) -> None:
+        if self.accept(d):
+            self.push(d)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until a delta is queued (or it overflowed); False after *timeout* seconds without."""
+        if self.items or self.overflowed:
+            return True
+        self._waiter = self.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):  # no task per wait, as wait_for makes in 3.11
+                await self._waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiter = None
+        return True
+
+    def take(self, n: int | None = None) -> list[Delta]:
+        """The queued deltas, oldest first (at most *n*), removed from the queue."""
+        if n is None or n >= len(self.items):
+            out = list(self.items)
+            self.items.clear()
+            return out
+        return [self.items.popleft() for _ in range(n)]
+
+    def reset(self) -> None:
+        """Forget what is queued and take deltas again (after an overflow)."""
+        self.items.clear()
+        self.overflowed = False
 
 
-def _offer_all(subs: tuple[Subscriber, ...], d: Delta) -> None:
+def _offer_all(subs: tuple[Subscriber, ...], deltas: list[Delta]) -> None:
+    """Hand *deltas* to *subs* (all of one event loop), each filter run once per delta for all subscribers sharing
+    its key (200 clients of ``/stream?type=sensor`` cost one check per delta, not 200)."""
+    groups: dict[Hashable, list[Subscriber]] = {}
     for sub in subs:
-        sub.offer(d)
+        groups.setdefault(sub.key, []).append(sub)
+    for members in groups.values():
+        accept = members[0].accept
+        for d in deltas:
+            if accept(d):
+                for sub in members:
+                    sub.push(d)
 
 
 def _brief(exc: ValidationError) -> str:
@@ -170,6 +224,8 @@ class ReadModel:
         self._lag_warned = float("-inf")
         self._subs: set[Subscriber] = set()
         self._by_loop: dict[asyncio.AbstractEventLoop, tuple[Subscriber, ...]] = {}  # the subscribers per event loop
+        self._outbox: list[Delta] = []  # deltas not yet handed to the subscribers (see _flush)
+        self._batching = False  # in the consume loop: flush once per poll
         self.frames: OrderedDict[int, bytes] = OrderedDict()  # SSE frames of recent deltas by seq (api.routes.live)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -338,8 +394,18 @@ class ReadModel:
 
     def _emit(self, delta: Delta) -> None:
         self.recent.append(delta)
-        for loop, subs in self._by_loop.items():  # one wake-up per event loop, not one per subscriber
-            loop.call_soon_threadsafe(_offer_all, subs, delta)
+        self._outbox.append(delta)
+        if not self._batching:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the deltas emitted since the last flush to the subscribers: one wake-up per event loop and poll, not
+        one per delta (nor per subscriber)."""
+        if not self._outbox:
+            return
+        deltas, self._outbox = self._outbox, []
+        for loop, subs in self._by_loop.items():
+            loop.call_soon_threadsafe(_offer_all, subs, deltas)
 
     def apply_update(self, rec: dict[str, Any]) -> str | None:
         """Keep an entity update if it is newer than what the model holds (revisions are per entity)."""
@@ -535,14 +601,20 @@ class ReadModel:
             while not self._stop.is_set():
                 msgs = consumer.consume(batch, 0.1)
                 now = self.last_poll = time.monotonic()
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.debug("consumer: %s", err.str())
-                        continue
-                    self.handle(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.key(), msg.value(),
-                                msg.headers())
+                self._batching = True
+                try:
+                    for msg in msgs:
+                        err = msg.error()
+                        if err is not None:
+                            if err.code() != KafkaError._PARTITION_EOF:
+                                log.debug("consumer: %s", err.str())
+                            continue
+                        self.handle(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.key(),
+                                    msg.value(), msg.headers())
+                finally:
+                    self._batching = False
+                    with self._lock:
+                        self._flush()
                 if msgs:
                     idle_since = now
                 if not self.ready.is_set():

@@ -41,7 +41,7 @@ from api.ngsild.entities import SENSOR_TYPES, coast_entity, key_values, select_a
 from api.ngsild.problems import PROBLEM_SCHEMA, NgsiError
 from api.ngsild.query import NAME, Q_PATTERN, parse_q
 from api.ngsild.web import ERRORS, ID_REGEX_PATTERN, URI_PATTERN
-from api.readmodel import Delta, Subscriber
+from api.readmodel import Subscriber
 
 log = logging.getLogger("plietsch.api.ngsild")
 router = APIRouter(tags=["ngsi-ld"])
@@ -290,22 +290,15 @@ class Notifier:
                     await asyncio.sleep(0.2)
                     continue
                 if sub.overflowed:  # too far behind: take the state again (what was acknowledged is skipped)
-                    sub.overflowed = False
-                    while not sub.queue.empty():
-                        sub.queue.get_nowait()
+                    sub.reset()
                     self.catch_up(None, acked_check=True)
                 with self.fresh_lock:
                     new, self.fresh = self.fresh, set()
                 if new:
                     self.catch_up(new, acked_check=False)
-                try:
-                    d: Delta = await asyncio.wait_for(sub.queue.get(), 0.1)
-                    self.offer(d.entity_id, d.data)
-                    while not sub.queue.empty():
-                        d = sub.queue.get_nowait()
+                if await sub.wait(0.1):
+                    for d in sub.take():
                         self.offer(d.entity_id, d.data)
-                except TimeoutError:
-                    pass
                 self.dispatch()
         finally:
             if sub is not None:

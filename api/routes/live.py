@@ -135,7 +135,7 @@ async def stream(
     places = request.app.state.places
     accept = _filter(places, neighbourhood, type, box)
     release = request.app.state.stream_slots.acquire(stream_caller(request))  # 429 over the caps
-    sub = Subscriber(asyncio.get_running_loop(), accept, rm.subscriber_queue)
+    sub = Subscriber(asyncio.get_running_loop(), accept, rm.subscriber_queue, key=(neighbourhood, type, box))
     backlog = rm.subscribe(sub, after)
     frames = rm.frames
 
@@ -166,24 +166,20 @@ async def stream(
                                                       f"(too slow: reconnect with Last-Event-ID {last})"}
                     yield f"event: resume\ndata: {json.dumps(told, ensure_ascii=False)}\n\n".encode()
                     return
-                try:
-                    async with asyncio.timeout(HEARTBEAT_S):  # no task per wait, as wait_for makes in 3.11
-                        item = await sub.queue.get()
-                except TimeoutError:
+                if not await sub.wait(HEARTBEAT_S):
                     if await request.is_disconnected():
                         return
                     yield b": keep-alive\n\n"
                     continue
-                if sub.queue.qsize() < BATCH:  # what comes within this moment goes out in the same write
+                if len(sub) < BATCH:  # what comes within this moment goes out in the same write
                     await asyncio.sleep(COALESCE_S)
+                    if sub.overflowed:
+                        continue
                 batch = []
-                while True:  # what else is waiting goes in the same write
+                for item in sub.take(BATCH):  # what is waiting goes in the same write
                     if item.seq > last:
                         batch.append(_live_frame(frames, item))
                         last = item.seq
-                    if len(batch) >= BATCH or sub.queue.empty():
-                        break
-                    item = sub.queue.get_nowait()
                 if batch:
                     yield b"".join(batch)
         finally:
