@@ -42,6 +42,7 @@ from api.routes import (
     sensorthings,
     transit,
 )
+from api.routes.history import engine_of
 from api.security import CESIUM_CSP, SecurityHeaders, hide_client_addresses
 from api.settings import ApiSettings
 from infra.kafka_security import secured
@@ -158,7 +159,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                if g.group_id and settings.health_lag_limit]
     watch = app.state.pipeline = PipelineWatch(settings.bootstrap_servers, watched, settings.health_lag_limit,
                                                settings.health_lag_grace_s, settings.health_every_s)
-    registry = app.state.metrics_registry = metrics_registry(rm, store.outbox_state)
+    registry = app.state.metrics_registry = metrics_registry(rm, store.outbox_state,
+                                                             archive=lambda: engine_of(app.state).manifest())
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
@@ -169,6 +171,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(router)
     ngsild.install(app)  # NGSI-LD: its routes, ProblemDetails errors on /ngsi-ld/ and its part of the OpenAPI document
     sensorthings.install(app)  # OGC SensorThings API 1.1 read side at /sta/v1.1 (api/routes/sensorthings.py)
+
+    def archive_health() -> dict[str, Any]:
+        """The archive's manifest, for operators: the records the sink skipped as invalid, the events kept."""
+        try:
+            m = engine_of(app.state).manifest()
+        except ValueError as exc:
+            return {"error": str(exc)}
+        return {"invalid_skipped": m.invalid_skipped, "events": m.summary()["events"]}
 
     @app.get("/health", operation_id="health", tags=["meta"], summary="Status of the platform (503 when degraded)",
              responses={503: {"description": "the read model has stopped or cannot reach Kafka, or the worker or the "
@@ -196,6 +206,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                                "sse_subscribers": rm.subscribers},
                 "consumer_lag": watch.lags(),
                 "feedback": fb.health() if fb is not None else None,
+                "archive": archive_health(),
                 "viewer": "ok" if (cesium_dir() / "Cesium.js").is_file() else f"CesiumJS missing at {cesium_dir()}: run 'make run'"}
 
     @app.get("/metrics", operation_id="metrics", tags=["meta"], summary="Prometheus metrics of this API process",

@@ -111,11 +111,32 @@ class OutboxCollector(Collector):
                                 value=age or 0.0)
 
 
-def metrics_registry(rm: ReadModel, outbox: Callable[[], tuple[int, float | None]] | None = None) -> CollectorRegistry:
+class ArchiveCollector(Collector):
+    """The archive as its manifest tells it (the history engine's copy, read again only when the file changed):
+    records the sink skipped because the twin would not accept them (the worker dead-letters those), and the events
+    kept. An unreadable manifest leaves them out (``/history`` and ``/health`` name the error)."""
+
+    def __init__(self, manifest: Callable[[], Any]) -> None:
+        self.manifest = manifest
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            m = self.manifest()
+        except ValueError:
+            return
+        yield CounterMetricFamily("plietsch_archive_invalid_skipped", "Records the archive sink skipped as invalid "
+                                  "(the worker dead-letters them; history never sees them)", value=m.invalid_skipped)
+        yield GaugeMetricFamily("plietsch_archive_events", "Events in the archive", value=m.summary()["events"])
+
+
+def metrics_registry(rm: ReadModel, outbox: Callable[[], tuple[int, float | None]] | None = None,
+                     archive: Callable[[], Any] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(rm))
     if outbox is not None:
         registry.register(OutboxCollector(outbox))
+    if archive is not None:
+        registry.register(ArchiveCollector(archive))
     return registry
 
 

@@ -25,7 +25,11 @@ ARCHIVED_KINDS = frozenset({"sensor", "road"})  # pack entities that archived ev
 
 def history_engine(request: Request) -> HistoryEngine:
     """The app's history engine, made on first use (one per API process)."""
-    state = request.app.state
+    return engine_of(request.app.state)
+
+
+def engine_of(state: Any) -> HistoryEngine:
+    """The history engine of an app's *state*, made on first use."""
     engine: HistoryEngine | None = getattr(state, "history_engine", None)
     if engine is None:
         with _lock:
