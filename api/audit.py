@@ -36,6 +36,7 @@ from fastapi import HTTPException, Request
 
 from api.auth.access import identify
 from api.auth.store import AuthStore, Outgoing
+from api.retention import Sweeper
 from schemas.codec import CodecError, SingleObjectCodec
 from streams.catalogue import AUDIT, FEEDBACK, SCENARIO_REQUESTS
 from streams.history.store import Manifest
@@ -129,15 +130,13 @@ class Relay:
         self._lock = threading.Lock()  # one pass at a time
         self._flight = threading.Lock()  # the set below; never held while calling the producer
         self._inflight: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-outbox", daemon=True)
+        self._passes = Sweeper(self._pass, every_s, name="audit-outbox", what="sending the audit outbox")
 
     def start(self) -> None:
-        self._thread.start()
+        self._passes.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
+        self._passes.stop()
         self.send(wait_s=5.0)
 
     def _delivered(self, err: Any, event_id: str) -> None:
@@ -165,15 +164,12 @@ class Relay:
             producer.flush(wait_s)
             return self.store.outbox_state()[0]
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                if self.send(wait_s=10.0):
-                    n, age = self.store.outbox_state()
-                    log.warning("%d audit events wait for Kafka (the oldest %.0f s); is the broker up? They are kept "
-                                "in the outbox of %s and sent when it is.", n, age or 0, self.store.path)
-            except Exception:  # the API keeps running; the next pass tries again
-                log.exception("sending the audit outbox failed; trying again in %.0f s", self.every_s)
+    def _pass(self) -> None:
+        """A pass of the thread (at start: what a crash left behind; then every *every_s*)."""
+        if self.send(wait_s=10.0):
+            n, age = self.store.outbox_state()
+            log.warning("%d audit events wait for Kafka (the oldest %.0f s); is the broker up? They are kept in the "
+                        "outbox of %s and sent when it is.", n, age or 0, self.store.path)
 
 
 @dataclass

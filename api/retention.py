@@ -159,13 +159,15 @@ class Retention:
 
 
 class Sweeper:
-    """Runs *sweep* now and every *every_s* seconds in a thread, until stopped; a failing pass is logged and retried."""
+    """Runs *sweep* now and every *every_s* seconds in a thread named *name*, until stopped; a failing pass is logged
+    (as *what* failed) and retried."""
 
-    def __init__(self, sweep: Callable[[], Any], every_s: float) -> None:
-        self.sweep, self.every_s = sweep, every_s
+    def __init__(self, sweep: Callable[[], Any], every_s: float, name: str = "scenario-retention",
+                 what: str = "the scenario results sweep") -> None:
+        self.sweep, self.every_s, self.what = sweep, every_s, what
         self.passes = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="scenario-retention", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -180,6 +182,6 @@ class Sweeper:
             try:
                 self.sweep()
             except Exception:  # the API keeps running; the next pass tries again
-                log.exception("the scenario results sweep failed; trying again in %.0f s", self.every_s)
+                log.exception("%s failed; trying again in %.0f s", self.what, self.every_s)
             self.passes += 1
             self._stop.wait(max(0.0, self.every_s - (time.monotonic() - started)))
