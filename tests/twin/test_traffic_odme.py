@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from twin.traffic.assign import Assignment, assign
-from twin.traffic.counts import MAX_CHANGE, Count, estimate_od, fit, road_volumes, scale_to_counts
+from twin.traffic.counts import MAX_CHANGE, Count, counts_from, estimate_od, fit, scale_to_counts
 from twin.traffic.network import Network, NetworkError, from_links
 
 # true trips between the four corner zones of a 3 x 3 grid, and a prior of another pattern (and level)
@@ -34,9 +34,7 @@ def grid(spur: bool = False) -> Network:
 
 
 def counts_of(net: Network, od: np.ndarray) -> list[Count]:
-    roads = sorted(set(net.road))
-    vols = road_volumes(net, assign(net, od).volume, roads)
-    return [Count(station=f"station-{r}", road=r, vehicles_per_hour=round(vols[r], 1)) for r in roads]
+    return counts_from(net, assign(net, od).volume, sorted(set(net.road)))
 
 
 def assign_with(net: Network) -> object:
@@ -132,6 +130,8 @@ def test_errors_name_the_station_and_road() -> None:
         estimate_od(net, PRIOR, bad, assign_with(net))
     with pytest.raises(NetworkError, match="at least one count"):
         estimate_od(net, PRIOR, [], assign_with(net))
+    empty = estimate_od(net, np.zeros((4, 4)), counts_of(net, TRUE), assign_with(net))  # no trips: nothing to move
+    assert (empty.demand == 0).all() and len(empty.unmatched) == len(set(net.road))
     with pytest.raises(NetworkError, match="max_change 0.5"):
         estimate_od(net, PRIOR, counts_of(net, TRUE), assign_with(net), max_change=0.5)
 
@@ -147,8 +147,7 @@ def test_a_scenario_estimates_the_pack_demand_from_counts_and_reports_the_fit() 
     # the truth: three times the preset, from one neighbourhood 2.5 times as many trips per zone as from the other
     weight = np.array([2.5 if hoods.index(g) % 2 else 0.7 for g in net.zone_group])
     roads = sorted({r for r, c in zip(net.road, net.road_class, strict=True) if c in ("primary", "secondary")})[::2][:30]
-    vols = road_volumes(net, assign(net, ctx.demand * 3 * weight[:, None]).volume, roads)
-    counts = [Count(station=f"s{i}", road=r, vehicles_per_hour=round(vols[r], 1)) for i, r in enumerate(roads)]
+    counts = counts_from(net, assign(net, ctx.demand * 3 * weight[:, None]).volume, roads)
     res = run(pack, TrafficRequest(counts=[*counts, Count(station="elsewhere", road="kiel:x:road:none", vehicles_per_hour=5)]),
               ctx=ctx)
     s = res.summary()

@@ -69,6 +69,13 @@ def road_volumes(net: Network, volume: np.ndarray, roads: list[str]) -> dict[str
             for r, (idx, pieces) in road_links(net, roads).items()}
 
 
+def counts_from(net: Network, volume: np.ndarray, roads: list[str], prefix: str = "synthetic") -> list[Count]:
+    """SYNTHETIC counts (station ids start with *prefix*): the two-way volumes of *roads* in an assignment; tests and
+    benchmarks make them from a known OD matrix to see whether the estimation finds its way back."""
+    vols = road_volumes(net, volume, roads)
+    return [Count(station=f"{prefix}:{r}", road=r, vehicles_per_hour=round(vols[r], 1)) for r in roads]
+
+
 def fit(net: Network, volume: np.ndarray, counts: list[Count]) -> dict[str, Any]:
     """Counted against assigned per station (GEH) and overall (R^2 of the assigned on the counted)."""
     vols = road_volumes(net, volume, sorted({c.road for c in counts}))
@@ -153,6 +160,8 @@ def _gradient_steps(g: np.ndarray, p: np.ndarray, counted: np.ndarray, lo: np.nd
             break
         sse_prev = sse
         grad = p.T @ r
+        if not len(grad):
+            break
         d = -g * grad
         dv = p @ d
         den = float(dv @ dv)
