@@ -112,6 +112,8 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
         keep = np.isfinite(dist[rows, cur]) & (cur != net.origin_node[zs][rows])
         rows, cols, cur, w = rows[keep], cols[keep], cur[keep], demand[zs][rows[keep], cols[keep]]
         start = net.origin_node[zs][rows]
+        cells: list[np.ndarray] = []  # select-link: flat index into select.aon and trips, per step of the walk
+        trips: list[np.ndarray] = []
         while len(cur):  # walk every OD pair's path back to its origin, all pairs at once
             p = pred[rows, cur]
             link = sel[np.searchsorted(keys, p * n + cur)]
@@ -119,9 +121,13 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
             if select is not None:
                 j = select.pos[link]
                 on = j >= 0
-                np.add.at(select.aon, (j[on], zs[rows[on]], cols[on]), w[on])
+                cells.append((j[on] * z + zs[rows[on]]) * z + cols[on])
+                trips.append(w[on])
             going = p != start
             rows, cols, cur, w, start = rows[going], cols[going], p[going], w[going], start[going]
+        if select is not None and cells:
+            select.aon += np.bincount(np.concatenate(cells), weights=np.concatenate(trips),
+                                      minlength=select.aon.size).reshape(select.aon.shape)
     return skim, loads
 
 
