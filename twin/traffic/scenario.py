@@ -68,7 +68,7 @@ class TrafficRequest(BaseModel):
     count_method: Literal["odme", "factor"] = Field(default="odme", description=(
         "how the demand meets the counts: 'factor' scales the whole matrix by one factor (its level only); 'odme' "
         "does that first and then estimates the OD pattern (Spiess's gradient method on the equilibrium's "
-        "link-use proportions, each cell within a factor 4 of the gravity preset's)"))
+        "link-use proportions, each cell within a factor 4 of the scaled gravity preset's)"))
     extra_demand: list[ExtraDemand] = Field(default_factory=list, max_length=100)
     gap: float = Field(default=1e-4, ge=1e-7, le=0.1, description="relative gap to stop at")
     max_iterations: int = Field(default=500, ge=1, le=5000)
