@@ -146,7 +146,8 @@ def _station_matrix(net: Network, counts: list[Count]) -> tuple[np.ndarray, list
 
 def _through(a: Assignment, rows: list[tuple[np.ndarray, int]]) -> np.ndarray:
     """Per station, the trips of each zone pair it counts (stations x zones x zones)."""
-    assert a.through is not None, "estimate_od needs an assignment with select-link analysis"
+    if a.through is None:
+        raise ValueError("estimate_od: assign_with(demand, links) must return assign(..., select=links)'s result")
     return np.stack([a.through[idx].sum(axis=0) / pieces for idx, pieces in rows])
 
 
