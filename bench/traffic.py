@@ -10,7 +10,14 @@ AequilibraE's bi-conjugate Frank-Wolfe (``bfw``, the engine for large networks, 
 conjugate Frank-Wolfe (``cfw``: scipy Dijkstra, all-or-nothing loading in numpy; the engine for region packs); and plain
 all-or-nothing + Frank-Wolfe (``fw``, the textbook baseline), each until the gap target or ``--time-limit`` seconds.
 
-Run: ``.venv/bin/python -m bench.traffic [--side 160 --zones-side 32 --trips 200000 --time-limit 120]``.
+OD matrix estimation on the pack (case ``odme``): SYNTHETIC counts on ``--odme-stations`` primary/secondary roads from
+the equilibrium of a "true" matrix (the preset times 3, times a fixed-seed factor per origin and per destination zone
+between 0.4 and 2.5: another pattern, not only another level); from the preset, the single factor
+(``scale_to_counts``, the baseline) and then the estimation (``estimate_od``), each with its seconds and its fit
+(R^2, share of stations with GEH < 5, worst GEH).
+
+Run: ``.venv/bin/python -m bench.traffic [--side 160 --zones-side 32 --trips 200000 --time-limit 120]``
+(only the OD estimation: ``--skip grid,bfw,cfw,fw``).
 Prints one JSON line per run (network, algorithm, iterations, final gap, seconds to the gap target, seconds in all with
 the final skim, load average after the run, gap-vs-time trace).
 """
@@ -78,6 +85,36 @@ def own(net: Network, od: np.ndarray, algorithm: str, gap: float, limit: float, 
             "tstt": res.tstt, "objective": res.objective, "load": os.getloadavg(), "trace": _thin(trace)}
 
 
+def odme(net: Network, preset: np.ndarray, stations: int, gap: float, seed: int = 11) -> dict[str, Any]:
+    """The single factor and the OD estimation from the same SYNTHETIC counts (see the module's text)."""
+    from twin.traffic.counts import counts_from, estimate_od, fit, scale_to_counts
+
+    rng = np.random.default_rng(seed)
+    z = len(net.zones)
+    truth = preset * 3 * rng.uniform(0.4, 2.5, z)[:, None] * rng.uniform(0.4, 2.5, z)[None, :]
+    roads = sorted({r for r, c in zip(net.road, net.road_class, strict=True) if c in ("primary", "secondary")})
+    roads = roads[:: max(1, len(roads) // stations)][:stations]
+    counts = counts_from(net, assign(net, truth, gap=gap).volume, roads)
+
+    def summary(f: dict[str, Any]) -> dict[str, Any]:
+        return {"r2": f["r2"], "geh_under_5": f["geh_under_5"], "worst_geh": max(s["geh"] for s in f["stations"])}
+
+    t = time.perf_counter()
+    factor = scale_to_counts(net, counts, lambda f: assign(net, preset * f, gap=gap).volume)
+    scaled = fit(net, assign(net, preset * factor, gap=gap).volume, counts)
+    t_factor = time.perf_counter() - t
+    t = time.perf_counter()
+    est = estimate_od(net, preset * factor, counts, lambda od, links: assign(net, od, gap=gap, select=links))
+    t_odme = time.perf_counter() - t
+    return {"case": "odme", "links": net.n_links, "zones": z, "stations": len(counts), "trips_true": round(float(truth.sum()), 1),
+            "preset": summary(fit(net, assign(net, preset, gap=gap).volume, counts)),
+            "single_factor": {"factor": factor, "seconds": round(t_factor, 2), **summary(scaled)},
+            "odme_after_factor": {"seconds": round(t_odme, 2), "rounds": len(est.rounds) - 1, **summary(est.after),
+                                  "trips": round(float(est.demand.sum()), 1),
+                                  "largest_cell_change": est.matrix_change(net, preset * factor)["largest_cell_change"]["relative"]},
+            "load": os.getloadavg()}
+
+
 def _thin(trace: list[tuple[int, float, float]], keep: int = 25) -> list[tuple[int, float, float]]:
     if len(trace) <= keep:
         return trace
@@ -95,7 +132,8 @@ def main() -> None:
                     help="the pack's synthetic demand times this (at 1 it is uncongested: one iteration)")
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per run before it stops short of the gap")
     ap.add_argument("--cores", default="1,2", help="comma list of thread counts for AequilibraE's all-or-nothing (bfw)")
-    ap.add_argument("--skip", default="", help="comma list of: pack, grid, bfw, cfw, fw")
+    ap.add_argument("--odme-stations", type=int, default=30, help="count stations for the OD estimation case")
+    ap.add_argument("--skip", default="", help="comma list of: pack, grid, bfw, cfw, fw, odme")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
@@ -107,6 +145,8 @@ def main() -> None:
 
         ctx = Context.of(bundled_pack())
         nets.append((f"kiel-pack x{args.pack_factor:g}", ctx.net, ctx.demand * args.pack_factor))
+        if "odme" not in skip:
+            print(json.dumps({"network": "kiel-pack", **odme(ctx.net, ctx.demand, args.odme_stations, args.gap)}), flush=True)
     if "grid" not in skip:
         t = time.perf_counter()
         net, od = grid(args.side, args.zones_side, args.trips)

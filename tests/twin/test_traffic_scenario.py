@@ -124,7 +124,8 @@ def test_counts_scale_the_demand_and_report_the_fit(pack_ctx: tuple) -> None:  #
     roads = sorted({r for r, c in zip(ctx.net.road, ctx.net.road_class, strict=True) if c == "primary"})[::4][:8]
     vols = road_volumes(ctx.net, truth, roads)
     counts = [Count(station=f"s{i}", road=r, vehicles_per_hour=round(vols[r], 1)) for i, r in enumerate(roads)]
-    res = run(pack, TrafficRequest(counts=[*counts, Count(station="elsewhere", road="kiel:x:road:none", vehicles_per_hour=5)]), ctx=ctx)
+    res = run(pack, TrafficRequest(counts=[*counts, Count(station="elsewhere", road="kiel:x:road:none", vehicles_per_hour=5)],
+                                   count_method="factor"), ctx=ctx)
     f = res.summary()["count_fit"]
     assert f["demand_factor"] == pytest.approx(2.0, rel=0.05) and f["stations_ignored"] == 1
     assert f["before"]["r2"] < f["after"]["r2"] and f["after"]["r2"] > 0.98

@@ -69,13 +69,37 @@ class Graph:
         return m, keys, sel
 
 
-def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Zone-to-zone shortest travel times (inf where no route) and, if demand is given, its all-or-nothing loads."""
+class SelectLink:
+    """Select-link analysis: for each of the selected *links*, the trips of every zone pair whose path runs over it
+    (``links x zones x zones``). :func:`shortest` fills :attr:`aon` with the all-or-nothing paths' share; :func:`assign`
+    mixes those with the same weights as the link volumes, so that the result is the equilibrium's."""
+
+    MAX_CELLS = 50_000_000  # selected links x zones x zones (400 MB of floats)
+
+    def __init__(self, net: Network, links: np.ndarray) -> None:
+        self.links = np.asarray(links, dtype=np.int64)
+        z = len(net.zones)
+        if len(self.links) * z * z > self.MAX_CELLS:
+            raise NetworkError(f"select-link analysis of {len(self.links)} links x {z} x {z} zone pairs is more than "
+                               f"{self.MAX_CELLS:,} cells; select fewer links")
+        if len(self.links) and (self.links.min() < 0 or self.links.max() >= net.n_links):
+            raise NetworkError(f"selected link index {int(self.links.max())} is outside 0..{net.n_links - 1}")
+        self.pos = np.full(net.n_links, -1, dtype=np.int64)
+        self.pos[self.links] = np.arange(len(self.links))
+        self.aon = np.zeros((len(self.links), z, z))
+
+
+def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
+             select: SelectLink | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Zone-to-zone shortest travel times (inf where no route) and, if demand is given, its all-or-nothing loads (and,
+    with *select*, the trips of each zone pair over each selected link in ``select.aon``)."""
     net = graph.net
     n, z = net.n_nodes, len(net.zones)
     m, keys, sel = graph.matrix(cost)
     skim = np.full((z, z), np.inf)
     loads = np.zeros(net.n_links)
+    if select is not None:
+        select.aon[:] = 0.0
     chunk = max(1, CHUNK_CELLS // max(n, 1))
     for lo in range(0, z, chunk):
         zs = np.arange(lo, min(z, lo + chunk))
@@ -86,14 +110,24 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None) -> tuple
         rows, cols = np.nonzero(demand[zs] > 0)
         cur = net.dest_node[cols]
         keep = np.isfinite(dist[rows, cur]) & (cur != net.origin_node[zs][rows])
-        rows, cur, w = rows[keep], cur[keep], demand[zs][rows[keep], cols[keep]]
+        rows, cols, cur, w = rows[keep], cols[keep], cur[keep], demand[zs][rows[keep], cols[keep]]
         start = net.origin_node[zs][rows]
+        cells: list[np.ndarray] = []  # select-link: flat index into select.aon and trips, per step of the walk
+        trips: list[np.ndarray] = []
         while len(cur):  # walk every OD pair's path back to its origin, all pairs at once
             p = pred[rows, cur]
             link = sel[np.searchsorted(keys, p * n + cur)]
             loads += np.bincount(link, weights=w, minlength=net.n_links)
+            if select is not None:
+                j = select.pos[link]
+                on = j >= 0
+                cells.append((j[on] * z + zs[rows[on]]) * z + cols[on])
+                trips.append(w[on])
             going = p != start
-            rows, cur, w, start = rows[going], p[going], w[going], start[going]
+            rows, cols, cur, w, start = rows[going], cols[going], p[going], w[going], start[going]
+        if select is not None and cells:
+            select.aon += np.bincount(np.concatenate(cells), weights=np.concatenate(trips),
+                                      minlength=select.aon.size).reshape(select.aon.shape)
     return skim, loads
 
 
@@ -111,6 +145,8 @@ class Assignment:
     unreachable: list[tuple[str, str, float]]  # (origin zone, destination zone, trips not assigned)
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (iteration, gap, seconds)
     algorithm: str = "cfw"
+    # select-link analysis (assign(select=...)): per selected link, the equilibrium trips of each zone pair over it
+    through: np.ndarray | None = None
 
     def summary(self) -> dict[str, float | int | bool | str]:
         return {"algorithm": self.algorithm, "iterations": self.iterations, "relative_gap": self.gap,
@@ -158,16 +194,21 @@ def _line_search(net: Network, x: np.ndarray, d: np.ndarray) -> float:
 
 def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: int = 1000,
            closed: np.ndarray | None = None, on_iteration: Progress | None = None, algorithm: str = "auto",
-           max_seconds: float | None = None, cores: int = 1) -> Assignment:
+           max_seconds: float | None = None, cores: int = 1, select: np.ndarray | None = None) -> Assignment:
     """Equilibrium flows for *demand* (zones x zones) on *net*; links in *closed* (indices) carry nothing.
     *algorithm*: ``cfw`` (the project's conjugate Frank-Wolfe), ``fw`` (plain Frank-Wolfe, the textbook baseline),
     ``bfw`` (AequilibraE's bi-conjugate Frank-Wolfe on *cores* threads; more than one thread can change the last bits)
     or ``auto`` (``bfw`` from :data:`LARGE_NETWORK_LINKS` links on, else ``cfw``). The relative gap reported at the
-    end is the project's own, ``(sum t.x - sum t.y) / sum t.x`` at the final flows, for every algorithm."""
+    end is the project's own, ``(sum t.x - sum t.y) / sum t.x`` at the final flows, for every algorithm.
+
+    *select* (link indices) asks for a select-link analysis (:class:`SelectLink`, in ``Assignment.through``): the
+    project's solvers carry it through their iterations, so ``auto`` then means ``cfw`` and ``bfw`` is refused."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
     if algorithm == "auto":
-        algorithm = "bfw" if net.n_links >= LARGE_NETWORK_LINKS else "cfw"
+        algorithm = "bfw" if net.n_links >= LARGE_NETWORK_LINKS and select is None else "cfw"
+    if algorithm == "bfw" and select is not None:
+        raise ValueError("select-link analysis runs with the project's solvers (algorithm cfw or fw), not bfw")
     if not 0 < gap < 1:
         raise NetworkError(f"relative gap {gap!r} must lie between 0 and 1 (1e-4 is usual)")
     net.validate()
@@ -179,7 +220,10 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     graph = Graph(net, active)
     od = demand.copy()
     np.fill_diagonal(od, 0.0)  # trips within a zone use no link
-    skim0, x = shortest(graph, bpr(net, np.zeros(net.n_links)), od if algorithm != "bfw" else None)
+    sl = None if select is None else SelectLink(net, select)
+    skim0, x = shortest(graph, bpr(net, np.zeros(net.n_links)), od if algorithm != "bfw" else None, sl)
+    sl_x = None if sl is None else sl.aon.copy()  # select-link trips of x, then of s_prev (they mix as x and s do)
+    sl_prev: np.ndarray | None = None
     unreachable = [(net.zones[o], net.zones[d], float(od[o, d])) for o, d in np.argwhere(~np.isfinite(skim0) & (od > 0))]
     od[~np.isfinite(skim0)] = 0.0
     history: list[tuple[int, float, float]] = []
@@ -193,7 +237,7 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     while algorithm != "bfw" and not converged and it < max_iterations:
         it += 1
         cost = bpr(net, x)
-        skim, y = shortest(graph, cost, od)
+        skim, y = shortest(graph, cost, od, sl)
         rel_gap = relative_gap(od, skim, cost, x)
         elapsed = time.perf_counter() - t0
         history.append((it, rel_gap, elapsed))
@@ -204,7 +248,7 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
             break
         if max_seconds is not None and elapsed > max_seconds:
             break
-        s = y
+        s, a = y, 0.0
         if algorithm == "cfw" and s_prev is not None:
             h = bpr_derivative(net, x)
             dbar = s_prev - x
@@ -214,13 +258,18 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
             s = a * s_prev + (1 - a) * y
         step_fw = _line_search(net, x, y - x)
         x_next, s_next = x + step_fw * (y - x), y
+        step_taken, conj = step_fw, False
         if s is not y and float(np.dot(cost, s - x)) < 0:
             # the conjugate direction, where it descends and does better than Frank-Wolfe's own; otherwise the
             # method restarts from the Frank-Wolfe direction (conjugate Frank-Wolfe stalls on small networks without)
             step = _line_search(net, x, s - x)
             x_conj = x + step * (s - x)
             if beckmann(net, x_conj) < beckmann(net, x_next):
-                x_next, s_next = x_conj, s
+                x_next, s_next, step_taken, conj = x_conj, s, step, True
+        if sl is not None and sl_x is not None:
+            sl_s = a * sl_prev + (1 - a) * sl.aon if conj and sl_prev is not None else sl.aon.copy()
+            sl_x += step_taken * (sl_s - sl_x)
+            sl_prev = sl_s
         x, s_prev = x_next, s_next
     cost = bpr(net, x)
     skim, _ = shortest(graph, cost, None)
@@ -229,4 +278,4 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
         converged = rel_gap < gap
     return Assignment(volume=x, cost=cost, skim=skim, iterations=it, gap=rel_gap, converged=bool(converged),
                       objective=beckmann(net, x), tstt=float(np.dot(x, cost)), seconds=time.perf_counter() - t0,
-                      unreachable=unreachable, history=history, algorithm=algorithm)
+                      unreachable=unreachable, history=history, algorithm=algorithm, through=sl_x)

@@ -5,7 +5,11 @@ network and demand without the changes).
 Results: per link volume, v/c, travel time and their difference from the baseline; zone-to-zone and
 neighbourhood-to-neighbourhood travel times; vehicle-hours and vehicle-kilometres travelled; zone pairs that no
 route joins any more; the traffic that used the closed links in the baseline and the links that gained the most
-(where it went: the difference of the two equilibria, not a path-by-path select-link trace)."""
+(where it went: the difference of the two equilibria, not a path-by-path select-link trace).
+
+With counts (``counts``, or ``live_counts`` resolved by the API), the baseline demand is first adjusted to them
+(:mod:`twin.traffic.counts`: a single factor, then by default an OD matrix estimation of the pattern) and the fit is
+reported before, after the factor and at the end (``count_fit``)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from twin.region import RegionPack
 from twin.traffic.assign import Assignment, Graph, assign, shortest
-from twin.traffic.counts import Count, fit, scale_to_counts
+from twin.traffic.counts import Count, estimate_od, fit, scale_to_counts
 from twin.traffic.network import Network, NetworkError
 from twin.traffic.pack import PRESET, Zone, gravity, network_of
 
@@ -58,9 +62,13 @@ class TrafficRequest(BaseModel):
     road_works_applied: list[str] = Field(default_factory=list, max_length=MAX_ITEMS,
                                           description="set by the API: the roads whose works were added")
     live_counts: bool = Field(default=False, description=(
-        "scale the SYNTHETIC demand to the twin's latest traffic counts and report the fit (R^2, GEH per station); "
+        "adjust the SYNTHETIC demand to the twin's latest traffic counts and report the fit (R^2, GEH per station); "
         "the API resolves them into counts"))
     counts: list[Count] = Field(default_factory=list, max_length=MAX_ITEMS, description="counted volumes to fit to")
+    count_method: Literal["odme", "factor"] = Field(default="odme", description=(
+        "how the demand meets the counts: 'factor' scales the whole matrix by one factor (its level only); 'odme' "
+        "does that first and then estimates the OD pattern (Spiess's gradient method on the equilibrium's "
+        "link-use proportions, each cell within a factor 4 of the scaled gravity preset's)"))
     extra_demand: list[ExtraDemand] = Field(default_factory=list, max_length=100)
     gap: float = Field(default=1e-4, ge=1e-7, le=0.1, description="relative gap to stop at")
     max_iterations: int = Field(default=500, ge=1, le=5000)
@@ -235,21 +243,38 @@ class TrafficRun:
         }
 
 
+def _fit_to_counts(ctx: Context, req: TrafficRequest, counts: list[Count]) -> tuple[Context, dict[str, Any]]:
+    """The context with its demand adjusted to *counts* (req.count_method), and the fit before and after."""
+    net = ctx.net
+
+    def assigned_at(f: float) -> np.ndarray:
+        return assign(net, ctx.demand * f, gap=req.gap, max_iterations=req.max_iterations).volume
+
+    before = fit(net, assigned_at(1.0), counts)
+    factor = scale_to_counts(net, counts, assigned_at)
+    demand = ctx.demand * factor
+    ignored = [{"station": c.station, "road": c.road, "reason": f"road {c.road} is not in the traffic network"}
+               for c in req.counts if c.road not in set(net.road)]
+    out: dict[str, Any] = {"method": req.count_method, "demand_factor": factor, "before": before,
+                           "stations_ignored": len(ignored), "ignored": ignored[:TOP]}
+    if req.count_method == "odme":
+        est = estimate_od(net, demand, counts, lambda od, links: assign(
+            net, od, gap=req.gap, max_iterations=req.max_iterations, select=links))
+        out |= {"after_factor": est.start, "rounds": est.rounds, "unmatched": est.unmatched,
+                "matrix": {"trips_preset": round(float(ctx.demand.sum()), 1), **est.matrix_change(net, demand)}}
+        demand = est.demand
+    return Context(net, ctx.zones, demand, ctx.free_flow_skim), out
+
+
 def run(pack: RegionPack, req: TrafficRequest, flood_roads: list[str] | None = None, ctx: Context | None = None,
         on_iteration: Callable[[str, int, float], bool | None] | None = None) -> TrafficRun:
     """The baseline and the scenario, each to the requested gap. *on_iteration(phase, iteration, gap)* may return
     False to stop (the run then raises NetworkError('cancelled'))."""
-    base_ctx = ctx = ctx or Context.of(pack)
+    ctx = ctx or Context.of(pack)
     count_fit: dict[str, Any] | None = None
     counts = [c for c in req.counts if c.road in set(ctx.net.road)]
     if counts:
-        def assigned_at(f: float) -> np.ndarray:
-            return assign(base_ctx.net, base_ctx.demand * f, gap=req.gap, max_iterations=req.max_iterations).volume
-
-        before = fit(ctx.net, assigned_at(1.0), counts)
-        factor = scale_to_counts(ctx.net, counts, assigned_at)
-        ctx = Context(ctx.net, ctx.zones, ctx.demand * factor, ctx.free_flow_skim)
-        count_fit = {"demand_factor": factor, "before": before, "stations_ignored": len(req.counts) - len(counts)}
+        ctx, count_fit = _fit_to_counts(ctx, req, counts)
     roads = set(ctx.net.road)
     flood_roads = sorted(r for r in flood_roads or [] if r in roads)  # a flood may cut roads cars do not use
     closed, capacity, demand = apply_changes(ctx, req, flood_roads)
