@@ -12,6 +12,10 @@ The embedded broker, a worker and one API process; the simulator's readings of t
   more than such a client gets in one case: they show what they cost the others while they are served; their cut-off
   is ``tests/api/test_live_cutoff.py``'s. The API's own counts of cut-off clients are printed.
 
+Per hop (the same readings, at two consumers of ``twin.updates`` beside the API): the worker's write of the update
+(its Kafka timestamp), the update readable uncommitted, and readable committed (``read_committed``, what the API's read
+model sees); the client's delay then adds the read model and the write to the client.
+
 Cases: 0 subscribers (the rate's baseline), 1 timed subscriber (the delay's baseline), ``--subscribers`` (200). With
 ``--baseline REV`` the API of git revision REV runs the same cases in the same run, before this tree's.
 
@@ -85,6 +89,49 @@ async def raw_clients(port: int, n: int, seconds: float, cut: list[int], stuck: 
     await asyncio.gather(*(one() for _ in range(n - stuck)), *(never_reads() for _ in range(stuck)))
 
 
+def hop_timer(bootstrap: str, stop: threading.Event, out: dict[str, list[float]]) -> None:
+    """Per reading with a ``lat-<ns>`` cause, the ms from its send to: the worker's write of its update (the record's
+    timestamp), the update fetched by a read_uncommitted consumer, and by a read_committed one (in *out*)."""
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    from schemas.codec import SingleObjectCodec, is_batch, iter_batch
+    from streams.catalogue import TWIN_UPDATES
+
+    codec = SingleObjectCodec()
+    consumers = {}
+    for level in ("read_uncommitted", "read_committed"):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-hops-{level}", "enable.auto.commit": False,
+                      "isolation.level": level, "fetch.wait.max.ms": 10})
+        parts = c.list_topics(TWIN_UPDATES.name, timeout=10).topics[TWIN_UPDATES.name].partitions
+        c.assign([TopicPartition(TWIN_UPDATES.name, p, OFFSET_END) for p in parts])
+        consumers[level] = c
+    try:
+        while not stop.is_set():
+            for level, c in consumers.items():
+                for msg in c.consume(1000, 0.005):
+                    value = msg.value()
+                    if msg.error() or value is None:
+                        continue
+                    now = time.time_ns()
+                    headers = msg.headers()
+                    datums = list(iter_batch(value)) if headers and is_batch(headers) else [value]
+                    for d in datums:
+                        try:
+                            _, rec = codec.decode(d)
+                        except Exception:  # noqa: BLE001 - a benchmark counts what it can read
+                            continue
+                        cause = str(rec.get("cause_event_id") or "")
+                        if not cause.startswith("lat-"):
+                            continue
+                        sent = int(cause[4:])
+                        out[level].append((now - sent) / 1e6)
+                        if level == "read_uncommitted":
+                            out["written"].append(msg.timestamp()[1] - sent / 1e6)
+    finally:
+        for c in consumers.values():
+            c.close()
+
+
 def server_cuts(url: str) -> dict[str, float]:
     """The API's count of clients it cut off, per reason (0 for an API without the counter)."""
     text = httpx.get(f"{url}/metrics", timeout=5, headers=HEADERS).text
@@ -112,10 +159,16 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
         loop_thread.start()
     for r in readies:
         r.wait(60)
+    hops: dict[str, list[float]] = {"written": [], "read_uncommitted": [], "read_committed": []}
+    hop_stop = threading.Event()
+    hop_thread = threading.Thread(target=hop_timer, args=(bootstrap, hop_stop, hops), daemon=True)
+    hop_thread.start()
     time.sleep(2.0)  # the raw clients' snapshots
     s0, t0 = seq(url), time.monotonic()
     n = produce_steady(bootstrap, rate, seconds, stop)
     time.sleep(1.0)
+    hop_stop.set()
+    hop_thread.join(10)
     s1, t1 = seq(url), time.monotonic()
     cut_off = server_cuts(url)
     for t in threads:
@@ -123,7 +176,12 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     if raw:
         loop_thread.join(seconds + 30)
     a = np.array(lat) if lat else np.array([float("nan")])
-    return {"subscribers": subscribers, "readings": n, "updates_per_s": (s1 - s0) / (t1 - t0),
+    per_hop = {}
+    for hop, values in hops.items():
+        h = np.array(values) if values else np.array([float("nan")])
+        per_hop[f"{hop}_p50_ms"] = float(np.nanpercentile(h, 50))
+        per_hop[f"{hop}_p99_ms"] = float(np.nanpercentile(h, 99))
+    return {**per_hop, "subscribers": subscribers, "readings": n, "updates_per_s": (s1 - s0) / (t1 - t0),
             "p50_ms": float(np.nanpercentile(a, 50)), "p99_ms": float(np.nanpercentile(a, 99)),
             "timed_deltas": len(lat), "cut": len(cut), "stuck": stuck, **cut_off}
 
@@ -179,6 +237,11 @@ def main() -> None:
                               f"deltas), streams ended early {r['cut']}; cut off so far by the API: fell behind "
                               f"{r['fell_behind']:.0f}, not reading {r['not_reading']:.0f}"
                               + (f" ({stuck} clients never read)" if stuck else ""), flush=True)
+                        print(f"{'':22s}      per hop p50/p99 ms: worker wrote {r['written_p50_ms']:.0f}/"
+                              f"{r['written_p99_ms']:.0f}, readable {r['read_uncommitted_p50_ms']:.0f}/"
+                              f"{r['read_uncommitted_p99_ms']:.0f}, committed {r['read_committed_p50_ms']:.0f}/"
+                              f"{r['read_committed_p99_ms']:.0f}, at the client {r['p50_ms']:.0f}/{r['p99_ms']:.0f}",
+                              flush=True)
                 finally:
                     api.terminate()
                     try:

@@ -22,7 +22,7 @@ import polars as pl
 
 from streams import metrics
 from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, DEAD_LETTERS, TWIN_UPDATES
-from streams.columnar import ColumnarDecoder
+from streams.columnar import MIN_COLUMNAR, ColumnarDecoder
 from streams.fastpath import light_to_model
 from streams.ingest import RecordDecoder
 from streams.publisher import homes, municipal_homes, sensor_homes
@@ -34,6 +34,7 @@ from twin.events import BY_NAME as EVENT_TYPES
 from twin.events import DeadLettered, Event, Reading, RoadWorksAnnounced
 from twin.region import RegionPack
 from twin.sensors import SensorState
+from twin.sensors import fold_rows as fold_sensor_rows
 
 log = logging.getLogger("plietsch.streams")
 
@@ -138,17 +139,22 @@ class SensorUnit:
     tables = (SENSOR_TABLE, AGGREGATE_TABLE, COAST_TABLE)
     topics: set[str] = set()  # the input topics (set by the app), for revocation
 
-    def __init__(self, codec: Codec, pack: RegionPack, epoch: str, horizon_h: float, partitions: int | None = None) -> None:
+    def __init__(self, codec: Codec, pack: RegionPack, epoch: str, horizon_h: float, partitions: int | None = None,
+                 min_columnar: int = MIN_COLUMNAR) -> None:
         """*partitions*: the sensor topics' partition count; given, a datum on another partition than its sensor's is
-        a dead letter (``RecordDecoder.home``)."""
+        a dead letter (``RecordDecoder.home``). *min_columnar*: below this many datums (a group of the decoder, the
+        rows of a fold) the per-reading code decides and folds, which the columnar code equals (tested): polars' fixed
+        cost per call is milliseconds, more than a few readings cost one by one."""
         self.codec, self.pack, self.epoch = codec, pack, epoch
+        self.min_columnar = min_columnar
         self.region = pack.id
         sensors = pack.sensors
         from streams.catalogue import SENSOR_TOPICS
 
         self.decoder = ColumnarDecoder(codec, self.agent, expected={s.name: s.value_schemas for s in SENSOR_TOPICS.values()},
                                        known_entities=set(sensors), entity_kinds={sid: s.sensor_kind for sid, s in sensors.items()},
-                                       home=sensor_homes(sensors, partitions) if partitions else None)
+                                       home=sensor_homes(sensors, partitions) if partitions else None,
+                                       min_columnar=min_columnar)
         self.kind_of = {name: getattr(t, "sensor_kind", "") for name, t in EVENT_TYPES.items()}
         self.groups = columnar.Groups(sensors)
         self.horizon = timedelta(hours=horizon_h)
@@ -207,7 +213,10 @@ class SensorUnit:
             for sid in df["entity_id"].unique(maintain_order=True).to_list():
                 raw = table.get(sid.encode())
                 states[sid] = None if raw is None else SensorState.from_json(raw)
-        changed = columnar.fold_sensors(states, frames, self.kind_of.__getitem__)
+        if sum(len(df) for df in frames.values()) < self.min_columnar:
+            changed = fold_sensor_rows(states, columnar.rows_of(frames), self.kind_of.__getitem__)
+        else:
+            changed = columnar.fold_sensors(states, frames, self.kind_of.__getitem__)
         self.stats["changed"] += len(changed)
         metrics.STATE_CHANGES.labels(self.agent).inc(len(changed))
         encode = self.codec.encode
@@ -257,8 +266,12 @@ class SensorUnit:
 
         raw = table.get(WATERMARK_KEY)
         marks: dict[str, datetime] = {} if not raw else {n: datetime.fromisoformat(t) for n, t in raw.items()}
-        admitted, moved = columnar.within_horizon(frames, marks, self.horizon)  # the one horizon rule, on columns
-        changed = columnar.fold_aggregates({}, admitted, self.groups, p, load) if admitted else {}
+        if sum(len(df) for df in frames.values()) < self.min_columnar:  # the one horizon rule, on rows
+            kept, moved = aggregates.within_horizon(columnar.rows_of(frames), marks, self.horizon)
+            changed = aggregates.fold_rows({}, kept, self.pack.sensors, p, load) if kept else {}
+        else:  # on columns
+            admitted, moved = columnar.within_horizon(frames, marks, self.horizon)
+            changed = columnar.fold_aggregates({}, admitted, self.groups, p, load) if admitted else {}
         newest = columnar.newest(frames)
         if newest is None:
             return

@@ -22,6 +22,7 @@ Rows come out as DataFrames per record name with the schema's columns plus ``_i`
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -180,11 +181,19 @@ class Batch:
         return df.filter(pl.col("_m").is_in(sorted(keep)))
 
 
-class ColumnarDecoder(FastDecoder):
-    """``FastDecoder`` with ``block()``: the same verdicts, as columns."""
+# Below this many datums of one topic, partition and writer schema in a take, the per-datum path decides them: the
+# columns cost about 4 ms per group whatever its size (polars evaluates the size and validity expressions once per
+# call), the per-datum path about 18 us a datum. At the 200 readings/s of ``make run`` a take's groups hold a few
+# datums each, and the columns' fixed cost was a third of the worker's processing (bench/sse_fanout.py's hops).
+MIN_COLUMNAR = 128
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+
+class ColumnarDecoder(FastDecoder):
+    """``FastDecoder`` with ``batch()``: the same verdicts, as columns (groups of at least ``min_columnar`` datums)."""
+
+    def __init__(self, *args: Any, min_columnar: int = MIN_COLUMNAR, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.min_columnar = min_columnar
         # the schemas by fingerprint (single-object encoding); a registry codec's datums never take the columns
         self.store: SchemaStore = getattr(self.codec, "store", None) or SchemaStore()
         self._plans: dict[tuple[str, bytes], Plan | None] = {}
@@ -261,10 +270,12 @@ class ColumnarDecoder(FastDecoder):
 
     def batch(self, msgs: list[Any]) -> Batch:
         """Decode Kafka records (``topic``, ``partition``, ``offset``, ``key``, ``value``, ``headers``) together: the
-        datums of every batch record of one writer schema go through one decode and one evaluation of the checks."""
+        datums of every batch record of one writer schema go through one decode and one evaluation of the checks
+        (when they are at least ``min_columnar``); the others go through the per-datum path, into one frame per name."""
         out = Batch()
         groups: dict[tuple[str, int, bytes], list[tuple[int, list[bytes]]]] = {}
-        slow_frames: list[dict[str, pl.DataFrame]] = []
+        slow: list[tuple[int, list[bytes], Iterable[int], bool]] = []  # (record, datums, which, single) per datum
+        frame_sets: list[dict[str, pl.DataFrame]] = []
         for k, msg in enumerate(msgs):
             rows = Rows()
             datums = self.datums(rows, msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
@@ -278,8 +289,11 @@ class ColumnarDecoder(FastDecoder):
                 if b"".join([d[:10] for d in datums]) == head * n and self.plan(msg.topic, head) is not None:
                     groups.setdefault((msg.topic, msg.partition, head), []).append((k, datums))
                     continue
-            slow_frames.append(self._record_slow(out, k, msg, datums, range(n), n == 1 and not is_batch(msg.headers)))
+            slow.append((k, datums, range(n), n == 1 and not is_batch(msg.headers)))
         for (topic, partition, head), items in groups.items():
+            if sum(len(ds) for _, ds in items) < self.min_columnar:
+                slow.extend((k, datums, range(len(datums)), False) for k, datums in items)
+                continue
             plan = self.plan(topic, head)
             assert plan is not None  # noqa: S101 - checked above
             frame = self._columns(plan, items, topic, partition)
@@ -287,13 +301,15 @@ class ColumnarDecoder(FastDecoder):
                 for k, datums in items:
                     frame = self._columns(plan, [(k, datums)], topic, partition)
                     if frame is None:
-                        slow_frames.append(self._record_slow(out, k, msgs[k], datums, range(len(datums)), False))
+                        slow.append((k, datums, range(len(datums)), False))
                     else:
-                        slow_frames.append(self._checked(out, plan, frame, msgs, {k: datums}))
+                        frame_sets.append(self._checked(out, plan, frame, msgs, {k: datums}))
                 continue
-            slow_frames.append(self._checked(out, plan, frame, msgs, dict(items)))
+            frame_sets.append(self._checked(out, plan, frame, msgs, dict(items)))
+        if slow:
+            frame_sets.append(self._records_slow(out, msgs, slow))
         by_name: dict[str, list[pl.DataFrame]] = {}
-        for frames in slow_frames:
+        for frames in frame_sets:
             for name, df in frames.items():
                 by_name.setdefault(name, []).append(df)
         for name, dfs in by_name.items():
@@ -324,12 +340,26 @@ class ColumnarDecoder(FastDecoder):
 
     def _record_slow(self, out: Batch, k: int, msg: Any, datums: list[bytes], indexes: Iterable[int],
                      single: bool) -> dict[str, pl.DataFrame]:
-        rows = Rows()
-        accepted = self._slow(rows, msg.topic, msg.partition, msg.offset, msg.key, datums, indexes, single)
-        self.cap(rows, msg.topic, msg.partition, msg.offset, msg.key, msg.value, len(datums))
-        if rows.dead:
-            out.dead.setdefault(k, []).extend(rows.dead)
-        return rows_to_frames(self, rows.rows, accepted, k)
+        return self._records_slow(out, {k: msg}, [(k, datums, indexes, single)])
+
+    def _records_slow(self, out: Batch, msgs: Any, items: list[tuple[int, list[bytes], Iterable[int], bool]]
+                      ) -> dict[str, pl.DataFrame]:
+        """The per-datum path for these (record position, datums, which of them, single) as one frame per name, in
+        record and datum order; dead letters into *out* (capped per record)."""
+        rows_all: list[tuple[str, dict[str, Any], datetime]] = []
+        indexes_all: list[int] = []
+        records: list[int] = []
+        for k, datums, indexes, single in sorted(items, key=lambda item: item[0]):
+            msg = msgs[k]
+            rows = Rows()
+            accepted = self._slow(rows, msg.topic, msg.partition, msg.offset, msg.key, datums, indexes, single)
+            self.cap(rows, msg.topic, msg.partition, msg.offset, msg.key, msg.value, len(datums))
+            if rows.dead:
+                out.dead.setdefault(k, []).extend(rows.dead)
+            rows_all.extend(rows.rows)
+            indexes_all.extend(accepted)
+            records.extend([k] * len(accepted))
+        return rows_to_frames(self, rows_all, indexes_all, records)
 
     def _slow(self, out: Rows, topic: str, partition: int, offset: int, key: bytes | None, datums: list[bytes],
               indexes: Iterable[int], single: bool) -> list[int]:
@@ -372,14 +402,16 @@ class ColumnarDecoder(FastDecoder):
 
 
 def rows_to_frames(dec: ColumnarDecoder, rows: list[tuple[str, dict[str, Any], datetime]],
-                   indexes: Iterable[int], record: int = 0) -> dict[str, pl.DataFrame]:
-    """Light rows (the per-datum path's) as frames like ``block``'s: the schema's columns, ``_i`` and ``_t``."""
+                   indexes: Iterable[int], record: int | list[int] = 0) -> dict[str, pl.DataFrame]:
+    """Light rows (the per-datum path's) as frames like ``batch``'s: the schema's columns, ``_m`` (*record*: one
+    position for all rows, or one per row), ``_i`` and ``_t``."""
     by_name: dict[str, list[dict[str, Any]]] = {}
-    for (name, rec, t), i in zip(rows, indexes, strict=False):
+    records = record if isinstance(record, list) else itertools.repeat(record)
+    for (name, rec, t), i, m in zip(rows, indexes, records, strict=False):
         r = dict(rec)
         if isinstance(r.get("occurred_at"), datetime):
             r["occurred_at"] = r["occurred_at"].isoformat()
-        r["_m"] = record
+        r["_m"] = m
         r["_i"] = i
         r["_t"] = micros(t)
         by_name.setdefault(name, []).append(r)

@@ -372,3 +372,59 @@ def test_a_reading_on_another_partition_than_its_sensors_is_a_dead_letter_everyw
     ptx = MemoryTx(proc.tables)
     proc.process(ptx, (p_home + 1) % 4, [Msg("sensor.parking", (p_home + 1) % 4, 1, frame_batch([encode_event(CODEC, reading)]))])
     assert [d["error_type"] for d in ptx.decoded(DEAD_LETTERS.name)] == ["wrong_partition"]
+
+
+SAMPLE = {kind: sorted(s.id for s in PACK.sensors.values() if s.sensor_kind == kind)[:3]
+          for kind in sorted({s.sensor_kind for s in PACK.sensors.values()})}
+
+
+@st.composite
+def takes(draw: st.DrawFn) -> list[list[Msg]]:
+    """Takes of batch records of all sensor kinds: times over five days (some beyond the 48 h horizon once others
+    arrived), repeated readings, late ones."""
+    from streams.catalogue import SENSOR_TOPICS
+    from streams.simulator import ReadingFactory
+
+    factory = ReadingFactory(PACK, seed=draw(st.integers(0, 3)))
+    sent: list[bytes] = []
+    out, offset = [], 0
+    for _ in range(draw(st.integers(1, 3))):
+        take = []
+        for _ in range(draw(st.integers(1, 4))):
+            kind = draw(st.sampled_from(sorted(SAMPLE)))
+            datums = []
+            for _ in range(draw(st.integers(1, 6))):
+                if sent and draw(st.integers(0, 5)) == 0:
+                    datums.append(draw(st.sampled_from(sent)))  # a reading again (same event id; or on a wrong topic)
+                    continue
+                sid = draw(st.sampled_from(SAMPLE[kind]))
+                reading = factory.reading(PACK.sensors[sid], T0 + timedelta(minutes=draw(st.integers(0, 5 * 24 * 60))))
+                datums.append(encode_event(CODEC, reading))
+                sent.append(datums[-1])
+            take.append(Msg(SENSOR_TOPICS[kind].name, 0, offset, frame_batch(datums)))
+            offset += 1
+        out.append(take)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(takes())
+def test_a_small_take_folds_on_rows_to_what_the_columns_give(batches: list[list[Msg]]) -> None:
+    """Below ``min_columnar`` readings the unit decides and folds reading by reading (polars' fixed cost per call is
+    more than a few readings cost): tables, outputs and markers are the columns' exactly."""
+    results = []
+    for min_columnar in (0, 10**6):
+        unit, tx = SensorUnit(CODEC, PACK, "e1", 48.0, min_columnar=min_columnar), MemoryTx(SensorUnit.tables)
+        for batch in batches:
+            unit.process(tx, 0, batch)
+        assert (unit.decoder.columnar_rows == 0) == (min_columnar > 0)
+        outputs = [(t, k, v if v is None else CODEC.decode(v)) for t, k, v, _ in tx.outputs]
+        for _, _, out in outputs:
+            if out is not None and out[0] == "DeadLettered":
+                out[1].pop("failed_at")  # the wall clock
+            for doc in ("state_json", "partial_json"):  # the same document (a partial's members in another order)
+                if out is not None and doc in out[1]:
+                    out[1][doc] = json.loads(out[1][doc])
+        # per key in the same order (the order across keys in one transaction is the columns' group order)
+        results.append((tx.parts, sorted(outputs, key=lambda o: (o[0], o[1] or b""))))
+    assert results[0] == results[1]

@@ -79,12 +79,14 @@ def kafka_records(draw: st.DrawFn) -> list[Msg]:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(kafka_records(), st.booleans())
-def test_the_columnar_decoder_gives_the_rows_and_dead_letters_of_the_per_datum_decoder(msgs: list[Msg], home: bool) -> None:
-    """*home*: both decoders also refuse an entity's datum on another partition than its own."""
+@given(kafka_records(), st.booleans(), st.sampled_from([0, 0, 8, 10**6]))
+def test_the_columnar_decoder_gives_the_rows_and_dead_letters_of_the_per_datum_decoder(msgs: list[Msg], home: bool,
+                                                                                       min_columnar: int) -> None:
+    """*home*: both decoders also refuse an entity's datum on another partition than its own. *min_columnar*: every
+    group through the columns (0), the small ones through the per-datum path (8) or all of them (10**6), one frame."""
     fast = FastDecoder(CODEC, "p", expected=EXPECTED, known_entities=KNOWN, entity_kinds=KINDS, home=HOMES if home else None)
     cols = ColumnarDecoder(CODEC, "p", expected=EXPECTED, known_entities=KNOWN, entity_kinds=KINDS,
-                           home=HOMES if home else None)
+                           home=HOMES if home else None, min_columnar=min_columnar)
     batch = cols.batch(msgs)
     per_record = columnar.rows_by_record(batch.frames)
     for k, msg in enumerate(msgs):
@@ -107,6 +109,7 @@ def test_the_columnar_decoder_gives_the_rows_and_dead_letters_of_the_per_datum_d
 def test_valid_batches_take_the_columnar_path() -> None:
     """The speed depends on it: a batch of valid readings is decided by the columns, no datum by fastavro."""
     from streams.catalogue import SENSOR_TOPICS
+    from streams.columnar import MIN_COLUMNAR
     from streams.serde import encode_event
     from streams.simulator import ReadingFactory
 
@@ -117,12 +120,42 @@ def test_valid_batches_take_the_columnar_path() -> None:
     msgs = []
     for kind, topic in SENSOR_TOPICS.items():
         sensors = [s for s in pack.sensors.values() if s.sensor_kind == kind]
+        rounds = max(20, -(-MIN_COLUMNAR // len(sensors)))  # a record of at least MIN_COLUMNAR datums
         datums = [encode_event(CODEC, factory.reading(s, datetime(2026, 11, 21, 12, tzinfo=UTC) + timedelta(minutes=i)))
-                  for i in range(20) for s in sensors]
+                  for i in range(rounds) for s in sensors]
         msgs.append(Msg(topic.name, 0, frame_batch(datums)))
     batch = dec.batch(msgs)
     assert not batch.dead
     assert dec.slow_rows == 0 and dec.columnar_rows == sum(batch.datums.values()) > 0
+
+
+def test_a_small_take_goes_through_the_per_datum_path_and_a_large_one_through_the_columns() -> None:
+    """The columns' fixed cost per group (a few ms) is more than the per-datum path's for a few datums: the hot path
+    at a low rate (a handful of readings per take) must not pay it, a large take must take the columns."""
+    from streams.catalogue import SENSOR_TOPICS
+    from streams.columnar import MIN_COLUMNAR
+    from streams.serde import encode_event
+    from streams.simulator import ReadingFactory
+
+    pack = load_pack(BUNDLED_DIR / "kiel")
+    factory = ReadingFactory(pack, seed=4)
+    sensors = [s for s in pack.sensors.values() if s.sensor_kind == "traffic_count"][:3]
+    topic = SENSOR_TOPICS["traffic_count"].name
+    t0 = datetime(2026, 11, 21, 12, tzinfo=UTC)
+
+    def take(n: int) -> list[Msg]:  # records of 4 datums, as the publisher lingers them at a low rate
+        datums = [encode_event(CODEC, factory.reading(sensors[i % 3], t0 + timedelta(seconds=i))) for i in range(n)]
+        return [Msg(topic, k, frame_batch(datums[i:i + 4])) for k, i in enumerate(range(0, n, 4))]
+
+    dec = ColumnarDecoder(CODEC, "p", expected={t.name: t.value_schemas for t in SENSOR_TOPICS.values()},
+                          known_entities=set(pack.sensors), entity_kinds={s: v.sensor_kind for s, v in pack.sensors.items()})
+    small, large = take(MIN_COLUMNAR - 4), take(MIN_COLUMNAR)
+    got = dec.batch(small)
+    assert (dec.slow_rows, dec.columnar_rows) == (MIN_COLUMNAR - 4, 0)
+    assert got.frames["TrafficCounted"]["_m"].to_list() == [k for k in range(len(small)) for _ in range(4)]
+    assert got.frames["TrafficCounted"]["_i"].to_list() == [i for _ in small for i in range(4)]
+    dec.batch(large)
+    assert (dec.slow_rows, dec.columnar_rows) == (MIN_COLUMNAR - 4, MIN_COLUMNAR)
 
 
 # ---- the folds -------------------------------------------------------------------------------------------------------
