@@ -5,7 +5,8 @@ The embedded broker, a worker and one API process; the simulator's readings of t
 - the read model's update rate: the sequence numbers /health reports, per second;
 - the delay from a reading produced to its delta at a client (the reading's event id carries its send time), at
   ``--timed`` clients that parse every frame, beside ``subscribers - timed`` clients that read and discard the bytes
-  (raw asyncio sockets: their cost on the shared 2 cores stays small);
+  (raw asyncio sockets in a process of their own: their cost on the shared 2 cores stays small, and they do not hold
+  the timed clients' GIL);
 - clients cut off (their stream ended before the case did);
 - in the case with many subscribers, ``--stuck`` of them never read after their request. The kernel takes a few
   megabytes per connection before a write blocks and the API's write timeout (``sse_write_timeout_s``, 10 s) starts,
@@ -17,7 +18,8 @@ Per hop (the same readings, at two consumers of ``twin.updates`` beside the API)
 model sees); the client's delay then adds the read model and the write to the client.
 
 Cases: 0 subscribers (the rate's baseline), 1 timed subscriber (the delay's baseline), ``--subscribers`` (200). With
-``--baseline REV`` the API of git revision REV runs the same cases in the same run, before this tree's.
+``--baseline REV`` the API of git revision REV runs the same cases in the same run, before this tree's;
+``--baseline-server '--loop asyncio --http h11'`` runs that baseline on uvicorn's pure-Python loop and HTTP parser.
 
 Run: ``.venv/bin/python -m bench.sse_fanout --subscribers 200 --seconds 20 --baseline a2d0c02``.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import socket
@@ -35,6 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -87,6 +91,13 @@ async def raw_clients(port: int, n: int, seconds: float, cut: list[int], stuck: 
             writer.close()
 
     await asyncio.gather(*(one() for _ in range(n - stuck)), *(never_reads() for _ in range(stuck)))
+
+
+def raw_process(port: int, n: int, seconds: float, stuck: int, cut_count: Any) -> None:
+    """:func:`raw_clients` in a process of its own; the number cut off into *cut_count* (a shared int)."""
+    cut: list[int] = []
+    asyncio.run(raw_clients(port, n, seconds, cut, stuck))
+    cut_count.value = len(cut)
 
 
 def hop_timer(bootstrap: str, stop: threading.Event, out: dict[str, list[float]]) -> None:
@@ -153,10 +164,13 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     for t in threads:
         t.start()
     raw = subscribers - len(readies)
-    loop_thread = threading.Thread(target=lambda: asyncio.run(raw_clients(port, raw, seconds + 5, cut, stuck)),
-                                   daemon=True)
+    # the raw clients in a process of their own: in this one their event loop held the GIL against the timed clients'
+    # threads, whose clocks then measured this process's queue as the API's delay
+    ctx = multiprocessing.get_context("spawn")
+    raw_cut = ctx.Value("i", 0)
+    raw_proc = ctx.Process(target=raw_process, args=(port, raw, seconds + 5, stuck, raw_cut), daemon=True)
     if raw:
-        loop_thread.start()
+        raw_proc.start()
     for r in readies:
         r.wait(60)
     hops: dict[str, list[float]] = {"written": [], "read_uncommitted": [], "read_committed": []}
@@ -174,7 +188,8 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     for t in threads:
         t.join(seconds + 30)
     if raw:
-        loop_thread.join(seconds + 30)
+        raw_proc.join(seconds + 30)
+        cut.extend([1] * raw_cut.value)
     a = np.array(lat) if lat else np.array([float("nan")])
     per_hop = {}
     for hop, values in hops.items():
@@ -186,12 +201,13 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
             "timed_deltas": len(lat), "cut": len(cut), "stuck": stuck, **cut_off}
 
 
-def run_api(source: Path, bootstrap: str, data: Path, subscribers: int) -> tuple[subprocess.Popen[bytes], str, int]:
+def run_api(source: Path, bootstrap: str, data: Path, subscribers: int,
+            server_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, int]:
     port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PLIETSCH_DATA_DIR=str(data), **ENV,
                PLIETSCH_SSE_PER_CALLER=str(subscribers + 10), PLIETSCH_SSE_TOTAL=str(subscribers + 10))
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
-                            "--log-level", "warning"], cwd=source, env=env, stdout=subprocess.DEVNULL,
+                            "--log-level", "warning", *server_args], cwd=source, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
@@ -214,8 +230,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--stuck", type=int, default=10, help="of the subscribers, clients that never read (case 3 only)")
     ap.add_argument("--baseline", default="", help="git revision whose API runs the same cases first")
+    ap.add_argument("--baseline-server", default="",
+                    help="uvicorn options of the baseline's API, e.g. '--loop asyncio --http h11' (the server without "
+                         "uvloop and httptools)")
     args = ap.parse_args()
-    sources = ([(f"API of {args.baseline}", checkout(args.baseline))] if args.baseline else []) + [("this tree", ROOT)]
+    base_args = tuple(args.baseline_server.split())
+    sources = ([(f"API of {args.baseline}" + (f" {args.baseline_server}" if base_args else ""), checkout(args.baseline),
+                 base_args)] if args.baseline else []) + [("this tree", ROOT, ())]
     print(f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}; one API process, "
           f"{args.rate:.0f} readings/s, {args.seconds:.0f} s per case", flush=True)
     with EmbeddedBroker() as broker:
@@ -227,8 +248,8 @@ def main() -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             produce_steady(bs, 2000, 3, threading.Event())  # fill the twin
-            for name, source in sources:
-                api, url, port = run_api(source, bs, data, args.subscribers)
+            for name, source, server_args in sources:
+                api, url, port = run_api(source, bs, data, args.subscribers, server_args)
                 try:
                     for subs, timed, stuck in ((0, 0, 0), (1, 1, 0), (args.subscribers, args.timed, args.stuck)):
                         r = case(url, port, bs, subs, timed, args.rate, args.seconds, stuck)
