@@ -379,7 +379,7 @@ SAMPLE = {kind: sorted(s.id for s in PACK.sensors.values() if s.sensor_kind == k
 
 
 @st.composite
-def takes(draw: st.DrawFn) -> list[list[Msg]]:
+def takes(draw: st.DrawFn) -> list[list[Any]]:  # Msg stands for a Message
     """Takes of batch records of all sensor kinds: times over five days (some beyond the 48 h horizon once others
     arrived), repeated readings, late ones."""
     from streams.catalogue import SENSOR_TOPICS
@@ -409,7 +409,7 @@ def takes(draw: st.DrawFn) -> list[list[Msg]]:
 
 @settings(max_examples=80, deadline=None)
 @given(takes())
-def test_a_small_take_folds_on_rows_to_what_the_columns_give(batches: list[list[Msg]]) -> None:
+def test_a_small_take_folds_on_rows_to_what_the_columns_give(batches: list[list[Any]]) -> None:
     """Below ``min_columnar`` readings the unit decides and folds reading by reading (polars' fixed cost per call is
     more than a few readings cost): tables, outputs and markers are the columns' exactly."""
     results = []
