@@ -45,25 +45,19 @@ class PipelineWatch:
             self._thread.join(10)
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer
-        from confluent_kafka.admin import AdminClient
+        from streams.startup import group_consumers, group_lag
 
-        from infra.kafka_security import kafka_security
-        from streams.startup import group_lag
-
-        sec = kafka_security().librdkafka()
-        consumer = Consumer({**sec, "bootstrap.servers": self.bootstrap, "group.id": "plietsch-health-probe",
-                             "enable.auto.commit": False})
-        admin = AdminClient({**sec, "bootstrap.servers": self.bootstrap})
+        consumers = group_consumers(self.bootstrap, [g.group_id for g in self.groups])
         try:
             while not self._stop.is_set():
                 for g in self.groups:
-                    self.observe(g, group_lag(consumer, admin, [g.group_id], g.topics))
+                    self.observe(g, group_lag({g.group_id: consumers[g.group_id]}, g.topics))
                 self._stop.wait(self.every_s)
         except Exception:  # the watch must never take the API down; /health then says the lag is unknown
             log.exception("pipeline watch stopped")
         finally:
-            consumer.close()
+            for consumer in consumers.values():
+                consumer.close()
 
     def observe(self, g: Group, lag: int | None, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

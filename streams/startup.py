@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from infra.kafka_security import kafka_security
 from schemas.codec import BATCH_CONTENT_TYPE, CONTENT_TYPE_HEADER, frame_batch
@@ -87,17 +86,29 @@ def replay_tail(bootstrap: str, archive_root: Path, covered: Mapping[tuple[str, 
     return records, datums
 
 
-def group_lag(consumer: Consumer, admin: AdminClient, groups: list[str], topics: list[str], timeout: float = 2.0) -> int | None:
-    """Records in *topics* beyond what each consumer group in *groups* committed, summed (None: unknown). A partition
-    a group never committed counts in full."""
+def group_consumers(bootstrap: str, groups: list[str]) -> dict[str, Consumer]:
+    """A consumer per group id, never subscribed (it joins nothing): it reads what the group committed. Not an
+    AdminClient: librdkafka 2.x aborts the process now and then (``rd_kafka_enq_once_del_source_return: Assertion
+    `eonce->refcnt > 0'``, in its admin coordinator requests) when such a request times out while the broker does not
+    answer, which took a test's whole API process down during a broker outage; the consumer's OffsetFetch has no such
+    path."""
+    return {g: Consumer({**kafka_security().librdkafka(), "bootstrap.servers": bootstrap, "group.id": g,
+                         "enable.auto.commit": False}) for g in groups}
+
+
+def group_lag(consumers: Mapping[str, Consumer], topics: list[str], timeout: float = 2.0) -> int | None:
+    """Records in *topics* beyond what each consumer group committed, summed over the groups of *consumers*
+    (:func:`group_consumers`; None: unknown). A partition a group never committed counts in full."""
+    if not consumers:
+        return 0
     try:
-        md = consumer.list_topics(timeout=timeout)
+        any_consumer = next(iter(consumers.values()))
+        md = any_consumer.list_topics(timeout=timeout)
         tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout) for tp in tps}
+        ends = {(tp.topic, tp.partition): any_consumer.get_watermark_offsets(tp, timeout=timeout) for tp in tps}
         lag = 0
-        for group in groups:
-            fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)], request_timeout=timeout)
-            committed = {(tp.topic, tp.partition): tp.offset for tp in fut[group].result(timeout).topic_partitions}
+        for consumer in consumers.values():
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=timeout)}
             for key, (lo, hi) in ends.items():
                 done = committed.get(key, -1)
                 lag += max(0, hi - (done if done >= 0 else lo))
@@ -111,15 +122,14 @@ def wait_for_lag_zero(bootstrap: str, groups: list[str], topics: list[str], dead
     """Wait (until the monotonic *deadline*, or *hurry*) for every group in *groups* to have committed up to the end
     of *topics*; returns the last lag seen."""
     lag: int | None = None
-    consumer = Consumer({**kafka_security().librdkafka(), "bootstrap.servers": bootstrap, "group.id": "plietsch-lag-probe",
-                         "enable.auto.commit": False})
-    admin = AdminClient({"bootstrap.servers": bootstrap, **kafka_security().librdkafka()})
+    consumers = group_consumers(bootstrap, groups)
     try:
         while time.monotonic() < deadline and not hurry():
-            lag = group_lag(consumer, admin, groups, topics, timeout=max(0.3, min(1.0, deadline - time.monotonic())))
+            lag = group_lag(consumers, topics, timeout=max(0.3, min(1.0, deadline - time.monotonic())))
             if lag == 0:
                 return 0
             time.sleep(0.1)
         return lag
     finally:
-        consumer.close()
+        for consumer in consumers.values():
+            consumer.close()

@@ -82,3 +82,39 @@ def test_health_is_503_while_the_worker_and_the_archive_lag_and_200_when_they_ca
         _commit_to_end(broker.bootstrap_servers, "plietsch-archive", [*INPUTS, AUDIT.name, FEEDBACK.name])
         wait_for(lambda: c.get("/health").status_code == 200, 60, "/health to be 200 again")
         assert c.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.broker
+def test_the_lag_is_unknown_while_the_broker_is_paused_and_exact_after(broker: EmbeddedBroker) -> None:
+    """The watch reads what a group committed through a consumer of that group (not an AdminClient, whose coordinator
+    requests librdkafka 2.x can abort the process on after a broker pause): a broker that does not answer gives None
+    (unknown), and afterwards the count is exact again."""
+    import os
+    import signal
+
+    from streams.startup import group_consumers, group_lag
+
+    bs = broker.bootstrap_servers
+    topic = SENSOR_TOPICS["traffic_count"].name
+    ensure_topics(bs)
+    producer = Producer({"bootstrap.servers": bs})
+    for i in range(7):  # a batch each (Tansu's high watermark is the last batch's base offset + 1)
+        producer.produce(topic, key=b"k", value=b"v", partition=i % 2)
+        producer.flush(10)
+    _commit_to_end(bs, "done", [topic])
+    producer.produce(topic, key=b"k", value=b"v", partition=0)
+    producer.flush(10)
+    consumers = group_consumers(bs, ["done", "never"])
+    try:
+        assert group_lag({"done": consumers["done"]}, [topic]) == 1
+        assert group_lag(consumers, [topic]) == 1 + 8  # a group that never committed: everything
+        assert broker._proc is not None
+        os.kill(broker._proc.pid, signal.SIGSTOP)
+        try:
+            assert group_lag(consumers, [topic], timeout=0.5) is None
+        finally:
+            os.kill(broker._proc.pid, signal.SIGCONT)
+        wait_for(lambda: group_lag(consumers, [topic]) == 9, 30, "the lag once the broker answers again")
+    finally:
+        for c in consumers.values():
+            c.close()
