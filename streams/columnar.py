@@ -184,7 +184,8 @@ class Batch:
 # Below this many datums of one topic, partition and writer schema in a take, the per-datum path decides them: the
 # columns cost about 4 ms per group whatever its size (polars evaluates the size and validity expressions once per
 # call), the per-datum path about 18 us a datum. At the 200 readings/s of ``make run`` a take's groups hold a few
-# datums each, and the columns' fixed cost was a third of the worker's processing (bench/sse_fanout.py's hops).
+# datums each, and the columns' fixed cost was 40 % of the worker's processing (py-spy); ``bench/take_cost.py``
+# measures a take both ways.
 MIN_COLUMNAR = 128
 
 
