@@ -100,9 +100,11 @@ def raw_process(port: int, n: int, seconds: float, stuck: int, cut_count: Any) -
     cut_count.value = len(cut)
 
 
-def hop_timer(bootstrap: str, stop: threading.Event, out: dict[str, list[float]]) -> None:
-    """Per reading with a ``lat-<ns>`` cause, the ms from its send to: the worker's write of its update (the record's
-    timestamp), the update fetched by a read_uncommitted consumer, and by a read_committed one (in *out*)."""
+def hop_timer(bootstrap: str, stop: threading.Event, out: dict[str, list[float]], since_ns: list[int]) -> None:
+    """Per reading with a ``lat-<ns>`` cause sent at or after ``since_ns[0]`` (set when the case starts producing:
+    the worker may still be writing the updates of readings sent before), the ms from its send to: the worker's write
+    of its update (the record's timestamp), the update fetched by a read_uncommitted consumer, and by a read_committed
+    one (in *out*)."""
     from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
     from schemas.codec import SingleObjectCodec, is_batch, iter_batch
@@ -135,12 +137,22 @@ def hop_timer(bootstrap: str, stop: threading.Event, out: dict[str, list[float]]
                         if not cause.startswith("lat-"):
                             continue
                         sent = int(cause[4:])
+                        if sent < since_ns[0]:
+                            continue
                         out[level].append((now - sent) / 1e6)
                         if level == "read_uncommitted":
                             out["written"].append(msg.timestamp()[1] - sent / 1e6)
     finally:
         for c in consumers.values():
             c.close()
+
+
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    """The median and 99th percentile in ms (NaN for a case without timed deltas, e.g. 0 subscribers)."""
+    if not values:
+        return float("nan"), float("nan")
+    a = np.array(values)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
 def server_cuts(url: str) -> dict[str, float]:
@@ -175,10 +187,12 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
         r.wait(60)
     hops: dict[str, list[float]] = {"written": [], "read_uncommitted": [], "read_committed": []}
     hop_stop = threading.Event()
-    hop_thread = threading.Thread(target=hop_timer, args=(bootstrap, hop_stop, hops), daemon=True)
+    since_ns = [2**63 - 1]  # nothing counts before this case produces
+    hop_thread = threading.Thread(target=hop_timer, args=(bootstrap, hop_stop, hops, since_ns), daemon=True)
     hop_thread.start()
     time.sleep(2.0)  # the raw clients' snapshots
     s0, t0 = seq(url), time.monotonic()
+    since_ns[0] = time.time_ns()
     n = produce_steady(bootstrap, rate, seconds, stop)
     time.sleep(1.0)
     hop_stop.set()
@@ -190,14 +204,12 @@ def case(url: str, port: int, bootstrap: str, subscribers: int, timed: int, rate
     if raw:
         raw_proc.join(seconds + 30)
         cut.extend([1] * raw_cut.value)
-    a = np.array(lat) if lat else np.array([float("nan")])
     per_hop = {}
     for hop, values in hops.items():
-        h = np.array(values) if values else np.array([float("nan")])
-        per_hop[f"{hop}_p50_ms"] = float(np.nanpercentile(h, 50))
-        per_hop[f"{hop}_p99_ms"] = float(np.nanpercentile(h, 99))
+        per_hop[f"{hop}_p50_ms"], per_hop[f"{hop}_p99_ms"] = p50_p99(values)
+    p50, p99 = p50_p99(lat)
     return {**per_hop, "subscribers": subscribers, "readings": n, "updates_per_s": (s1 - s0) / (t1 - t0),
-            "p50_ms": float(np.nanpercentile(a, 50)), "p99_ms": float(np.nanpercentile(a, 99)),
+            "p50_ms": p50, "p99_ms": p99,
             "timed_deltas": len(lat), "cut": len(cut), "stuck": stuck, **cut_off}
 
 
