@@ -41,6 +41,7 @@ from api.retention import finished_at
 from infra.kafka_security import secured
 from schemas.codec import CodecError, is_batch, iter_batch
 from streams.catalogue import AGGREGATES, ALERTS, BY_NAME, SCENARIO_RESULTS, TWIN_UPDATES
+from streams.consume import take_ready
 from streams.serde import Codec
 from twin.events import AggregateUpdated, AlertCleared, AlertRaised, ScenarioProgressed, TwinEntityUpdated
 
@@ -599,7 +600,7 @@ class ReadModel:
             idle_since = time.monotonic()
             batch = 1000
             while not self._stop.is_set():
-                msgs = consumer.consume(batch, 0.1)
+                msgs = take_ready(consumer, batch, 0.1)  # consume(batch, 0.1) held every delta up to 0.1 s
                 now = self.last_poll = time.monotonic()
                 self._batching = True
                 try:

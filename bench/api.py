@@ -95,13 +95,14 @@ def sse_latencies(url: str, seconds: float, ready: threading.Event, out: list[fl
                     end = time.monotonic() + seconds
                 elif line.startswith("data: "):
                     data = line[6:]
-                elif not line and data and end is not None:
-                    d = json.loads(data)
-                    eid = d.get("data", {}).get("cause_event_id", "")
-                    if eid.startswith("lat-"):
-                        out.append((time.time_ns() - int(eid[4:])) / 1e6)
-                    data = None
-                    if time.monotonic() > end:
+                elif not line and end is not None:  # a frame's end (a delta's or a keep-alive's)
+                    if data:
+                        d = json.loads(data)
+                        eid = d.get("data", {}).get("cause_event_id", "")
+                        if eid.startswith("lat-"):
+                            out.append((time.time_ns() - int(eid[4:])) / 1e6)
+                        data = None
+                    if time.monotonic() > end:  # also on a keep-alive: with no deltas the client ended only at join
                         return
         except httpx.TransportError:  # the server went away (a benchmark ends it while clients still read)
             pass

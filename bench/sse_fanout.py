@@ -18,7 +18,8 @@ Per hop (the same readings, at two consumers of ``twin.updates`` beside the API)
 model sees); the client's delay then adds the read model and the write to the client.
 
 Cases: 0 subscribers (the rate's baseline), 1 timed subscriber (the delay's baseline), ``--subscribers`` (200). With
-``--baseline REV`` the API of git revision REV runs the same cases in the same run, before this tree's;
+``--baseline REV`` the worker and API of git revision REV run the same cases in the same run, before this tree's, each
+on a broker of its own (one broker for both favoured the first: Tansu's memory storage slows as it fills);
 ``--baseline-server '--loop asyncio --http h11'`` runs that baseline on uvicorn's pure-Python loop and HTTP parser.
 
 Run: ``.venv/bin/python -m bench.sse_fanout --subscribers 200 --seconds 20 --baseline a2d0c02``.
@@ -247,34 +248,27 @@ def main() -> None:
                          "uvloop and httptools)")
     args = ap.parse_args()
     base_args = tuple(args.baseline_server.split())
-    sources = ([(f"API of {args.baseline}" + (f" {args.baseline_server}" if base_args else ""), checkout(args.baseline),
+    sources = ([(f"{args.baseline}" + (f" {args.baseline_server}" if base_args else ""), checkout(args.baseline),
                  base_args)] if args.baseline else []) + [("this tree", ROOT, ())]
     print(f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}; one API process, "
           f"{args.rate:.0f} readings/s, {args.seconds:.0f} s per case", flush=True)
-    with EmbeddedBroker() as broker:
-        bs = broker.bootstrap_servers
-        ensure_topics(bs)
-        data = Path(tempfile.mkdtemp(prefix="bench-sse-"))
-        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bs, PLIETSCH_DATA_DIR=str(data), PLIETSCH_WEB_PORT=str(free_port()), **ENV)
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            produce_steady(bs, 2000, 3, threading.Event())  # fill the twin
-            for name, source, server_args in sources:
+    for name, source, server_args in sources:
+        # a broker and a worker of their own per API: Tansu's memory storage slows as it fills (README), so with one
+        # broker for both the second API ran 1.5-1.9x slower on every hop (session 12)
+        with EmbeddedBroker() as broker:
+            bs = broker.bootstrap_servers
+            ensure_topics(bs)
+            data = Path(tempfile.mkdtemp(prefix="bench-sse-"))
+            env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bs, PLIETSCH_DATA_DIR=str(data),
+                       PLIETSCH_WEB_PORT=str(free_port()), **ENV)
+            worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=source, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                produce_steady(bs, 2000, 3, threading.Event())  # fill the twin
                 api, url, port = run_api(source, bs, data, args.subscribers, server_args)
                 try:
                     for subs, timed, stuck in ((0, 0, 0), (1, 1, 0), (args.subscribers, args.timed, args.stuck)):
-                        r = case(url, port, bs, subs, timed, args.rate, args.seconds, stuck)
-                        print(f"{name:22s} {subs:4d} subscribers: read model {r['updates_per_s']:6.1f} updates/s, "
-                              f"delay p50 {r['p50_ms']:7.0f} ms p99 {r['p99_ms']:7.0f} ms ({r['timed_deltas']} timed "
-                              f"deltas), streams ended early {r['cut']}; cut off so far by the API: fell behind "
-                              f"{r['fell_behind']:.0f}, not reading {r['not_reading']:.0f}"
-                              + (f" ({stuck} clients never read)" if stuck else ""), flush=True)
-                        print(f"{'':22s}      per hop p50/p99 ms: worker wrote {r['written_p50_ms']:.0f}/"
-                              f"{r['written_p99_ms']:.0f}, readable {r['read_uncommitted_p50_ms']:.0f}/"
-                              f"{r['read_uncommitted_p99_ms']:.0f}, committed {r['read_committed_p50_ms']:.0f}/"
-                              f"{r['read_committed_p99_ms']:.0f}, at the client {r['p50_ms']:.0f}/{r['p99_ms']:.0f}",
-                              flush=True)
+                        report(name, subs, stuck, case(url, port, bs, subs, timed, args.rate, args.seconds, stuck))
                 finally:
                     api.terminate()
                     try:
@@ -282,10 +276,21 @@ def main() -> None:
                     except subprocess.TimeoutExpired:
                         api.kill()
                         api.wait(10)
-        finally:
-            worker.terminate()
-            worker.wait(20)
+            finally:
+                worker.terminate()
+                worker.wait(20)
 
+
+def report(name: str, subs: int, stuck: int, r: dict[str, float]) -> None:
+    print(f"{name:22s} {subs:4d} subscribers: read model {r['updates_per_s']:6.1f} updates/s, "
+          f"delay p50 {r['p50_ms']:7.0f} ms p99 {r['p99_ms']:7.0f} ms ({r['timed_deltas']} timed "
+          f"deltas), streams ended early {r['cut']}; cut off so far by the API: fell behind "
+          f"{r['fell_behind']:.0f}, not reading {r['not_reading']:.0f}"
+          + (f" ({stuck} clients never read)" if stuck else ""), flush=True)
+    print(f"{'':22s}      per hop p50/p99 ms: worker wrote {r['written_p50_ms']:.0f}/"
+          f"{r['written_p99_ms']:.0f}, readable {r['read_uncommitted_p50_ms']:.0f}/"
+          f"{r['read_uncommitted_p99_ms']:.0f}, committed {r['read_committed_p50_ms']:.0f}/"
+          f"{r['read_committed_p99_ms']:.0f}, at the client {r['p50_ms']:.0f}/{r['p99_ms']:.0f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -38,6 +38,7 @@ from api.ngsild.entities import SENSOR_TYPES, candidates, coast_entity, sensor_e
 from api.readmodel import ReadModel
 from infra.kafka_security import secured
 from streams.catalogue import TWIN_UPDATES
+from streams.consume import take_ready
 from streams.serde import make_codec
 from twin.region import RegionPack, load_pack
 
@@ -155,7 +156,7 @@ class Sink:
                          len(static), self.cfg.pack.id)
                 self.push(static)
             while not self.stop.is_set():
-                msgs = consumer.consume(500, self.cfg.idle_s)
+                msgs = take_ready(consumer, 500, self.cfg.idle_s)
                 changed: set[str] = set()
                 for m in msgs:
                     if m.error() is not None:
