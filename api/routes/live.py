@@ -39,7 +39,7 @@ DISCONNECT_CHECK_S = 1.0
 # A client's task wakes at most this often to write: with 200 clients and 400 deltas a second, waking each client for
 # each delta was 80,000 task switches a second on the API's event loop, and the read model's thread lost the GIL to
 # them (the read model's rate fell by a fifth). The delay it adds is small beside the reading-to-delta path (~0.4 s).
-# 100 ms rather than 50: at 200 clients each write through Starlette, h11 and the socket was most of the event loop's
+# 100 ms rather than 50: at 200 clients each write through Starlette, the HTTP writer and the socket was most of the event loop's
 # work, and the CPU it took slowed the worker on the same 2 cores (BENCHMARKS.md, session 11).
 COALESCE_S = 0.1
 FRAME_CACHE = 4096

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from streams.catalogue import TWIN_UPDATES
 from streams.ngsild_sink import UPSERT, Sink, SinkConfig, render
 from streams.publisher import EventPublisher
 from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING_URN, T, sensor_state, twin_broker, twin_updates, update
+from tests.drills.test_fuzz_stack import junk
 from tests.helpers import wait_for
 from twin.region import bundled_pack
 
@@ -163,3 +166,28 @@ def test_refused_entities_are_logged_with_the_reason_and_kept(world: tuple[str, 
         wait_for(lambda: b.entities.get(GAUGE_URN, {}).get("height", {}).get("value") == 2.1, 60, "the next change")
     kept = [json.loads(x) for x in (data / "ngsild-sink" / "refused.jsonl").read_text().splitlines()]
     assert [k["entity"] for k in kept] == [GAUGE_URN, GAUGE_URN, GAUGE_URN] and "MTR" in kept[0]["reason"]
+
+
+def test_junk_on_twin_updates_is_counted_and_skipped_and_the_sink_goes_on(world: tuple[str, EventPublisher, Broker, Path]) -> None:
+    """Issue 15 item 1 for the sink: what the fuzz drill produces on ``twin.updates`` (random bytes, empty and null
+    values, JSON, unknown fingerprints, broken batch frames, a reading, invalid ids, out-of-range values, far times,
+    huge strings) is counted once each and pushes nothing; the sink's thread lives and the next good change goes out."""
+    bootstrap, pub, b, data = world
+    records = junk(bundled_pack(), TWIN_UPDATES.name, random.Random(20261125))
+    with Running(bootstrap, b.url, data) as run:
+        wait_for(lambda: len(b.entities) == 102 and pushed_all(run, b, len(twin_updates())), 60, "the first push")
+        gauge_before, batches_before = b.entities[GAUGE_URN], len(b.batches)
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for _, value, headers in records:
+            producer.produce(TWIN_UPDATES.name, key=GAUGE.encode(), value=value, headers=headers or None)
+        assert producer.flush(30) == 0
+        level(pub, 1.7, 2)
+        wait_for(lambda: b.entities[GAUGE_URN]["height"]["value"] == 1.7, 60, "the good change after the junk")
+        assert run.thread.is_alive()
+        fold = run.sink.fold
+        broken = sum(n for (topic, _), n in fold.broken.items() if topic == TWIN_UPDATES.name)
+        tombstones = fold.skipped.get((TWIN_UPDATES.name, "tombstone"), 0)
+        assert (broken, tombstones) == (len(records) - 1, 1), (fold.broken, fold.skipped, [k for k, _, _ in records])
+        assert b.batches[batches_before:] == [[GAUGE_URN]]  # the junk pushed nothing; the good change pushed the gauge
+        assert {k: v for k, v in b.entities[GAUGE_URN].items() if k != "height"} == \
+            {k: v for k, v in gauge_before.items() if k != "height"}
