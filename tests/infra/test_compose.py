@@ -91,3 +91,24 @@ def test_secrets_only_from_the_environment_and_never_committed() -> None:
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "infra/.env" in ignored and "infra/certs/" in ignored
     assert {"infra/.env", "infra/certs/", ".env"} <= set((ROOT / ".dockerignore").read_text().splitlines())
+
+
+def _spec_errors(doc: dict[str, Any]) -> list[str]:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "fixtures" / "compose-spec" / "compose-spec.json").read_text())
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    """Checked against the Compose Specification's own JSON Schema (vendored, Apache-2.0): a misspelt key or a value of
+    the wrong type fails here, where no Docker engine can run the file."""
+    assert _spec_errors(_compose()) == []
+    broken = _compose()
+    name, service = next(iter(broken["services"].items()))
+    service["enviroment"] = service.pop("environment", {})  # the schema catches what PyYAML cannot
+    service["restart"] = ["always"]
+    errors = _spec_errors(broken)
+    assert any("enviroment" in e for e in errors) and any(e.startswith(f"services/{name}/restart") for e in errors), errors
