@@ -42,7 +42,7 @@ from schemas.codec import CodecError
 from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES, TopicSpec, ensure_topics
 from streams.history.store import fsync_dir
 from streams.serde import Codec
-from streams.tables import TxGate
+from streams.tables import TxGate, changelog_problem
 
 log = logging.getLogger("plietsch.checkpoint")
 
@@ -282,6 +282,7 @@ class Checkpointer:
         self.interval_s, self.keep, self.epoch, self.report = interval_s, keep, epoch, report
         self.views: dict[str, _TopicView] = {}
         self._gates: dict[tuple[str, int], TxGate[Entry | None]] = {}
+        self.skipped: dict[str, int] = {}  # changelog records no worker wrote, per topic (kept out of checkpoints)
         self.written: list[Path] = []
         self.error: str | None = None
         self._dirty = False
@@ -384,6 +385,13 @@ class Checkpointer:
                 if topic == ALERT_TOPIC:
                     entry.keep = self._is_raised(value)
             if is_changelog(topic, self.app_id):
+                why = changelog_problem(key, value, msg.headers())
+                if why is not None:  # junk a foreign client wrote: never into a checkpoint (a restore would stop on it)
+                    self.skipped[topic] = self.skipped.get(topic, 0) + 1
+                    if self.skipped[topic] == 1:
+                        log.warning("checkpointer: skipping a record on %s[%d]@%s that no worker wrote (%s); further "
+                                    "ones on it are skipped without a line", topic, part, msg.offset(), why)
+                    continue
                 for k, e in self._gates.setdefault((topic, part), TxGate(f"checkpointer {topic}[{part}]")).feed(key, entry, msg.headers()):
                     view.add(part, k, e)
             else:

@@ -15,6 +15,9 @@ SKIPPED_REVOKED = Counter("plietsch_worker_records_left_to_new_owner", "records 
                           "before they were processed (the new owner processes them), per agent", ["agent"])
 STATE_CHANGES = Counter("plietsch_worker_state_changes", "entity states changed, per agent", ["agent"])
 DEAD = Counter("plietsch_worker_dead_letters", "dead letters written, per agent and reason class", ["agent", "reason"])
+CHANGELOG_SKIPPED = Counter("plietsch_worker_changelog_records_skipped", "changelog records skipped when a table is "
+                            "loaded because no worker could have written them (junk from a foreign client), per agent",
+                            ["agent"])
 TX_COMMITS = Counter("plietsch_worker_transactions_committed", "transactions committed, per agent", ["agent"])
 TX_ABORTS = Counter("plietsch_worker_transactions_aborted", "transactions aborted, per agent", ["agent"])
 TX_SECONDS = Histogram("plietsch_worker_transaction_seconds", "time from begin to commit of a transaction (outputs, "

@@ -273,7 +273,7 @@ class TxTables:
             if not todo:
                 return tables
             c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in todo])
-            logs = {t: ChangelogReader(by_topic[t], f"{self.agent} partition {p} {t}") for t in todo}
+            logs = {t: ChangelogReader(by_topic[t], f"{self.agent} partition {p} {t}", self.agent) for t in todo}
             deadline = time.monotonic() + timeout
             while todo:
                 if time.monotonic() > deadline:
@@ -518,20 +518,65 @@ class TxGate(Generic[V]):
         return self.dropped
 
 
+_TOMBSTONE = object()
+
+
+def _changelog_doc(key: bytes | None, value: bytes | None, headers: Any) -> tuple[Any, str | None]:
+    """(the value parsed, or _TOMBSTONE for None; why the record cannot be the worker's, or None)."""
+    try:
+        txseq(headers)
+    except ValueError:
+        return None, "its transaction number header is not an integer"
+    if value is None:
+        return _TOMBSTONE, None  # a tombstone deletes (what it deletes may not exist: harmless)
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(value)  # what json reads and orjson does not (NaN, as json.dumps wrote it once)
+        except (ValueError, UnicodeDecodeError):
+            return None, f"its value is not JSON ({value[:40]!r})"
+    k = key or b""
+    if (k.startswith(MARKER_PREFIX) or k == SEQ_KEY) and (isinstance(doc, bool) or not isinstance(doc, int)):
+        return None, f"its value {value[:40]!r} is not an integer (key {k[:60]!r})"
+    return doc, None  # a table entry: any JSON (a processor's state may be a number); its agent reads its own keys
+
+
+def changelog_problem(key: bytes | None, value: bytes | None, headers: Any = None) -> str | None:
+    """Why a changelog record cannot be one the worker wrote (None when it can): every value is JSON, an applied-offset
+    marker's and a transaction number's an integer, and a transaction number header an integer. A foreign client's junk
+    on a changelog (issue 15) is then skipped and counted by the tables' load and the checkpointer instead of ending the
+    worker at every start (the topic is compacted: the junk stays). A well-formed record under a real key (a forgery)
+    cannot be told from the worker's own: only ACLs on the changelogs stop it."""
+    return _changelog_doc(key, value, headers)[1]
+
+
 class ChangelogReader:
     """Applies one changelog partition, record by record, to *table*, through a :class:`TxGate` (see the module's
-    docstring)."""
+    docstring). A record no worker could have written (:func:`changelog_problem`) is skipped, counted in
+    :attr:`skipped` (and on /metrics per *agent*) and logged once per reader."""
 
-    def __init__(self, table: dict[bytes, Any], name: str = "changelog") -> None:
+    def __init__(self, table: dict[bytes, Any], name: str = "changelog", agent: str = "") -> None:
         self.table = table
-        self.gate: TxGate[bytes | None] = TxGate(name)
+        self.name = name
+        self.agent = agent
+        self.gate: TxGate[Any] = TxGate(name)
+        self.skipped = 0
 
     def add(self, key: bytes, value: bytes | None, headers: Any = None) -> None:
-        for k, v in self.gate.feed(key, value, headers):
-            if v is None:
+        doc, why = _changelog_doc(key, value, headers)
+        if why is not None:
+            self.skipped += 1
+            metrics.CHANGELOG_SKIPPED.labels(self.agent).inc()
+            if self.skipped == 1:
+                log.warning("%s: skipping a record no worker wrote (key %r: %s); further ones are counted "
+                            "(plietsch_worker_changelog_records_skipped)", self.name, key[:60], why)
+            return
+        for k, d in self.gate.feed(key, doc, headers):
+            if d is _TOMBSTONE:
                 self.table.pop(k or b"", None)
             else:
-                self.table[k or b""] = json.loads(v)
+                self.table[k or b""] = d
 
     def end(self) -> int:
         """At the end of the log; returns how many records of cut-short writes were left out in all."""

@@ -20,7 +20,7 @@ from streams.examples.parking_full import ParkingFull
 from streams.ingest import RecordDecoder
 from streams.publisher import EventPublisher
 from streams.simulator import ReadingFactory
-from streams.tables import is_internal
+from streams.tables import ChangelogReader, is_internal
 from twin import aggregates as aggregate_model
 from twin import coast as coast_model
 from twin.events import AirQualityMeasured, AlertRaised, Event, ParkingOccupancyReported, WaterLevelMeasured
@@ -160,16 +160,16 @@ def alert_key(name: str, rec: dict[str, Any]) -> tuple[str, str, str | None]:
 
 # -- the live twin, as its consumers see it -------------------------------------------------------------------------------
 def changelog(bootstrap: str, app_id: str, table: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """A table as the worker loads it (``streams.tables.ChangelogReader``: per partition, cut-short writes and records
+    no worker wrote left out), without markers and transaction numbers."""
+    readers: dict[int, ChangelogReader] = {}
+    tables: dict[int, dict[bytes, Any]] = {}
     for m in drain(bootstrap, f"{app_id}-{table}-changelog", missing_ok=True, timeout=120):
-        if is_internal(m.key()):  # markers and the tables' transaction numbers (__txseq__): not state
-            continue
-        key = m.key().decode()
-        if m.value() is None:
-            out.pop(key, None)
-        else:
-            out[key] = json.loads(m.value())
-    return out
+        part = int(m.partition() or 0)
+        if part not in readers:
+            readers[part] = ChangelogReader(tables.setdefault(part, {}), f"{table}[{part}]")
+        readers[part].add(m.key() or b"", m.value(), m.headers())
+    return {k.decode(): v for t in tables.values() for k, v in t.items() if not is_internal(k)}
 
 
 def live_updates(bootstrap: str) -> dict[str, dict[str, Any]]:

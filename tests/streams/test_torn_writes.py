@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 from schemas.codec import SingleObjectCodec, frame_batch
 from streams.agents import AGGREGATE_TABLE, SENSOR_TABLE, SensorUnit
 from streams.serde import encode_event
-from streams.tables import SEQ_HEADER, SEQ_KEY, SETTLE_KEY, TxTables, apply_changelog, is_internal
+from streams.tables import (
+    SEQ_HEADER,
+    SEQ_KEY,
+    SETTLE_KEY,
+    ChangelogReader,
+    TxTables,
+    apply_changelog,
+    changelog_problem,
+    is_internal,
+)
 from tests.streams.test_agent_logic import Msg
 from twin.events import TrafficCounted
 from twin.region import BUNDLED_DIR, load_pack
@@ -147,3 +156,21 @@ def test_a_worker_killed_inside_a_transaction_counts_its_batch_once(topics: str,
         assert partials and sum(v["count"] for v in partials.values()) == 6, partials
         assert tables[SENSOR_TABLE][SID.encode()]["values"]["vehicles"] == 10
         assert heir.applied(0, "e1", topic, 0) == 11
+
+
+def test_junk_on_a_changelog_is_skipped_and_counted_and_the_table_is_what_the_writes_gave() -> None:
+    """Issue 15: records no worker writes (a foreign client's, kept for good by compaction) among the real ones: not
+    JSON, empty, a marker or a transaction number that is no integer, a transaction number header that is no number.
+    Each is skipped and counted; the table is what the real writes alone give, also inside a transaction's write."""
+    good = _tx(1, {b"a": 1, b"b": 2}) + _tx(2, {b"a": 3})
+    junk: list[Record] = [(b"a", b"\x00\xffjunk", None), (b"b", b"", None), (b"c", b"not json {", None),
+                          (b"__applied__|e|t|0", b'"zz"', None), (SEQ_KEY, b"1.5", None),
+                          (b"a", b"7", [(SEQ_HEADER, b"not a number")])]
+    mixed = good[:2] + junk[:3] + good[2:4] + junk[3:] + good[4:]  # junk inside transaction 1's write and 2's
+    table: dict[bytes, Any] = {}
+    reader = ChangelogReader(table)
+    for key, value, headers in mixed:
+        reader.add(key, value, headers)
+    assert reader.end() == 0 and reader.skipped == len(junk)
+    assert {k: v for k, v in table.items() if not is_internal(k)} == {b"a": 3, b"b": 2} and table[SEQ_KEY] == 2
+    assert [changelog_problem(k, v, h) is not None for k, v, h in good + junk] == [False] * len(good) + [True] * len(junk)
