@@ -151,14 +151,14 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
                 cells.append(k * z * z + pair[first])
                 trips.append(w[first])
                 hit |= on
-                if sub is not None:
-                    cells.append((k + 1) * z * z + link)
-                    trips.append(w_sub)
+                if sub is not None:  # select-OD: loaded per step like the links' loads (a cell list would be long)
+                    select.od_loads += np.bincount(link, weights=w_sub, minlength=net.n_links)
             going = p != start
             rows, cols, cur, w, start = rows[going], cols[going], p[going], w[going], start[going]
             w_sub, hit = w_sub[going], hit[going]
         if select is not None and cells:
-            select.buf += np.bincount(np.concatenate(cells), weights=np.concatenate(trips), minlength=select.buf.size)
+            end = (k + 1) * z * z
+            select.buf[:end] += np.bincount(np.concatenate(cells), weights=np.concatenate(trips), minlength=end)
     return skim, loads
 
 
