@@ -200,3 +200,17 @@ def test_a_scenario_without_closures_has_no_select_link_part(kiel: tuple) -> Non
     res = run(pack, TrafficRequest(extra_demand=[{"zone": "kiel:gaarden:neighbourhood:gaarden", "trips": 200}]), ctx=ctx)
     assert res.summary()["select_link"] is None and res.base.through_any is None
     assert {x["displaced_volume"] for x in res.links()} == {0.0}
+
+
+def test_a_flooded_quarter_its_cut_off_trips_are_displaced_and_unreachable(kiel: tuple) -> None:  # type: ignore[type-arg]
+    pack, ctx = kiel
+    every = sorted({r for r in ctx.net.road if r.startswith("kiel:friedrichsort:")})
+    s = run(pack, TrafficRequest(name="flooded"), flood_roads=every, ctx=ctx).summary()
+    sl = s["select_link"]
+    # every pair that no route joins any more had all its routes over the closed roads: all of it was displaced
+    assert s["unreachable_trips"] > 0 and sl["displaced_trips_unreachable"] == pytest.approx(s["unreachable_trips"], abs=0.2)
+    assert {(p["from"], p["to"]) for p in sl["displaced_unreachable_pairs"]} <= {(p["from"], p["to"]) for p in s["unreachable_pairs"]}
+    assert sl["displaced_trips"] == pytest.approx(sl["displaced_trips_rerouted"] + sl["displaced_trips_unreachable"], abs=0.2)
+    assert sl["displaced_trips"] <= s["displaced_volume"] + 0.1  # pairs over several closed links count once
+    assert len(sl["closed_links"]) == min(20, s["closed_link_count"]) and sl["per_link_pairs"]
+    assert all(w["road"] not in every for w in sl["went_to"])
