@@ -143,14 +143,15 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
             if select is not None:
                 j = select.pos[link]
                 on = j >= 0
-                pair = zs[rows] * z + cols
-                if select.per_link:
-                    cells.append(j[on] * z * z + pair[on])
-                    trips.append(w[on])
-                first = on & ~hit
-                cells.append(k * z * z + pair[first])
-                trips.append(w[first])
-                hit |= on
+                if on.any():
+                    pair, w_on = zs[rows[on]] * z + cols[on], w[on]
+                    if select.per_link:
+                        cells.append(j[on] * z * z + pair)
+                        trips.append(w_on)
+                    first = ~hit[on]  # the pair's first selected link on this path: counted once in select.any
+                    cells.append(k * z * z + pair[first])
+                    trips.append(w_on[first])
+                    hit |= on
                 if sub is not None:  # select-OD: loaded per step like the links' loads (a cell list would be long)
                     select.od_loads += np.bincount(link, weights=w_sub, minlength=net.n_links)
             going = p != start
