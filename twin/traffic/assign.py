@@ -71,35 +71,53 @@ class Graph:
 
 class SelectLink:
     """Select-link analysis: for each of the selected *links*, the trips of every zone pair whose path runs over it
-    (``links x zones x zones``). :func:`shortest` fills :attr:`aon` with the all-or-nothing paths' share; :func:`assign`
-    mixes those with the same weights as the link volumes, so that the result is the equilibrium's."""
+    (``links x zones x zones``, :attr:`aon`; left out with ``per_link=False``), and the trips of every zone pair whose
+    path runs over at least one of them (:attr:`any`: a path over two selected links counts once). With *od* (a
+    sub-matrix of the demand, zones x zones) also select-OD: the link loads of that sub-matrix on the same paths
+    (:attr:`od_loads`). :func:`shortest` fills them with the all-or-nothing paths' share; :func:`assign` mixes them with
+    the same weights as the link volumes (all parts live in one buffer, :attr:`buf`, mixed as one), so that the result
+    is the equilibrium's."""
 
     MAX_CELLS = 50_000_000  # selected links x zones x zones (400 MB of floats)
 
-    def __init__(self, net: Network, links: np.ndarray) -> None:
+    def __init__(self, net: Network, links: np.ndarray, od: np.ndarray | None = None, per_link: bool = True) -> None:
         self.links = np.asarray(links, dtype=np.int64)
         z = len(net.zones)
-        if len(self.links) * z * z > self.MAX_CELLS:
+        k = len(self.links) if per_link else 0
+        if k * z * z > self.MAX_CELLS:
             raise NetworkError(f"select-link analysis of {len(self.links)} links x {z} x {z} zone pairs is more than "
                                f"{self.MAX_CELLS:,} cells; select fewer links")
         if len(self.links) and (self.links.min() < 0 or self.links.max() >= net.n_links):
             raise NetworkError(f"selected link index {int(self.links.max())} is outside 0..{net.n_links - 1}")
+        if od is not None:
+            check_demand(net, od)
         self.pos = np.full(net.n_links, -1, dtype=np.int64)
         self.pos[self.links] = np.arange(len(self.links))
-        self.aon = np.zeros((len(self.links), z, z))
+        self.per_link = per_link
+        self.od = od
+        self.buf = np.zeros(k * z * z + z * z + (net.n_links if od is not None else 0))
+        self.aon, self.any, self.od_loads = self.parts(self.buf, net)
+
+    def parts(self, buf: np.ndarray, net: Network) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of *buf* (laid out as :attr:`buf`): per-link trips, trips over any selected link, select-OD loads."""
+        z = len(net.zones)
+        k = len(self.links) if self.per_link else 0
+        return (buf[:k * z * z].reshape(k, z, z), buf[k * z * z:(k + 1) * z * z].reshape(z, z),
+                buf[(k + 1) * z * z:])
 
 
 def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
              select: SelectLink | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Zone-to-zone shortest travel times (inf where no route) and, if demand is given, its all-or-nothing loads (and,
-    with *select*, the trips of each zone pair over each selected link in ``select.aon``)."""
+    with *select*, the select-link trips and select-OD loads of the same paths in ``select.buf``)."""
     net = graph.net
     n, z = net.n_nodes, len(net.zones)
     m, keys, sel = graph.matrix(cost)
     skim = np.full((z, z), np.inf)
     loads = np.zeros(net.n_links)
+    sub = None if select is None else select.od
     if select is not None:
-        select.aon[:] = 0.0
+        select.buf[:] = 0.0
     chunk = max(1, CHUNK_CELLS // max(n, 1))
     for lo in range(0, z, chunk):
         zs = np.arange(lo, min(z, lo + chunk))
@@ -107,13 +125,17 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
         skim[zs] = dist[:, net.dest_node]
         if demand is None:
             continue
-        rows, cols = np.nonzero(demand[zs] > 0)
+        rows, cols = np.nonzero((demand[zs] > 0) | (sub[zs] > 0) if sub is not None else demand[zs] > 0)
         cur = net.dest_node[cols]
         keep = np.isfinite(dist[rows, cur]) & (cur != net.origin_node[zs][rows])
         rows, cols, cur, w = rows[keep], cols[keep], cur[keep], demand[zs][rows[keep], cols[keep]]
+        w_sub = sub[zs][rows, cols] if sub is not None else w
         start = net.origin_node[zs][rows]
-        cells: list[np.ndarray] = []  # select-link: flat index into select.aon and trips, per step of the walk
+        hit = np.zeros(len(rows), dtype=bool)  # the pair's path has passed a selected link
+        # select-link: flat index into select.buf and trips, per step of the walk
+        cells: list[np.ndarray] = []
         trips: list[np.ndarray] = []
+        k = len(select.aon) if select is not None else 0
         while len(cur):  # walk every OD pair's path back to its origin, all pairs at once
             p = pred[rows, cur]
             link = sel[np.searchsorted(keys, p * n + cur)]
@@ -121,13 +143,23 @@ def shortest(graph: Graph, cost: np.ndarray, demand: np.ndarray | None,
             if select is not None:
                 j = select.pos[link]
                 on = j >= 0
-                cells.append((j[on] * z + zs[rows[on]]) * z + cols[on])
-                trips.append(w[on])
+                if on.any():
+                    pair, w_on = zs[rows[on]] * z + cols[on], w[on]
+                    if select.per_link:
+                        cells.append(j[on] * z * z + pair)
+                        trips.append(w_on)
+                    first = ~hit[on]  # the pair's first selected link on this path: counted once in select.any
+                    cells.append(k * z * z + pair[first])
+                    trips.append(w_on[first])
+                    hit |= on
+                if sub is not None:  # select-OD: loaded per step like the links' loads (a cell list would be long)
+                    select.od_loads += np.bincount(link, weights=w_sub, minlength=net.n_links)
             going = p != start
             rows, cols, cur, w, start = rows[going], cols[going], p[going], w[going], start[going]
+            w_sub, hit = w_sub[going], hit[going]
         if select is not None and cells:
-            select.aon += np.bincount(np.concatenate(cells), weights=np.concatenate(trips),
-                                      minlength=select.aon.size).reshape(select.aon.shape)
+            end = (k + 1) * z * z
+            select.buf[:end] += np.bincount(np.concatenate(cells), weights=np.concatenate(trips), minlength=end)
     return skim, loads
 
 
@@ -147,6 +179,11 @@ class Assignment:
     algorithm: str = "cfw"
     # select-link analysis (assign(select=...)): per selected link, the equilibrium trips of each zone pair over it
     through: np.ndarray | None = None
+    # ... and per zone pair its equilibrium trips over at least one selected link (a path over two counts once)
+    through_any: np.ndarray | None = None
+    # select-OD (assign(select_od=...)): the sub-matrix's equilibrium link volumes, and its pairs that no route joins
+    od_volume: np.ndarray | None = None
+    od_unreachable: list[tuple[str, str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int | bool | str]:
         return {"algorithm": self.algorithm, "iterations": self.iterations, "relative_gap": self.gap,
@@ -194,7 +231,8 @@ def _line_search(net: Network, x: np.ndarray, d: np.ndarray) -> float:
 
 def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: int = 1000,
            closed: np.ndarray | None = None, on_iteration: Progress | None = None, algorithm: str = "auto",
-           max_seconds: float | None = None, cores: int = 1, select: np.ndarray | None = None) -> Assignment:
+           max_seconds: float | None = None, cores: int = 1, select: np.ndarray | None = None,
+           select_od: np.ndarray | None = None, select_per_link: bool = True) -> Assignment:
     """Equilibrium flows for *demand* (zones x zones) on *net*; links in *closed* (indices) carry nothing.
     *algorithm*: ``cfw`` (the project's conjugate Frank-Wolfe), ``fw`` (plain Frank-Wolfe, the textbook baseline),
     ``bfw`` (AequilibraE's bi-conjugate Frank-Wolfe on *cores* threads; more than one thread can change the last bits)
@@ -202,13 +240,20 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     end is the project's own, ``(sum t.x - sum t.y) / sum t.x`` at the final flows, for every algorithm.
 
     *select* (link indices) asks for a select-link analysis (:class:`SelectLink`, in ``Assignment.through``): the
-    project's solvers carry it through their iterations, so ``auto`` then means ``cfw`` and ``bfw`` is refused."""
+    project's solvers carry it through their iterations, so ``auto`` then means ``cfw`` and ``bfw`` is refused.
+    ``select_per_link=False`` keeps only the trips over any of them (``Assignment.through_any``).
+
+    *select_od* (a sub-matrix of *demand*, zones x zones) asks for select-OD: where those trips go at equilibrium
+    (``Assignment.od_volume``), by the same mechanism as select-link (an all-or-nothing load of the sub-matrix on each
+    iteration's shortest paths, mixed with the iteration's step), so each of its pairs' trips is conserved along its
+    routes; its pairs that no route joins are in ``Assignment.od_unreachable``, not lost. Same solvers as *select*."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
     if algorithm == "auto":
-        algorithm = "bfw" if net.n_links >= LARGE_NETWORK_LINKS and select is None else "cfw"
-    if algorithm == "bfw" and select is not None:
-        raise ValueError("select-link analysis runs with the project's solvers (algorithm cfw or fw), not bfw")
+        algorithm = "bfw" if net.n_links >= LARGE_NETWORK_LINKS and select is None and select_od is None else "cfw"
+    if algorithm == "bfw" and (select is not None or select_od is not None):
+        raise ValueError("select-link and select-OD analysis run with the project's solvers (algorithm cfw or fw), "
+                         "not bfw")
     if not 0 < gap < 1:
         raise NetworkError(f"relative gap {gap!r} must lie between 0 and 1 (1e-4 is usual)")
     net.validate()
@@ -220,12 +265,22 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     graph = Graph(net, active)
     od = demand.copy()
     np.fill_diagonal(od, 0.0)  # trips within a zone use no link
-    sl = None if select is None else SelectLink(net, select)
+    if select_od is not None and select_od.shape == demand.shape and (select_od > demand * (1 + 1e-9) + 1e-9).any():
+        o, d = (int(i) for i in np.argwhere(select_od > demand * (1 + 1e-9) + 1e-9)[0])
+        raise NetworkError(f"select-OD trips {net.zones[o]} -> {net.zones[d]} are {float(select_od[o, d]):g}, more than "
+                           f"the demand's {float(demand[o, d]):g}; select a part of the demand")
+    sub = None if select_od is None else select_od.copy()
+    if sub is not None and sub.shape == od.shape:
+        np.fill_diagonal(sub, 0.0)
+    sl = None if select is None and sub is None else SelectLink(
+        net, np.array([], dtype=np.int64) if select is None else select, sub, select_per_link)
     skim0, x = shortest(graph, bpr(net, np.zeros(net.n_links)), od if algorithm != "bfw" else None, sl)
-    sl_x = None if sl is None else sl.aon.copy()  # select-link trips of x, then of s_prev (they mix as x and s do)
+    sl_x = None if sl is None else sl.buf.copy()  # select-link trips of x, then of s_prev (they mix as x and s do)
     sl_prev: np.ndarray | None = None
     unreachable = [(net.zones[o], net.zones[d], float(od[o, d])) for o, d in np.argwhere(~np.isfinite(skim0) & (od > 0))]
     od[~np.isfinite(skim0)] = 0.0
+    od_unreachable = [] if sub is None else [(net.zones[o], net.zones[d], float(sub[o, d]))
+                                             for o, d in np.argwhere(~np.isfinite(skim0) & (sub > 0))]
     history: list[tuple[int, float, float]] = []
     s_prev: np.ndarray | None = None
     rel_gap, it, converged = float("inf"), 0, od.sum() == 0
@@ -267,7 +322,7 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
             if beckmann(net, x_conj) < beckmann(net, x_next):
                 x_next, s_next, step_taken, conj = x_conj, s, step, True
         if sl is not None and sl_x is not None:
-            sl_s = a * sl_prev + (1 - a) * sl.aon if conj and sl_prev is not None else sl.aon.copy()
+            sl_s = a * sl_prev + (1 - a) * sl.buf if conj and sl_prev is not None else sl.buf.copy()
             sl_x += step_taken * (sl_s - sl_x)
             sl_prev = sl_s
         x, s_prev = x_next, s_next
@@ -276,6 +331,10 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     if algorithm == "bfw" and od.sum() > 0:
         rel_gap = relative_gap(od, skim, cost, x)
         converged = rel_gap < gap
+    parts = None if sl is None or sl_x is None else sl.parts(sl_x, net)
     return Assignment(volume=x, cost=cost, skim=skim, iterations=it, gap=rel_gap, converged=bool(converged),
                       objective=beckmann(net, x), tstt=float(np.dot(x, cost)), seconds=time.perf_counter() - t0,
-                      unreachable=unreachable, history=history, algorithm=algorithm, through=sl_x)
+                      unreachable=unreachable, history=history, algorithm=algorithm,
+                      through=None if parts is None or select is None or not select_per_link else parts[0],
+                      through_any=None if parts is None or select is None else parts[1],
+                      od_volume=None if parts is None or sub is None else parts[2], od_unreachable=od_unreachable)

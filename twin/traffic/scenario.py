@@ -5,7 +5,19 @@ network and demand without the changes).
 Results: per link volume, v/c, travel time and their difference from the baseline; zone-to-zone and
 neighbourhood-to-neighbourhood travel times; vehicle-hours and vehicle-kilometres travelled; zone pairs that no
 route joins any more; the traffic that used the closed links in the baseline and the links that gained the most
-(where it went: the difference of the two equilibria, not a path-by-path select-link trace).
+(the difference of the two equilibria, which mixes the closed links' traffic with every other pair that shifted).
+
+Select-link analysis of closures (``select_link`` in the summary): the baseline runs with select-link on the closed
+links (:class:`twin.traffic.assign.SelectLink`): per closed link, the zone and neighbourhood pairs whose equilibrium
+trips used it. The displaced trips are, per zone pair, its baseline trips over at least one closed link: a path over
+two closed links counts once (so ``displaced_trips`` can be less than ``displaced_volume``, the sum of the closed links'
+baseline volumes). Where they went: the scenario runs with that sub-matrix as select-OD (``assign(select_od=...)``,
+the same mechanism: its all-or-nothing load on each iteration's shortest paths, mixed with the iteration's step), so
+its per-link volumes (``displaced_volume`` per link in the GeoJSON, the top links in ``went_to``) are the scenario
+equilibrium's paths of exactly those trips; pairs that no route joins any more are reported as unreachable, not lost.
+Both analyses need the project's solver (cfw): on networks where ``auto`` would pick AequilibraE's bfw (from
+:data:`twin.traffic.assign.LARGE_NETWORK_LINKS` links on), a scenario with closures runs cfw, and says so
+(``select_link.solver``, ``solver_fallback``).
 
 With counts (``counts``, or ``live_counts`` resolved by the API), the baseline demand is first adjusted to them
 (:mod:`twin.traffic.counts`: a single factor, then by default an OD matrix estimation of the pattern) and the fit is
@@ -22,7 +34,7 @@ import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from twin.region import RegionPack
-from twin.traffic.assign import Assignment, Graph, assign, shortest
+from twin.traffic.assign import LARGE_NETWORK_LINKS, Assignment, Graph, SelectLink, assign, shortest
 from twin.traffic.counts import Count, estimate_od, fit, scale_to_counts
 from twin.traffic.network import Network, NetworkError
 from twin.traffic.pack import PRESET, Zone, gravity, network_of
@@ -169,9 +181,15 @@ class TrafficRun:
     synthetic_inputs: list[str]
     count_fit: dict[str, Any] | None = None
 
+    def displaced(self) -> np.ndarray:
+        """Per link: the scenario volume of the trips that used a closed link in the baseline (0 without closures)."""
+        v = self.run.od_volume
+        return np.zeros(self.net.n_links) if v is None else v
+
     def links(self) -> list[dict[str, Any]]:
         net, b, r = self.net, self.base, self.run
         closed = set(self.closed.tolist())
+        moved = self.displaced()
         out = []
         for i in range(net.n_links):
             if net.road_class[i] == "connector":
@@ -183,6 +201,7 @@ class TrafficRun:
                         "vc_before": round(float(b.volume[i] / net.capacity[i]), 4),
                         "vc": None if i in closed else round(float(r.volume[i] / self.capacity[i]), 4),
                         "time_before_min": round(float(b.cost[i]), 4), "time_min": None if i in closed else round(float(r.cost[i]), 4),
+                        "displaced_volume": round(float(moved[i]), 2),
                         "geometry": net.geometry[i] if net.geometry else None})
         return out
 
@@ -240,6 +259,47 @@ class TrafficRun:
             "unreachable_pair_count": len(r.unreachable),
             "unreachable_trips": round(float(sum(t for *_, t in r.unreachable)), 1),
             "count_fit": self.count_fit,
+            "select_link": self.select_link(),
+        }
+
+    def select_link(self) -> dict[str, Any] | None:
+        """The closed links' traffic in the baseline (per link: its zone and neighbourhood pairs) and where it went in
+        the scenario (see the module's doc); None without closures."""
+        net, b, r = self.net, self.base, self.run
+        if not len(self.closed) or b.through_any is None or r.od_volume is None:
+            return None
+        groups = sorted(set(net.zone_group))
+        member = np.zeros((len(net.zones), len(groups)))
+        member[np.arange(len(net.zones)), [groups.index(g) for g in net.zone_group]] = 1.0
+
+        def top_pairs(trips: np.ndarray, names: list[str], n: int = 5) -> list[dict[str, Any]]:
+            flat = np.argsort(-trips, axis=None, kind="stable")[:n]
+            return [{"from": names[int(i) // trips.shape[1]], "to": names[int(i) % trips.shape[1]],
+                     "trips": round(float(trips.flat[i]), 2)} for i in flat if trips.flat[i] > 0.005]
+
+        per_link = []
+        if b.through is not None:
+            for k in sorted(range(len(self.closed)), key=lambda k: -b.volume[self.closed[k]])[:TOP]:
+                i = int(self.closed[k])
+                per_link.append({"link": net.link_ids[i], "road": net.road[i], "volume_before": round(float(b.volume[i]), 1),
+                                 "zone_pairs": top_pairs(b.through[k], net.zones),
+                                 "neighbourhood_pairs": top_pairs(member.T @ b.through[k] @ member, groups)})
+        total = float(b.through_any.sum())
+        lost = float(sum(t for *_, t in r.od_unreachable))
+        reached = total - lost
+        road = np.array([c != "connector" for c in net.road_class])
+        moved = np.where(road, r.od_volume, 0.0)
+        went = [{"link": net.link_ids[i], "road": net.road[i], "displaced_volume": round(float(moved[i]), 1),
+                 "share": round(float(moved[i]) / reached, 4)}
+                for i in np.argsort(-moved, kind="stable")[:TOP] if reached > 0 and moved[i] > 0.05]
+        return {
+            "solver": r.algorithm, "solver_fallback": net.n_links >= LARGE_NETWORK_LINKS,
+            "solver_note": ("Select-Link/Select-OD rechnen mit dem projekteigenen Verfahren (cfw); ohne Sperrungen "
+                            "nähme dieses große Netz AequilibraEs bfw") if net.n_links >= LARGE_NETWORK_LINKS else "",
+            "displaced_trips": round(total, 1), "displaced_trips_rerouted": round(reached, 1),
+            "displaced_trips_unreachable": round(lost, 1),
+            "displaced_unreachable_pairs": [{"from": o, "to": d, "trips": round(t, 2)} for o, d, t in r.od_unreachable][:TOP],
+            "per_link_pairs": b.through is not None, "closed_links": per_link, "went_to": went,
         }
 
 
@@ -288,11 +348,14 @@ def run(pack: RegionPack, req: TrafficRequest, flood_roads: list[str] | None = N
             return True
         return f
 
-    base = assign(ctx.net, ctx.demand, gap=req.gap, max_iterations=req.max_iterations, on_iteration=hook("baseline"))
+    z = len(ctx.net.zones)
+    select = closed if len(closed) else None  # select-link on the closed links (per link if that fits in memory)
+    base = assign(ctx.net, ctx.demand, gap=req.gap, max_iterations=req.max_iterations, on_iteration=hook("baseline"),
+                  select=select, select_per_link=len(closed) * z * z <= SelectLink.MAX_CELLS)
     if stopped:
         raise NetworkError("cancelled")
     scen = assign(ctx.net.with_capacity(capacity), demand, gap=req.gap, max_iterations=req.max_iterations,
-                  closed=closed, on_iteration=hook("scenario"))
+                  closed=closed, on_iteration=hook("scenario"), select_od=base.through_any)
     if stopped:
         raise NetworkError("cancelled")
     synthetic = [x for x in pack.synthetic_layers() if x in ("roads", "buildings", "neighbourhoods")] + ["demand"]
