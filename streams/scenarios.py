@@ -179,7 +179,8 @@ class ScenarioRunner:
         (out / "zone_times.json").write_text(json.dumps(result.zone_times(), separators=(",", ":")), encoding="utf-8")
         (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")  # last: it marks the run done
         small = {k: v for k, v in summary.items() if k not in ("neighbourhood_times", "closed_links", "displaced_from",
-                                                                "gained_most", "unreachable_pairs", "flood_roads_closed")}
+                                                                "gained_most", "unreachable_pairs", "flood_roads_closed",
+                                                                "select_link")}  # the lists: in summary.json
         self._progress(event, "completed", 2, 2, f"VHT {summary['vht']['before']} -> {summary['vht']['after']} h, "
                        f"{summary['unreachable_pair_count']} zone pairs unreachable", small)
         return "completed"
