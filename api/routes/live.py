@@ -157,6 +157,7 @@ async def stream(
                     yield b"".join(_live_frame(frames, d) for d in backlog[i:i + BATCH])
                 last = backlog[-1].seq if backlog else after
             checked = time.monotonic()
+            wrote = 0.0  # when the last batch of deltas was written
             while True:
                 if time.monotonic() - checked >= DISCONNECT_CHECK_S:  # asking the server costs: once a second
                     if await request.is_disconnected():
@@ -173,8 +174,11 @@ async def stream(
                         return
                     yield b": keep-alive\n\n"
                     continue
-                if len(sub) < BATCH:  # what comes within this moment goes out in the same write
-                    await asyncio.sleep(COALESCE_S)
+                # at most one write per COALESCE_S: what comes until then goes out in the same write; the first delta
+                # after a quiet spell (a sparse filter, the public feed) goes at once
+                wait = COALESCE_S - (time.monotonic() - wrote)
+                if len(sub) < BATCH and wait > 0:
+                    await asyncio.sleep(wait)
                     if sub.overflowed:
                         continue
                 batch = []
@@ -183,6 +187,7 @@ async def stream(
                         batch.append(_live_frame(frames, item))
                         last = item.seq
                 if batch:
+                    wrote = time.monotonic()
                     yield b"".join(batch)
         finally:
             rm.unsubscribe(sub)
