@@ -182,6 +182,7 @@ def test_vehicle_positions_become_vehicle_states_once_per_timestamp(schedule: Sc
     rev, bus = states["kiel:_:vehicle:bus-4711"]
     assert rev == ts and bus["route"] == "11" and bus["headsign"] == "Friedrichsort, Fähre" and bus["lat"] == 54.3146
     assert bus["label"] == "Wagen 4711" and bus["bearing_deg"] == 90.0 and bus["observed_at"] == NOW.astimezone(UTC).isoformat()
+    assert bus["synthetic"] is True  # the SYNTHETIC schedule: the viewer says so on every bus
     odd = f"kiel:_:vehicle:{entity_name('K/12 34', 'bus-')}"  # characters an id does not allow: replaced, hash added
     assert odd in states and states[odd][1]["route"] is None
     assert [d.error_type for d in out.dead] == ["unknown_trip"] and "ghost-trip" in out.dead[0].reason

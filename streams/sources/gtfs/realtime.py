@@ -125,7 +125,8 @@ def vehicle_positions(msg: rt.FeedMessage, schedule: Schedule, region: str, last
             "speed_ms": round(p.speed, 2) if p.HasField("speed") else None,
             "trip_id": trip_id or None, "route": schedule.routes.get(trip.route_id) if trip else None,
             "headsign": trip.headsign or None if trip else None, "stop_id": v.stop_id or None,
-            "observed_at": datetime.fromtimestamp(ts, UTC).isoformat(), "source": f"GTFS-Realtime {schedule.source}"}
+            "observed_at": datetime.fromtimestamp(ts, UTC).isoformat(), "source": f"GTFS-Realtime {schedule.source}",
+            "synthetic": schedule.synthetic}
         out.states.append((eid, ts, state))
         last[eid] = ts
     return out

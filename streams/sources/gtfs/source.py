@@ -162,7 +162,13 @@ class GtfsSource(PollingSource):
         if feed.header_ts is not None and msg.header.timestamp and msg.header.timestamp == feed.header_ts:
             return "unchanged"
         feed.header_ts = msg.header.timestamp or None
-        if feed.name == "vehicle_positions":
+        self.take(feed.name, msg)
+        return "fetched"
+
+    def take(self, name: str, msg: Any) -> None:
+        """Take a decoded FeedMessage of feed *name* ('vehicle_positions' or 'trip_updates'): vehicle updates and dead
+        letters written, trip delays held for the next boards."""
+        if name == "vehicle_positions":
             out = vehicle_positions(msg, self.schedule, self.region, self.last)
             self.metrics.vehicles.set(sum(1 for e in msg.entity if e.HasField("vehicle")))
             records = [self._update(eid, "vehicle", rev, state, datetime.fromtimestamp(rev, UTC))
@@ -172,12 +178,11 @@ class GtfsSource(PollingSource):
             out = trip_updates(msg, self.schedule, self.updates, self.last)
             self.metrics.trips.set(len(self.updates))
             records = []
-        self._count(feed, out)
+        self._count(name, out)
         self._emit(records, out.dead)
-        return "fetched"
 
-    def _count(self, feed: Feed, out: Outcome) -> None:
-        self.metrics.duplicates.labels(feed.name).inc(out.duplicates)
+    def _count(self, name: str, out: Outcome) -> None:
+        self.metrics.duplicates.labels(name).inc(out.duplicates)
         self.counts["duplicates"] += out.duplicates
 
     def _update(self, eid: EntityId, kind: str, revision: int, state: dict[str, Any], at: datetime) -> TwinEntityUpdated:
