@@ -13,6 +13,12 @@ holds their state. A body that is not a FeedMessage is a dead letter (``decode``
 the schedule does not know (``unknown_trip``, ``unknown_stop``), once per defect. Transient failures (timeout,
 connection refused, 5xx, 429) are retried with exponential backoff and jitter up to ``backoff_cap_s``; another 4xx is
 logged with what to check and retried at the cap. Records are flushed to Kafka with retries (``kafka_retry``).
+
+A restart repeats nothing: what the dedupe needs (each feed's last header timestamp, the timestamp used per bus and
+trip, the trip delays held, a digest of each board written, the dead letters written) is kept in
+``<data_dir>/gtfs/state.json``, written after each poll that changed it (to a temporary file, then renamed over the old
+one: a crash leaves the old or the new file, never half of one). A run killed between the flush and that write
+repeats the last poll's records once, with the same event ids (readers dedupe).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,14 +116,21 @@ def board_stops(schedule: Schedule, pack: RegionPack, wanted: str) -> dict[str, 
             raise ValueError(f"PLIETSCH_GTFS_STOPS names stop(s) {', '.join(map(repr, unknown[:10]))} that are not in "
                              f"{schedule.source} stops.txt")
     else:
-        w, s, e, n = pack.manifest.bbox
-        ids = [sid for sid, st in schedule.stops.items() if w <= st.lon <= e and s <= st.lat <= n and sid in schedule.by_stop]
-    out = {}
-    for sid in ids:
-        st = schedule.stops[sid]
-        hood = pack.index.locate(st.lon, st.lat)["neighbourhood"]
-        out[sid] = EntityId.of(pack.id, EntityId.parse(hood).name if hood else "_", EntityKind.STOP, entity_name(sid))
-    return out
+        ids = region_stops(schedule, pack)
+    return {sid: stop_entity(schedule, pack, sid) for sid in ids}
+
+
+def region_stops(schedule: Schedule, pack: RegionPack) -> list[str]:
+    """The stop_ids with departures inside the region's bbox."""
+    w, s, e, n = pack.manifest.bbox
+    return [sid for sid, st in schedule.stops.items() if w <= st.lon <= e and s <= st.lat <= n and sid in schedule.by_stop]
+
+
+def stop_entity(schedule: Schedule, pack: RegionPack, stop_id: str) -> EntityId:
+    """The stop's entity id: scope its neighbourhood (by its position), else '_'."""
+    st = schedule.stops[stop_id]
+    hood = pack.index.locate(st.lon, st.lat)["neighbourhood"]
+    return EntityId.of(pack.id, EntityId.parse(hood).name if hood else "_", EntityKind.STOP, entity_name(stop_id))
 
 
 class GtfsSource(PollingSource):
@@ -125,7 +139,7 @@ class GtfsSource(PollingSource):
 
     def __init__(self, settings: GtfsSettings, schedule: Schedule, pack: RegionPack, publisher: EventPublisher,
                  metrics: Metrics | None = None, report: Callable[[str], None] = log.info,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), data_dir: Path | None = None) -> None:
         super().__init__(settings, publisher, report, "plietsch-twin (gtfs source)")
         self.settings: GtfsSettings = settings
         self.schedule = schedule
@@ -140,9 +154,57 @@ class GtfsSource(PollingSource):
         self.metrics.boards.set(len(self.stops))
         self.updates: dict[str, Update] = {}
         self.last: dict[str, int] = {}  # dedupe: entity id (or 'trip|<id>') -> timestamp used
-        self.boards: dict[str, list[dict[str, Any]]] = {}  # stop entity -> the board last written
+        self.boards: dict[str, str] = {}  # stop entity -> digest of the board last written
         self.dead_ids: set[str] = set()
         self.counts = {"vehicles": 0, "boards": 0, "duplicates": 0, "dead": 0}
+        self.state_path = None if data_dir is None else data_dir / "gtfs" / "state.json"
+        self.saved: str | None = None  # the state file's text as last written or read
+        self.load_state()
+
+    def _state(self) -> dict[str, Any]:
+        return {"feeds": {n: f.header_ts for n, f in self.feeds.items()}, "last": self.last, "boards": self.boards,
+                "dead": sorted(self.dead_ids),
+                "updates": {t: [u.cancelled, [[k, *v] for k, v in u.by_seq.items()], [[k, *v] for k, v in u.by_stop.items()]]
+                            for t, u in self.updates.items()}}
+
+    def load_state(self) -> None:
+        """Take up where the last run stopped (``<data_dir>/gtfs/state.json``); a broken file is refused with what to do."""
+        if self.state_path is None:
+            return
+        try:
+            text = self.state_path.read_text()
+            data = json.loads(text)
+            for name, ts in data["feeds"].items():
+                if name in self.feeds:
+                    self.feeds[name].header_ts = ts
+            self.last = {str(k): int(v) for k, v in data["last"].items()}
+            self.boards = {str(k): str(v) for k, v in data["boards"].items()}
+            self.dead_ids = set(data["dead"])
+            self.updates = {t: Update(t, bool(c), {int(k): (a, b, bool(x)) for k, a, b, x in seq},
+                                      {str(k): (a, b, bool(x)) for k, a, b, x in by_stop})
+                            for t, (c, seq, by_stop) in data["updates"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"GTFS state {self.state_path} is not readable ({type(exc).__name__}: {exc}); delete it (the "
+                             "next run then writes the current buses and boards again, and repeats dead letters "
+                             "once, with the same ids)") from None
+        self.saved = text
+        self.report(f"GTFS: took up the state of the last run ({self.state_path}: {len(self.last)} buses and trips, "
+                    f"{len(self.boards)} boards, {len(self.dead_ids)} dead letters)")
+
+    def save_state(self) -> None:
+        """Write the state if it changed: to a temporary file, then renamed over the old one."""
+        if self.state_path is None:
+            return
+        text = json.dumps(self._state(), sort_keys=True, separators=(",", ":"))
+        if text == self.saved:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.state_path)
+        self.saved = text
 
     def poll(self, feed: Feed) -> str:
         resp = get(self.http, feed.url, self.settings.timeout_s, feed.headers())
@@ -198,16 +260,17 @@ class GtfsSource(PollingSource):
         records = []
         for sid, eid in self.stops.items():
             deps = board(self.schedule, self.updates, sid, now, self.settings.board_horizon_s, self.settings.board_limit)
-            if self.boards.get(eid) == deps:
+            digest = hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:24]
+            if self.boards.get(eid) == digest:
                 continue
             stop = self.schedule.stops[sid]
             state = {"stop_id": sid, "name": stop.name, "lat": stop.lat, "lon": stop.lon, "departures": deps,
                      "board_at": now.isoformat(), "source": f"GTFS {self.schedule.source}",
                      "synthetic": self.schedule.synthetic}
-            records.append((eid, deps, self._update(eid, "stop", int(now.timestamp()), state, now)))
+            records.append((eid, digest, self._update(eid, "stop", int(now.timestamp()), state, now)))
         self._emit([r for _, _, r in records], [])
-        for eid, deps, _ in records:
-            self.boards[eid] = deps
+        for eid, digest, _ in records:
+            self.boards[eid] = digest
         self.counts["boards"] += len(records)
         return len(records)
 
@@ -242,6 +305,7 @@ class GtfsSource(PollingSource):
         self.poll_answered(feed, f"GTFS-Realtime {feed.name}", self.settings.interval_s)
         if feed.name != "vehicle_positions" or "trip_updates" not in self.feeds:
             self.refresh_boards()  # once a round: after the delays, or by the schedule alone without them
+        self.save_state()
 
     def health(self) -> str:
         now = time.monotonic()
@@ -254,14 +318,16 @@ class GtfsSource(PollingSource):
         return min(self.feeds.values(), key=lambda f: (f.due, ORDER[f.name]))
 
 
-def build(settings: GtfsSettings, bootstrap: str, pack_path: Path, codec: Any, report: Callable[[str], None]) -> GtfsSource:
+def build(settings: GtfsSettings, bootstrap: str, pack_path: Path, codec: Any, report: Callable[[str], None],
+          data_dir: Path | None = None) -> GtfsSource:
     from twin.region import load_pack
 
     if settings.static is None:
         raise ValueError("PLIETSCH_GTFS_STATIC is not set: point it at the GTFS zip of the schedule (README, section GTFS)")
     schedule = load_schedule(settings.static)
     pack = load_pack(pack_path)
-    src = GtfsSource(settings, schedule, pack, EventPublisher(bootstrap, codec, linger_ms=5), report=report)
+    src = GtfsSource(settings, schedule, pack, EventPublisher(bootstrap, codec, linger_ms=5), report=report,
+                     data_dir=data_dir)
     report(f"GTFS schedule {settings.static}: {len(schedule.stops)} stops, {len(schedule.routes)} routes, "
            f"{len(schedule.trips)} trips; departure boards for {len(src.stops)} stop(s)")
     return src
