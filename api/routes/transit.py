@@ -42,16 +42,22 @@ class Departure(BaseModel):
     cancelled: bool = Field(description="true, wenn die Fahrt ausfällt oder diese Haltestelle ausgelassen wird")
 
 
-class Board(BaseModel):
+class StopBase(BaseModel):
     stop_id: str = Field(description="Haltestellen-ID aus dem GTFS-Fahrplan (stops.txt)")
     entity_id: str = Field(description="Die Haltestelle im Zwilling, '<Region>:<Stadtteil oder _>:stop:<Name>'")
     name: str = Field(description="Name der Haltestelle")
     lat: float = Field(description="Breitengrad, WGS84")
     lon: float = Field(description="Längengrad, WGS84")
-    board_at: datetime = Field(description="Wann die Quelle die Tafel zuletzt berechnet hat")
-    now: datetime = Field(description="Zeitpunkt dieser Antwort; gezeigt werden Abfahrten ab jetzt")
+
+
+class Provenance(BaseModel):
     source: str = Field(description="Herkunft der Daten (GTFS-Fahrplan); 'SYNTHETIC' im Namen heißt: erfundene Testdaten")
     synthetic: bool = Field(description="true bei erfundenen Testdaten (SYNTHETIC), nicht dem echten Fahrplan")
+
+
+class Board(StopBase, Provenance):
+    board_at: datetime = Field(description="Wann die Quelle die Tafel zuletzt berechnet hat")
+    now: datetime = Field(description="Zeitpunkt dieser Antwort; gezeigt werden Abfahrten ab jetzt")
     departures: list[Departure] = Field(description="Die nächsten Abfahrten, früheste zuerst")
 
 
@@ -91,24 +97,17 @@ def departures(pack: PackDep, rm: ReadModelDep,
                  synthetic=bool(state.get("synthetic")) or "SYNTHETIC" in state["name"].upper(), departures=deps[:limit])
 
 
-class StopInfo(BaseModel):
-    stop_id: str = Field(description="Haltestellen-ID aus dem GTFS-Fahrplan (stops.txt); die Abfahrtstafel: "
-                                     "GET /stops/{stop_id}/departures")
-    entity_id: str = Field(description="Die Haltestelle im Zwilling, '<Region>:<Stadtteil oder _>:stop:<Name>'")
-    name: str = Field(description="Name der Haltestelle (stop_name)")
+class StopInfo(StopBase):
     neighbourhood: str | None = Field(description="Stadtteil, in dem die Haltestelle liegt (Kurzname wie 'gaarden'); "
                                                   "null außerhalb aller Stadtteile der Region")
-    lat: float = Field(description="Breitengrad, WGS84")
-    lon: float = Field(description="Längengrad, WGS84")
-    routes: list[str] = Field(description="Linien, die hier abfahren (route_short_name), aufsteigend")
+    routes: list[str] = Field(description="Linien, die hier abfahren (route_short_name), aufsteigend; die "
+                                          "Abfahrtstafel: GET /stops/{stop_id}/departures")
 
 
-class StopList(BaseModel):
+class StopList(Provenance):
     total: int = Field(description="Anzahl aller Haltestellen, auf die die Filter passen")
     offset: int = Field(description="So viele Haltestellen wurden übersprungen (Blättern)")
     limit: int = Field(description="Höchstens so viele Haltestellen stehen in dieser Seite")
-    source: str = Field(description="Der GTFS-Fahrplan, aus dem die Liste stammt")
-    synthetic: bool = Field(description="true bei erfundenen Testdaten (SYNTHETIC), nicht dem echten Fahrplan")
     stops: list[StopInfo] = Field(description="Die Haltestellen dieser Seite, nach stop_id sortiert")
 
 
