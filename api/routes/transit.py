@@ -42,6 +42,18 @@ class Departure(BaseModel):
     cancelled: bool = Field(description="true, wenn die Fahrt ausfällt oder diese Haltestelle ausgelassen wird")
 
 
+class StopAlert(BaseModel):
+    alert_id: str = Field(description="ID der Meldung im GTFS-Realtime-Feed (Alerts)")
+    header: dict[str, str] = Field(description="Überschrift der Meldung, wie der Feed sie gibt, nach Sprache: 'de' "
+                                               "und/oder 'en' (andere Sprachen und weiterer Freitext werden nicht "
+                                               "übernommen); leer, wenn der Feed keine deutsche oder englische gibt")
+    cause: str = Field(description="Ursache laut Feed (GTFS-Realtime Alert.Cause, z. B. CONSTRUCTION)")
+    effect: str = Field(description="Auswirkung laut Feed (GTFS-Realtime Alert.Effect, z. B. DETOUR, NO_SERVICE)")
+    routes: list[str] = Field(description="Betroffene Linien (route_short_name); leer, wenn die Meldung nur "
+                                          "Haltestellen nennt")
+    active_until: datetime | None = Field(description="Ende der Gültigkeit; null ohne angegebenes Ende")
+
+
 class StopBase(BaseModel):
     stop_id: str = Field(description="Haltestellen-ID aus dem GTFS-Fahrplan (stops.txt)")
     entity_id: str = Field(description="Die Haltestelle im Zwilling, '<Region>:<Stadtteil oder _>:stop:<Name>'")
@@ -59,6 +71,8 @@ class Board(StopBase, Provenance):
     board_at: datetime = Field(description="Wann die Quelle die Tafel zuletzt berechnet hat")
     now: datetime = Field(description="Zeitpunkt dieser Antwort; gezeigt werden Abfahrten ab jetzt")
     departures: list[Departure] = Field(description="Die nächsten Abfahrten, früheste zuerst")
+    alerts: list[StopAlert] = Field(default_factory=list, description="Aktuelle Störungsmeldungen für diese "
+                                    "Haltestelle oder ihre Linien (GTFS-Realtime Alerts)")
 
 
 def find_stop(pack: Any, rm: Any, stop_id: str) -> dict[str, Any] | None:
@@ -94,7 +108,8 @@ def departures(pack: PackDep, rm: ReadModelDep,
     source = str(state.get("source", ""))
     return Board(stop_id=state["stop_id"], entity_id=rec["entity_id"], name=state["name"], lat=state["lat"],
                  lon=state["lon"], board_at=state["board_at"], now=now, source=source,
-                 synthetic=bool(state.get("synthetic")) or "SYNTHETIC" in state["name"].upper(), departures=deps[:limit])
+                 synthetic=bool(state.get("synthetic")) or "SYNTHETIC" in state["name"].upper(), departures=deps[:limit],
+                 alerts=[StopAlert.model_validate(a) for a in state.get("alerts", [])])
 
 
 class StopInfo(StopBase):

@@ -24,7 +24,7 @@ from streams.sources.gtfs.source import GtfsSettings, GtfsSource
 from streams.sources.gtfs.static import load_schedule
 from tests.helpers import wait_for
 from tests.httpfake import LocalHttp
-from tests.sources.test_gtfs_units import FIX, NOW, feed, trip_update, vehicle
+from tests.sources.test_gtfs_units import FIX, NOW, alert, feed, trip_update, vehicle
 from tests.sources.threaded import SourceThread, decoded
 from twin.region import load_pack
 
@@ -209,7 +209,11 @@ def test_the_departure_board_is_public_in_the_api(bootstrap: str, tmp_path: Path
     src = GtfsSource(GtfsSettings(static=tmp_path / "gtfs", stops="kiel-hbf,gaarden-vinetaplatz"), schedule, PACK,
                      EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5))
     take_trip_updates(feed(trip_update("n", "syn-11-now", (1, "gaarden-vinetaplatz", 180))), schedule, src.updates, {})
+    # a service alert on line 11 (German, English and French: the French is not taken) and one naming no known stop
+    src.take("alerts", feed(alert("works", route="syn-11", texts=(("de", "Baustelle: Umleitung"), ("en", "Road works: "
+                                  "diversion"), ("fr", "Travaux"))), alert("ghost", stop="atlantis", texts=(("de", "x"),))))
     assert src.refresh_boards() == 2
+    assert src.metrics.registry.get_sample_value("plietsch_gtfs_dead_letters_total", {"reason": "unknown_stop"}) == 1
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, region_pack=PACK.path, data_dir=tmp_path / "api",
                                  public_rate=10_000, public_burst=10_000))
     with TestClient(app) as c:
@@ -220,6 +224,8 @@ def test_the_departure_board_is_public_in_the_api(bootstrap: str, tmp_path: Path
         assert len(mine) == 1 and mine[0]["delay_s"] == 180 and mine[0]["realtime"] and mine[0]["route"] == "11"
         assert datetime.fromisoformat(mine[0]["estimated"]) - datetime.fromisoformat(mine[0]["scheduled"]) == timedelta(
             minutes=3)
+        assert got["alerts"] == [{"alert_id": "works", "header": {"de": "Baustelle: Umleitung", "en": "Road works: diversion"},
+                                  "cause": "CONSTRUCTION", "effect": "DETOUR", "routes": ["11"], "active_until": None}]
         assert all(datetime.fromisoformat(d["estimated"] or d["scheduled"]) >= datetime.fromisoformat(got["now"])
                    for d in got["departures"])  # nothing that has gone
         hood = c.get("/stops/gaarden-vinetaplatz/departures", params={"limit": 1}).json()

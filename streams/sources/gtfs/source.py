@@ -47,6 +47,7 @@ from streams.sources.gtfs.realtime import (
     dead,
     decode,
     entity_name,
+    service_alerts,
     trip_updates,
     vehicle_positions,
 )
@@ -66,8 +67,8 @@ from twin.ids import EntityId, EntityKind
 from twin.region import RegionPack
 
 log = logging.getLogger("plietsch.gtfs")
-FEEDS = ("vehicle_positions", "trip_updates")
-ORDER = {"vehicle_positions": 0, "trip_updates": 1, "schedule": 2}  # among feeds due at once: positions first
+FEEDS = ("vehicle_positions", "trip_updates", "alerts")
+ORDER = {"vehicle_positions": 0, "alerts": 1, "trip_updates": 2, "schedule": 3}  # among feeds due at once: positions first
 MAX_DEAD_IDS = 5000
 
 
@@ -79,6 +80,7 @@ class GtfsSettings(HttpSourceSettings):
     static: Path | None = None  # the GTFS zip (or folder); setting it turns the source on in 'plietsch run'
     vehicle_positions_url: str = ""  # a GTFS-Realtime VehiclePositions feed (protobuf)
     trip_updates_url: str = ""  # a GTFS-Realtime TripUpdates feed (protobuf)
+    alerts_url: str = ""  # a GTFS-Realtime Alerts feed (protobuf): service alerts onto the affected stops' boards
     stops: str = ""  # comma-separated stop_ids with a departure board; empty: every stop inside the region's bbox
     interval_s: float = 30.0
     board_horizon_s: int = 5400  # departures of the next 90 minutes
@@ -146,13 +148,15 @@ class GtfsSource(PollingSource):
         self.region = pack.id
         self.metrics = metrics or Metrics()
         self.clock = clock
-        urls = {"vehicle_positions": settings.vehicle_positions_url, "trip_updates": settings.trip_updates_url}
+        urls = {"vehicle_positions": settings.vehicle_positions_url, "trip_updates": settings.trip_updates_url,
+                "alerts": settings.alerts_url}
         self.feeds = {n: Feed(n, u) for n, u in urls.items() if u}
         if not self.feeds:  # the schedule alone: boards by the timetable, refreshed every interval
             self.feeds["schedule"] = Feed("schedule", str(settings.static or schedule.source))
         self.stops = board_stops(schedule, pack, settings.stops)
         self.metrics.boards.set(len(self.stops))
         self.updates: dict[str, Update] = {}
+        self.alerts: dict[str, list[dict[str, Any]]] = {}  # stop_id -> the active service alerts of the last Alerts feed
         self.last: dict[str, int] = {}  # dedupe: entity id (or 'trip|<id>') -> timestamp used
         self.boards: dict[str, str] = {}  # stop entity -> digest of the board last written
         self.dead_ids: set[str] = set()
@@ -163,6 +167,7 @@ class GtfsSource(PollingSource):
 
     def _state(self) -> dict[str, Any]:
         return {"feeds": {n: f.header_ts for n, f in self.feeds.items()}, "last": self.last, "boards": self.boards,
+                "alerts": self.alerts,
                 "dead": sorted(self.dead_ids),
                 "updates": {t: [u.cancelled, [[k, *v] for k, v in u.by_seq.items()], [[k, *v] for k, v in u.by_stop.items()]]
                             for t, u in self.updates.items()}}
@@ -180,6 +185,7 @@ class GtfsSource(PollingSource):
             self.last = {str(k): int(v) for k, v in data["last"].items()}
             self.boards = {str(k): str(v) for k, v in data["boards"].items()}
             self.dead_ids = set(data["dead"])
+            self.alerts = dict(data.get("alerts") or {})
             self.updates = {t: Update(t, bool(c), {int(k): (a, b, bool(x)) for k, a, b, x in seq},
                                       {str(k): (a, b, bool(x)) for k, a, b, x in by_stop})
                             for t, (c, seq, by_stop) in data["updates"].items()}
@@ -228,8 +234,12 @@ class GtfsSource(PollingSource):
         return "fetched"
 
     def take(self, name: str, msg: Any) -> None:
-        """Take a decoded FeedMessage of feed *name* ('vehicle_positions' or 'trip_updates'): vehicle updates and dead
-        letters written, trip delays held for the next boards."""
+        """Take a decoded FeedMessage of feed *name* ('vehicle_positions', 'trip_updates' or 'alerts'): vehicle updates
+        and dead letters written, trip delays and service alerts held for the next boards."""
+        if name == "alerts":  # a full dataset: the alerts now active replace the last ones
+            self.alerts, dead_letters = service_alerts(msg, self.schedule, int(self.clock().timestamp()))
+            self._emit([], dead_letters)
+            return
         if name == "vehicle_positions":
             out = vehicle_positions(msg, self.schedule, self.region, self.last)
             self.metrics.vehicles.set(sum(1 for e in msg.entity if e.HasField("vehicle")))
@@ -248,7 +258,8 @@ class GtfsSource(PollingSource):
         self.counts["duplicates"] += out.duplicates
 
     def _update(self, eid: EntityId, kind: str, revision: int, state: dict[str, Any], at: datetime) -> TwinEntityUpdated:
-        event_id = hashlib.sha256(f"gtfs|{eid}|{revision}|{state.get('departures', '')}".encode()).hexdigest()[:32]
+        event_id = hashlib.sha256(f"gtfs|{eid}|{revision}|{state.get('departures', '')}|{state.get('alerts', '')}"
+                                  .encode()).hexdigest()[:32]
         return TwinEntityUpdated(event_id=event_id, entity_id=eid,
                                  region=self.region, occurred_at=at, source="gtfs", entity_type=kind,
                                  revision=revision, state_json=json.dumps(state, ensure_ascii=False, sort_keys=True),
@@ -260,13 +271,14 @@ class GtfsSource(PollingSource):
         records = []
         for sid, eid in self.stops.items():
             deps = board(self.schedule, self.updates, sid, now, self.settings.board_horizon_s, self.settings.board_limit)
-            digest = hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:24]
+            alerts = self.alerts.get(sid, [])
+            digest = hashlib.sha256(json.dumps([deps, alerts], sort_keys=True).encode()).hexdigest()[:24]
             if self.boards.get(eid) == digest:
                 continue
             stop = self.schedule.stops[sid]
             state = {"stop_id": sid, "name": stop.name, "lat": stop.lat, "lon": stop.lon, "departures": deps,
                      "board_at": now.isoformat(), "source": f"GTFS {self.schedule.source}",
-                     "synthetic": self.schedule.synthetic}
+                     "synthetic": self.schedule.synthetic, "alerts": alerts}
             records.append((eid, digest, self._update(eid, "stop", int(now.timestamp()), state, now)))
         self._emit([r for _, _, r in records], [])
         for eid, digest, _ in records:
