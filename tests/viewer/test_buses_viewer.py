@@ -1,7 +1,8 @@
 """Issue 13 item 3 in real Chromium: the buses of GTFS-Realtime in the 3D viewer. The GTFS source takes VehiclePositions
 feeds (SYNTHETIC schedule) and writes the buses to ``twin.updates`` of a broker of this module's own; the viewer draws
 each bus from the live stream, moves it on the next position, lists it in the entity info panel, marks it SYNTHETISCH,
-and leaves out a bus whose last position is stale; axe-core finds no serious or critical violation in the bus panel."""
+and leaves out (or takes off the map) a bus whose last position is stale; axe-core finds no serious or critical
+violation in the bus panel."""
 
 from __future__ import annotations
 
@@ -94,4 +95,9 @@ async def test_a_bus_of_the_feed_is_drawn_moves_and_a_stale_one_is_left_out(
     result = await page.evaluate("axe.run('#buses', { resultTypes: ['violations'] })")
     bad = [(v["id"], v["impact"], v["help"]) for v in result["violations"] if v["impact"] in ("serious", "critical")]
     assert bad == [], bad
+    # no position for 5 minutes: the bus is taken off the map (the browser's clock moved on by 6 minutes)
+    await page.evaluate("(() => { const now = Date.now; Date.now = () => now() + 360_000; })()")
+    await _until(page, f"window.plietsch.buses['{BUS}'] === undefined", 30, "the stale bus removed", problems)
+    assert await page.evaluate(f"window.PlietschView.viewer.entities.getById('{BUS}') === undefined")
+    assert await page.evaluate("document.getElementById('buses').hidden")
     assert problems == [], problems
