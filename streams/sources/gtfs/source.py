@@ -315,9 +315,11 @@ class GtfsSource(PollingSource):
             return
         self.metrics.feeds.labels(feed.name, outcome).inc()
         self.poll_answered(feed, f"GTFS-Realtime {feed.name}", self.settings.interval_s)
+        written = 0
         if feed.name != "vehicle_positions" or "trip_updates" not in self.feeds:
-            self.refresh_boards()  # once a round: after the delays, or by the schedule alone without them
-        self.save_state()
+            written = self.refresh_boards()  # once a round: after the delays, or by the schedule alone without them
+        if outcome != "unchanged" or written:  # a 304 or the same feed again changes no state: nothing to write
+            self.save_state()
 
     def health(self) -> str:
         now = time.monotonic()
