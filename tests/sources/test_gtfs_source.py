@@ -292,3 +292,18 @@ def test_a_broken_state_file_is_refused_with_what_to_do(fake: FakeRealtime, boot
     with pytest.raises(ValueError, match=r"GTFS state .*state.json is not readable .*delete it"):
         GtfsSource(GtfsSettings(static=FIX, vehicle_positions_url=fake.url("vehicle_positions")), SCHEDULE, PACK,
                    EventPublisher(bootstrap, SingleObjectCodec()), data_dir=tmp_path)
+
+
+def test_the_state_forgets_buses_and_trips_not_heard_of_for_two_days(bootstrap: str, tmp_path: Path) -> None:
+    from streams.sources.gtfs.realtime import trip_updates as take_trip_updates
+    from streams.sources.gtfs.source import KEEP_S
+
+    src = GtfsSource(GtfsSettings(static=FIX, stops="kiel-hbf"), SCHEDULE, PACK,
+                     EventPublisher(bootstrap, SingleObjectCodec()), data_dir=tmp_path)
+    take_trip_updates(feed(trip_update("old", "syn-11-a-1000", (1, "gaarden-vinetaplatz", 60), ts=TS - KEEP_S - 1),
+                           trip_update("new", "syn-11-a-0500", (1, "gaarden-vinetaplatz", 60), ts=TS)),
+                      SCHEDULE, src.updates, src.last)
+    src.last["kiel:_:vehicle:bus-1"] = TS - KEEP_S + 1  # within the two days: kept
+    src.save_state()
+    saved = json.loads((tmp_path / "gtfs" / "state.json").read_text())
+    assert set(saved["last"]) == {"trip|syn-11-a-0500", "kiel:_:vehicle:bus-1"} and set(saved["updates"]) == {"syn-11-a-0500"}

@@ -70,6 +70,7 @@ log = logging.getLogger("plietsch.gtfs")
 FEEDS = ("vehicle_positions", "trip_updates", "alerts")
 ORDER = {"vehicle_positions": 0, "alerts": 1, "trip_updates": 2, "schedule": 3}  # among feeds due at once: positions first
 MAX_DEAD_IDS = 5000
+KEEP_S = 2 * 86400  # buses and trips not heard of for this long (before the newest timestamp) are forgotten
 
 
 class GtfsSettings(HttpSourceSettings):
@@ -199,10 +200,22 @@ class GtfsSource(PollingSource):
         self.report(f"GTFS: took up the state of the last run ({self.state_path}: {len(self.last)} buses and trips, "
                     f"{len(self.boards)} boards, {len(self.dead_ids)} dead letters)")
 
+    def forget_old(self) -> None:
+        """Forget buses and trips not heard of for KEEP_S before the newest timestamp (with a trip its delays): the
+        state does not grow with every day's trips. A feed naming one again is taken as new."""
+        if not self.last:
+            return
+        horizon = max(self.last.values()) - KEEP_S
+        for key in [k for k, ts in self.last.items() if ts < horizon]:
+            del self.last[key]
+            if key.startswith("trip|"):
+                self.updates.pop(key.removeprefix("trip|"), None)
+
     def save_state(self) -> None:
         """Write the state if it changed: to a temporary file, then renamed over the old one."""
         if self.state_path is None:
             return
+        self.forget_old()
         text = json.dumps(self._state(), sort_keys=True, separators=(",", ":"))
         if text == self.saved:
             return
