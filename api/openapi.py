@@ -135,7 +135,7 @@ def _feedback(app: FastAPI, schema: dict[str, Any]) -> None:
 
 def document_contract(app: FastAPI, max_page_size: int) -> None:
     """Rules that depend on this app's settings or on a model the API does not own, written into the document so that
-    it promises exactly what the routes accept: the page-size maximum of GET /entities (PLIETSCH_MAX_PAGE_SIZE), and
+    it promises exactly what the routes accept: the page-size maximum of GET /entities and GET /stops (PLIETSCH_MAX_PAGE_SIZE), and
     for a storm-surge request (api/routes/scenarios.py SurgeRequest) one of 'preset' (a preset of the app's region pack) or 'curve' (2 or
     more points), as its validator checks; for a traffic request 'road_works_applied' stays empty (the API sets it)."""
     build = app.openapi
@@ -144,7 +144,8 @@ def document_contract(app: FastAPI, max_page_size: int) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         doc = build()
-        _param(doc, "/entities", "get", "limit")["maximum"] = max_page_size
+        for path in ("/entities", "/stops"):
+            _param(doc, path, "get", "limit")["maximum"] = max_page_size
         schemas = doc["components"]["schemas"]
         surge = schemas["SurgeRequest"]["properties"]
         preset, curve = surge["preset"], surge["curve"]

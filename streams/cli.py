@@ -474,7 +474,7 @@ def source_gtfs() -> None:
     _bootstrap()
     try:  # the schedule is checked first: a broken one is refused at once, whatever the broker does
         source = build(gtfs, settings.bootstrap_servers, settings.region_pack, make_codec(settings.schema_registry_url),
-                       console.print)
+                       console.print, settings.data_dir)
     except ValueError as exc:  # GtfsError, an unknown board stop, no PLIETSCH_GTFS_STATIC
         raise _fail(str(exc)) from exc
     ensure_topics(settings.bootstrap_servers)

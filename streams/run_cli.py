@@ -90,7 +90,7 @@ def _start_gtfs(sup: Supervisor, exe: list[str]) -> str:
     if gtfs.static is None:
         return ""
     sup.add("gtfs", [*exe, "source", "gtfs"])
-    realtime = ", ".join(u for u in (gtfs.vehicle_positions_url, gtfs.trip_updates_url) if u) or "no realtime feed"
+    realtime = ", ".join(u for u in (gtfs.vehicle_positions_url, gtfs.trip_updates_url, gtfs.alerts_url) if u) or "no realtime feed"
     return f"  GTFS     {gtfs.static}, {realtime}, metrics http://{gtfs.metrics_host}:{gtfs.metrics_port}/metrics\n"
 
 

@@ -26,6 +26,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/kiosk"): "public",
     ("GET", "/public/summary"): "public",
     ("GET", "/stops/{stop_id}/departures"): "public",  # a bus stop's departure board (api/routes/transit.py)
+    ("GET", "/stops"): "public",  # the region's bus stops of the GTFS schedule (api/routes/transit.py)
     ("GET", "/public/stream"): "public",
     ("GET", "/health"): "public",  # status and reason only; the read model's details for operators
     ("POST", "/auth/login"): "public",

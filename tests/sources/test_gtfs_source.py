@@ -24,7 +24,7 @@ from streams.sources.gtfs.source import GtfsSettings, GtfsSource
 from streams.sources.gtfs.static import load_schedule
 from tests.helpers import wait_for
 from tests.httpfake import LocalHttp
-from tests.sources.test_gtfs_units import FIX, NOW, feed, trip_update, vehicle
+from tests.sources.test_gtfs_units import FIX, NOW, alert, feed, trip_update, vehicle
 from tests.sources.threaded import SourceThread, decoded
 from twin.region import load_pack
 
@@ -77,14 +77,14 @@ def fake() -> Iterator[FakeRealtime]:
 class Running(SourceThread):
     """A GtfsSource in a thread of the test process (real HTTP, real Kafka), its clock fixed at NOW."""
 
-    def __init__(self, fake: FakeRealtime, bootstrap: str, **extra: Any) -> None:
+    def __init__(self, fake: FakeRealtime, bootstrap: str, data_dir: Path | None = None, **extra: Any) -> None:
         values: dict[str, Any] = dict(static=FIX, vehicle_positions_url=fake.url("vehicle_positions"),
                                       trip_updates_url=fake.url("trip_updates"), interval_s=0.2, backoff_base_s=0.05,
                                       backoff_cap_s=1.0, metrics_port=free_port())
         settings = GtfsSettings(**{**values, **extra})
         self.lines: list[str] = []
         self._start(GtfsSource(settings, SCHEDULE, PACK, EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5),
-                               report=self.lines.append, clock=lambda: NOW))
+                               report=self.lines.append, clock=lambda: NOW, data_dir=data_dir))
 
 
 def updates(bootstrap: str, kind: str) -> list[dict[str, Any]]:
@@ -209,7 +209,11 @@ def test_the_departure_board_is_public_in_the_api(bootstrap: str, tmp_path: Path
     src = GtfsSource(GtfsSettings(static=tmp_path / "gtfs", stops="kiel-hbf,gaarden-vinetaplatz"), schedule, PACK,
                      EventPublisher(bootstrap, SingleObjectCodec(), linger_ms=5))
     take_trip_updates(feed(trip_update("n", "syn-11-now", (1, "gaarden-vinetaplatz", 180))), schedule, src.updates, {})
+    # a service alert on line 11 (German, English and French: the French is not taken) and one naming no known stop
+    src.take("alerts", feed(alert("works", route="syn-11", texts=(("de", "Baustelle: Umleitung"), ("en", "Road works: "
+                                  "diversion"), ("fr", "Travaux"))), alert("ghost", stop="atlantis", texts=(("de", "x"),))))
     assert src.refresh_boards() == 2
+    assert src.metrics.registry.get_sample_value("plietsch_gtfs_dead_letters_total", {"reason": "unknown_stop"}) == 1
     app = create_app(ApiSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, region_pack=PACK.path, data_dir=tmp_path / "api",
                                  public_rate=10_000, public_burst=10_000))
     with TestClient(app) as c:
@@ -220,6 +224,8 @@ def test_the_departure_board_is_public_in_the_api(bootstrap: str, tmp_path: Path
         assert len(mine) == 1 and mine[0]["delay_s"] == 180 and mine[0]["realtime"] and mine[0]["route"] == "11"
         assert datetime.fromisoformat(mine[0]["estimated"]) - datetime.fromisoformat(mine[0]["scheduled"]) == timedelta(
             minutes=3)
+        assert got["alerts"] == [{"alert_id": "works", "header": {"de": "Baustelle: Umleitung", "en": "Road works: diversion"},
+                                  "cause": "CONSTRUCTION", "effect": "DETOUR", "routes": ["11"], "active_until": None}]
         assert all(datetime.fromisoformat(d["estimated"] or d["scheduled"]) >= datetime.fromisoformat(got["now"])
                    for d in got["departures"])  # nothing that has gone
         hood = c.get("/stops/gaarden-vinetaplatz/departures", params={"limit": 1}).json()
@@ -231,3 +237,73 @@ def test_the_departure_board_is_public_in_the_api(bootstrap: str, tmp_path: Path
         props = doc["components"]["schemas"]["Departure"]["properties"]
         assert props["delay_s"]["description"].startswith("Verspätung in Sekunden")
         assert "404" in doc["paths"]["/stops/{stop_id}/departures"]["get"]["responses"]
+
+
+def test_a_restart_with_the_same_feeds_repeats_nothing(fake: FakeRealtime, bootstrap: str, tmp_path: Path) -> None:
+    """The dedupe state (<data_dir>/gtfs/state.json) outlives the process: the same feeds after a restart give no new
+    bus, board or dead letter; without the state file (a fresh data dir) the same feeds are written again."""
+    fake.set("vehicle_positions", feed(vehicle("e1", "4711", "syn-11-a-1000", 54.3146, 10.139, TS),
+                                       vehicle("e2", "666", "ghost-trip", 54.32, 10.14, TS)))
+    fake.set("trip_updates", feed(trip_update("t1", "syn-11-a-1000", (1, "gaarden-vinetaplatz", 120), ts=TS),
+                                  trip_update("t2", "syn-60-a-0615", (1, "atlantis", 60), ts=TS)))
+    stops = "kiel-hbf,gaarden-vinetaplatz,friedrichsort-faehre"
+
+    def written() -> tuple[int, int]:
+        return len(updates(bootstrap, "vehicle") + updates(bootstrap, "stop")), len(dead_letters(bootstrap))
+
+    def run(data: Path, until: str) -> Running:
+        src = Running(fake, bootstrap, data_dir=data, stops=stops)
+        try:
+            for name in ("vehicle_positions", "trip_updates"):  # polled twice after the first: nothing left to come
+                wait_for(lambda n=name: src.value("plietsch_gtfs_feeds_total", feed=n, outcome="unchanged") >= 2, 20,
+                         f"{name} polled again ({until})")
+        finally:
+            src.stop()
+        return src
+
+    before = written()
+    first = run(tmp_path / "data", "first run")
+    assert first.value("plietsch_gtfs_updates_published_total", kind="vehicle") == 1
+    assert first.value("plietsch_gtfs_updates_published_total", kind="stop") == 3
+    assert first.value("plietsch_gtfs_dead_letters_total", reason="unknown_trip") == 1
+    assert first.value("plietsch_gtfs_dead_letters_total", reason="unknown_stop") == 1
+    after_first = written()
+    assert after_first == (before[0] + 4, before[1] + 2)
+    state = json.loads((tmp_path / "data" / "gtfs" / "state.json").read_text())
+    assert state["feeds"] == {"vehicle_positions": TS, "trip_updates": TS} and len(state["boards"]) == 3
+    assert not list((tmp_path / "data" / "gtfs").glob("*.tmp"))  # written, then renamed
+
+    again = run(tmp_path / "data", "after the restart")
+    assert any("took up the state of the last run" in line for line in again.lines), again.lines
+    for name, labels in (("plietsch_gtfs_updates_published_total", {"kind": "vehicle"}),
+                         ("plietsch_gtfs_updates_published_total", {"kind": "stop"}),
+                         ("plietsch_gtfs_dead_letters_total", {"reason": "unknown_trip"}),
+                         ("plietsch_gtfs_dead_letters_total", {"reason": "unknown_stop"})):
+        assert again.value(name, **labels) == 0, (name, labels)
+    assert written() == after_first  # nothing new on twin.updates nor dead-letters
+
+    run(tmp_path / "fresh", "a fresh data dir")  # the control: without the state the same feeds are written again
+    assert written() == (after_first[0] + 4, after_first[1] + 2)
+
+
+def test_a_broken_state_file_is_refused_with_what_to_do(fake: FakeRealtime, bootstrap: str, tmp_path: Path) -> None:
+    (tmp_path / "gtfs").mkdir()
+    (tmp_path / "gtfs" / "state.json").write_text('{"feeds": {"vehicle_positions": 1}, "last": ')
+    with pytest.raises(ValueError, match=r"GTFS state .*state.json is not readable .*delete it"):
+        GtfsSource(GtfsSettings(static=FIX, vehicle_positions_url=fake.url("vehicle_positions")), SCHEDULE, PACK,
+                   EventPublisher(bootstrap, SingleObjectCodec()), data_dir=tmp_path)
+
+
+def test_the_state_forgets_buses_and_trips_not_heard_of_for_two_days(bootstrap: str, tmp_path: Path) -> None:
+    from streams.sources.gtfs.realtime import trip_updates as take_trip_updates
+    from streams.sources.gtfs.source import KEEP_S
+
+    src = GtfsSource(GtfsSettings(static=FIX, stops="kiel-hbf"), SCHEDULE, PACK,
+                     EventPublisher(bootstrap, SingleObjectCodec()), data_dir=tmp_path)
+    take_trip_updates(feed(trip_update("old", "syn-11-a-1000", (1, "gaarden-vinetaplatz", 60), ts=TS - KEEP_S - 1),
+                           trip_update("new", "syn-11-a-0500", (1, "gaarden-vinetaplatz", 60), ts=TS)),
+                      SCHEDULE, src.updates, src.last)
+    src.last["kiel:_:vehicle:bus-1"] = TS - KEEP_S + 1  # within the two days: kept
+    src.save_state()
+    saved = json.loads((tmp_path / "gtfs" / "state.json").read_text())
+    assert set(saved["last"]) == {"trip|syn-11-a-0500", "kiel:_:vehicle:bus-1"} and set(saved["updates"]) == {"syn-11-a-0500"}

@@ -12,7 +12,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from google.transit import gtfs_realtime_pb2 as rt
 
-from streams.sources.gtfs.realtime import FeedError, board, decode, entity_name, trip_updates, vehicle_positions
+from streams.sources.gtfs.realtime import (
+    FeedError,
+    board,
+    decode,
+    entity_name,
+    service_alerts,
+    trip_updates,
+    vehicle_positions,
+)
 from streams.sources.gtfs.static import GtfsError, Schedule, load_schedule
 from tests.helpers import ROOT
 
@@ -182,6 +190,7 @@ def test_vehicle_positions_become_vehicle_states_once_per_timestamp(schedule: Sc
     rev, bus = states["kiel:_:vehicle:bus-4711"]
     assert rev == ts and bus["route"] == "11" and bus["headsign"] == "Friedrichsort, Fähre" and bus["lat"] == 54.3146
     assert bus["label"] == "Wagen 4711" and bus["bearing_deg"] == 90.0 and bus["observed_at"] == NOW.astimezone(UTC).isoformat()
+    assert bus["synthetic"] is True  # the SYNTHETIC schedule: the viewer says so on every bus
     odd = f"kiel:_:vehicle:{entity_name('K/12 34', 'bus-')}"  # characters an id does not allow: replaced, hash added
     assert odd in states and states[odd][1]["route"] is None
     assert [d.error_type for d in out.dead] == ["unknown_trip"] and "ghost-trip" in out.dead[0].reason
@@ -190,3 +199,41 @@ def test_vehicle_positions_become_vehicle_states_once_per_timestamp(schedule: Sc
     assert [d.error_type for d in undated.dead] == ["no_timestamp"] and not undated.states
     moved = feed(vehicle("v1", "4711", "syn-11-a-1000", 54.32, 10.14, ts + 30))
     assert [s["lat"] for _, _, s in vehicle_positions(moved, schedule, "kiel", last).states] == [54.32]
+
+
+def alert(eid: str, *, route: str = "", stop: str = "", trip: str = "", texts: tuple[tuple[str, str], ...] = (),
+          period: tuple[int, int] | None = None) -> rt.FeedEntity:
+    """An Alert entity naming one route, stop or trip, with header translations (language, text)."""
+    e = rt.FeedEntity(id=eid)
+    a = e.alert
+    sel = a.informed_entity.add()
+    if route:
+        sel.route_id = route
+    if stop:
+        sel.stop_id = stop
+    if trip:
+        sel.trip.trip_id = trip
+    for lang, text in texts:
+        a.header_text.translation.add(text=text, language=lang)
+    a.cause, a.effect = rt.Alert.CONSTRUCTION, rt.Alert.DETOUR
+    if period:
+        a.active_period.add(start=period[0], end=period[1])
+    return e
+
+
+def test_service_alerts_go_onto_the_affected_stops_with_german_and_english_headers_only(schedule: Schedule) -> None:
+    ts = int(NOW.timestamp())
+    msg = feed(alert("a-route", route="syn-60", texts=(("de", "Umleitung Linie 60"), ("en-GB", "Line 60 diverted"),
+                                                       ("fr", "Déviation"), ("", "untagged"))),
+               alert("a-stop", stop="kiel-hbf", texts=(("de", "Aufzug defekt"),), period=(ts - 60, ts + 3600)),
+               alert("a-over", stop="kiel-hbf", texts=(("de", "vorbei"),), period=(ts - 7200, ts - 3600)),
+               alert("a-ghost", stop="atlantis", texts=(("de", "x"),)))
+    by_stop, dead_letters = service_alerts(msg, schedule, ts)
+    route60 = {st.stop_id for t in schedule.trips.values() if t.route_id == "syn-60" for st in schedule.by_trip[t.trip_id]}
+    assert {s for s, items in by_stop.items() if any(i["alert_id"] == "a-route" for i in items)} == route60
+    hbf = {i["alert_id"]: i for i in by_stop["kiel-hbf"]}
+    assert set(hbf) == {"a-route", "a-stop"}  # the one that has ended is left out
+    assert hbf["a-route"] == {"alert_id": "a-route", "header": {"de": "Umleitung Linie 60", "en": "Line 60 diverted"},
+                              "cause": "CONSTRUCTION", "effect": "DETOUR", "routes": ["60"], "active_until": None}
+    assert hbf["a-stop"]["routes"] == [] and hbf["a-stop"]["active_until"] == datetime.fromtimestamp(ts + 3600, UTC).isoformat()
+    assert [d.error_type for d in dead_letters] == ["unknown_stop"] and "'atlantis'" in dead_letters[0].reason

@@ -1,6 +1,7 @@
 """Issue 13 item 3 in real Chromium: the Info-Cube's departure board slide (``/kiosk?stops=<stop_id>,...``) shows the
-board the GTFS source wrote into the twin (SYNTHETIC schedule, a trip 3 minutes late), in German, English and Danish,
-marked SYNTHETIC, with axe-core finding no serious or critical violation and touch targets of at least 44 px."""
+board the GTFS source wrote into the twin (SYNTHETIC schedule, a trip 3 minutes late, a service alert on its line),
+in German, English and Danish, marked SYNTHETIC, with axe-core finding no serious or critical violation and touch
+targets of at least 44 px."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from streams.sources.gtfs.source import GtfsSettings, GtfsSource
 from streams.sources.gtfs.static import load_schedule
 from tests.helpers import start_api
 from tests.sources.test_gtfs_source import today_trip
-from tests.sources.test_gtfs_units import feed, trip_update
+from tests.sources.test_gtfs_units import alert, feed, trip_update
 from tests.viewer.test_kiosk import _axe, _page, _small_targets, _wait
 from twin.region import bundled_pack
 
@@ -39,6 +40,8 @@ def board_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         src = GtfsSource(GtfsSettings(static=gtfs, stops="kiel-hbf"), schedule, bundled_pack(),
                          EventPublisher(broker.bootstrap_servers, SingleObjectCodec(), linger_ms=5))
         trip_updates(feed(trip_update("n", "syn-11-now", (1, "gaarden-vinetaplatz", 180))), schedule, src.updates, {})
+        src.take("alerts", feed(alert("works", route="syn-11", texts=(("de", "Baustelle: Umleitung"),
+                                                                    ("en", "Road works: diversion")))))
         assert src.refresh_boards() == 1
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, PLIETSCH_DATA_DIR=str(data))
         env.pop("PLIETSCH_REGION_PACK", None)  # the bundled Kiel pack
@@ -65,6 +68,9 @@ async def test_the_kiosk_shows_the_departure_board_in_three_languages(browser: A
         assert await page.inner_text(".synthetic-note") in (
             "SYNTHETISCH: erfundener Testfahrplan, keine echten Busse.",
             "SYNTHETIC: a made-up test timetable, no real buses.", "SYNTETISK: en opdigtet testkøreplan, ingen rigtige busser.")
+        assert await page.inner_text(".stop-alert") == {
+            "de": "Störung (Linie 11): Baustelle: Umleitung", "en": "Service alert (Line 11): Road works: diversion",
+            "da": "Driftsmeddelelse (Linje 11): Road works: diversion"}[lang]  # Danish: the feed's English, marked so
         await page.screenshot(path=str(tmp_path / f"kiosk-departures-{lang}.png"))
         await _axe(page, f"departure board ({lang})")
         assert await _small_targets(page) == []

@@ -123,6 +123,14 @@ function boardSlide(b) {
   }
   const nodes = [node("h1", null, `${t("dep_title")}: ${b.name}`)];
   if (b.synthetic) nodes.push(node("p", "synthetic-note", t("dep_synthetic")));
+  for (const a of b.alerts || []) {  // service alerts: the feed's header in German or English, as given
+    const lang = a.header[kiosk.lang] ? kiosk.lang : a.header.en ? "en" : "de";  // Danish: the English, if given
+    const lines = a.routes.length ? ` (${t("dep_lines")} ${a.routes.join(", ")})` : "";
+    const p = node("p", "stop-alert", `${t("dep_alert")}${lines}: `);
+    const text = p.appendChild(node("span", null, a.header[lang] || a.effect));
+    if (a.header[lang]) text.lang = lang;
+    nodes.push(p);
+  }
   nodes.push(b.departures.length ? table : node("p", "calm", t("dep_none")));
   return { key: `stop:${b.stop_id}`, nodes };
 }

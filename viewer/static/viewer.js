@@ -154,6 +154,7 @@ function applyDelta(d) {
   if (!live) return;
   if (d.kind === "entity" && d.entity_type === "sensor") applySensor(d.entity_id, d.data.state);
   else if (d.kind === "entity" && d.entity_type === "coast") { applyCoast(d.entity_id, d.data.state); scheduleColour(); }
+  else if (d.kind === "entity" && d.entity_type === "vehicle") window.PlietschBuses.apply(d.entity_id, d.data);  // buses.js
   else if (d.kind === "alert") { state.alerts[d.data.alert_id] = d.data; renderAlerts(); }
   else if (d.kind === "alert_cleared") { delete state.alerts[d.data.alert_id]; renderAlerts(); }
 }
@@ -174,12 +175,13 @@ function connect() {
 // What the time slider (timeslider.js) needs of the scene.
 window.PlietschView = {
   viewer, state, sensorEntities, coastEntities, applySensor, applyCoast, renderAlerts, colourBuildings, getJSON, whenDrawn,
-  setLive(on) { live = on; },
+  setLive(on) { live = on; window.PlietschBuses.show(on); },
   // leave live: stop following the stream; back to live: forget what time travel drew, then a fresh snapshot
   pauseStream() { if (eventSource) { eventSource.close(); eventSource = null; } state.live = false; },
   resumeStream() {
     for (const id of Object.keys(sensorEntities)) applySensor(id, null);
     for (const id of Object.keys(coastEntities)) applyCoast(id, null);
+    window.PlietschBuses.reset();
     state.alerts = {};
     renderAlerts();
     live = true;
@@ -387,6 +389,7 @@ async function main() {
       document.getElementById("live").addEventListener("click", () => { location.href = "/"; });
       return;
     }
+    window.PlietschBuses.attach(viewer);
     state.history = await getJSON("/history/range");
     window.PlietschSlider.init(state.history);  // the time slider (timeslider.js)
     connect();

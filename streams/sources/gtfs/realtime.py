@@ -125,7 +125,8 @@ def vehicle_positions(msg: rt.FeedMessage, schedule: Schedule, region: str, last
             "speed_ms": round(p.speed, 2) if p.HasField("speed") else None,
             "trip_id": trip_id or None, "route": schedule.routes.get(trip.route_id) if trip else None,
             "headsign": trip.headsign or None if trip else None, "stop_id": v.stop_id or None,
-            "observed_at": datetime.fromtimestamp(ts, UTC).isoformat(), "source": f"GTFS-Realtime {schedule.source}"}
+            "observed_at": datetime.fromtimestamp(ts, UTC).isoformat(), "source": f"GTFS-Realtime {schedule.source}",
+            "synthetic": schedule.synthetic}
         out.states.append((eid, ts, state))
         last[eid] = ts
     return out
@@ -242,3 +243,70 @@ def _row(schedule: Schedule, update: Update | None, st: StopTime, start: datetim
             "scheduled": iso(sched), "estimated": None if est is None else iso(est),
             "delay_s": None if est is None else est - sched, "realtime": est is not None, "cancelled": cancelled,
             "service_day": day.isoformat(), "_at": sched if est is None else est}
+
+
+def _languages(text: Any) -> dict[str, str]:
+    """The translations of a TranslatedString in German or English, by 'de' / 'en' (tags like 'de-DE' count); others
+    and untagged ones are left out (public text is only what the feed gives in these languages)."""
+    out: dict[str, str] = {}
+    for t in text.translation:
+        lang = t.language.lower().split("-")[0]
+        if lang in ("de", "en") and t.text.strip() and lang not in out:
+            out[lang] = t.text.strip()[:300]
+    return out
+
+
+def service_alerts(msg: rt.FeedMessage, schedule: Schedule, now: int) -> tuple[dict[str, list[dict[str, Any]]],
+                                                                            list[DeadLettered]]:
+    """The alerts active at *now* of an Alerts feed, per affected stop_id: a stop named by the alert, the stops of a
+    route or trip it names. Each alert: id, header (de/en as the feed gives them), cause, effect, routes, active_until.
+    An alert naming a stop, route or trip the schedule lacks is a dead letter (``unknown_stop`` / ``unknown_route`` /
+    ``unknown_trip``) and is not shown; one without a German or English header is shown without text."""
+    by_stop: dict[str, list[dict[str, Any]]] = {}
+    dead_letters: list[DeadLettered] = []
+    for ent in msg.entity:
+        if not ent.HasField("alert"):
+            continue
+        a = ent.alert
+        periods = [(p.start or 0, p.end or 2**63) for p in a.active_period]
+        if periods and not any(s <= now <= e for s, e in periods):
+            continue
+        stops: set[str] = set()
+        routes: set[str] = set()
+        unknown = ""
+        for sel in a.informed_entity:
+            trip_id = sel.trip.trip_id if sel.HasField("trip") else ""
+            if sel.stop_id and sel.stop_id not in schedule.stops:
+                unknown = f"unknown_stop|stop {sel.stop_id!r}"
+            elif sel.route_id and sel.route_id not in schedule.routes:
+                unknown = f"unknown_route|route {sel.route_id!r}"
+            elif trip_id and trip_id not in schedule.trips:
+                unknown = f"unknown_trip|trip {trip_id!r}"
+            if unknown:
+                break
+            route_id = sel.route_id or (schedule.trips[trip_id].route_id if trip_id else "")
+            if route_id:
+                routes.add(schedule.routes[route_id])
+            if sel.stop_id:
+                stops.add(sel.stop_id)
+            elif trip_id:
+                stops.update(st.stop_id for st in schedule.by_trip.get(trip_id, []))
+            elif route_id:
+                stops.update(st.stop_id for t in schedule.trips.values() if t.route_id == route_id
+                             for st in schedule.by_trip.get(t.trip_id, []))
+        if unknown:
+            kind, what = unknown.split("|", 1)
+            dead_letters.append(dead("alerts", ent.id, ent.SerializeToString(), kind,
+                                     f"alert {ent.id!r} names {what}, which the static schedule ({schedule.source}) does "
+                                     "not have; the alert is not shown", f"alert|{ent.id}|{what}"))
+            continue
+        ends = [e for _, e in periods if e < 2**63]
+        item = {"alert_id": ent.id, "header": _languages(a.header_text), "cause": rt.Alert.Cause.Name(a.cause),
+                "effect": rt.Alert.Effect.Name(a.effect), "routes": sorted(routes, key=lambda r: (len(r), r)),
+                "active_until": datetime.fromtimestamp(max(ends), UTC).isoformat() if ends and len(ends) == len(periods)
+                else None}
+        for sid in stops:
+            by_stop.setdefault(sid, []).append(item)
+    for items in by_stop.values():
+        items.sort(key=lambda i: i["alert_id"])
+    return by_stop, dead_letters
