@@ -40,7 +40,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from infra.kafka_security import kafka_security
 from schemas.codec import CodecError
 from streams.catalogue import AGGREGATES, ALERTS, SCENARIO_RESULTS, TWIN_UPDATES, TopicSpec, ensure_topics
-from streams.history.store import fsync_dir
+from streams.files import fsync_dir
 from streams.serde import Codec
 from streams.tables import TxGate, changelog_problem
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -42,6 +41,7 @@ from api.ngsild.problems import PROBLEM_SCHEMA, NgsiError
 from api.ngsild.query import NAME, Q_PATTERN, parse_q
 from api.ngsild.web import ERRORS, ID_REGEX_PATTERN, URI_PATTERN
 from api.readmodel import Subscriber
+from streams.files import atomic_write
 
 log = logging.getLogger("plietsch.api.ngsild")
 router = APIRouter(tags=["ngsi-ld"])
@@ -102,9 +102,7 @@ class Store:
     def save(self) -> None:
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"subscriptions": self.subs}))
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps({"subscriptions": self.subs}).encode())
 
 
 def store(app: FastAPI) -> Store:

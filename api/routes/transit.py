@@ -23,7 +23,7 @@ from api.deps import PackDep, ReadModelDep, SettingsDep
 from api.filters import BBOX, parse_bbox
 from streams.sources.gtfs.realtime import entity_name
 from streams.sources.gtfs.source import GtfsSettings, region_stops, stop_entity
-from streams.sources.gtfs.static import GtfsError, load_schedule
+from streams.sources.gtfs.static import GtfsError, load_schedule, route_order
 from twin.ids import EntityId, EntityKind
 
 router = APIRouter(tags=["transit"])
@@ -129,10 +129,6 @@ class StopList(Provenance):
 _stops_lock = threading.Lock()
 
 
-def _route_order(name: str) -> tuple[int, str]:
-    return (len(name), name)  # '2' before '11' before '100'
-
-
 def _region_stop_list(request: Request, pack: Any) -> dict[str, Any]:
     """The region's stops of the schedule, read on the first call and kept in the app (per schedule path)."""
     path = GtfsSettings().static
@@ -153,7 +149,7 @@ def _region_stop_list(request: Request, pack: Any) -> dict[str, Any]:
             routes = {schedule.routes[schedule.trips[t.trip_id].route_id] for t in schedule.by_stop[sid]}
             stops.append(StopInfo(stop_id=sid, entity_id=str(eid), name=st.name,
                                   neighbourhood=None if eid.scope == "_" else eid.scope, lat=st.lat, lon=st.lon,
-                                  routes=sorted(routes, key=_route_order)))
+                                  routes=sorted(routes, key=route_order)))
         cached = {"path": FilePath(path), "source": schedule.source, "synthetic": schedule.synthetic, "stops": stops}
         request.app.state.gtfs_stops = cached
         return cached

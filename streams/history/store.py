@@ -53,6 +53,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from streams.files import atomic_write, fsync_dir
+
 log = logging.getLogger("plietsch.archive")
 
 SCHEMA = pa.schema([
@@ -89,24 +91,6 @@ def to_us(t: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 @dataclass

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -45,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.catalogue import DEAD_LETTERS, SENSOR_TOPICS
+from streams.files import atomic_write
 from streams.publisher import EventPublisher
 from streams.serde import encode_event
 from streams.sources.pegelonline import BASE_URL, SOURCE, parse_entry
@@ -167,9 +167,7 @@ class StateFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"stations": {s.number: {"last": s.last.isoformat() if s.last else None, "dead": s.dead_ids[-200:]}
                              for s in stations}}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, indent=1).encode())
 
 
 class PegelSource(PollingSource):

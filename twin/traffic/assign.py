@@ -265,10 +265,12 @@ def assign(net: Network, demand: np.ndarray, gap: float = 1e-4, max_iterations: 
     graph = Graph(net, active)
     od = demand.copy()
     np.fill_diagonal(od, 0.0)  # trips within a zone use no link
-    if select_od is not None and select_od.shape == demand.shape and (select_od > demand * (1 + 1e-9) + 1e-9).any():
-        o, d = (int(i) for i in np.argwhere(select_od > demand * (1 + 1e-9) + 1e-9)[0])
-        raise NetworkError(f"select-OD trips {net.zones[o]} -> {net.zones[d]} are {float(select_od[o, d]):g}, more than "
-                           f"the demand's {float(demand[o, d]):g}; select a part of the demand")
+    if select_od is not None and select_od.shape == demand.shape:
+        over = np.argwhere(select_od > demand * (1 + 1e-9) + 1e-9)
+        if len(over):
+            o, d = (int(i) for i in over[0])
+            raise NetworkError(f"select-OD trips {net.zones[o]} -> {net.zones[d]} are {float(select_od[o, d]):g}, more than "
+                               f"the demand's {float(demand[o, d]):g}; select a part of the demand")
     sub = None if select_od is None else select_od.copy()
     if sub is not None and sub.shape == od.shape:
         np.fill_diagonal(sub, 0.0)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from prometheus_client import Counter, Gauge
 from pydantic_settings import SettingsConfigDict
 
 from streams.catalogue import SENSOR_TOPICS
+from streams.files import atomic_write
 from streams.publisher import EventPublisher
 from streams.sources.gbfs.convert import (
     dead_letter,
@@ -124,9 +124,7 @@ class State:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"stations": self.stations, "dead": self.dead[-MAX_DEAD_IDS:]}, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"stations": self.stations, "dead": self.dead[-MAX_DEAD_IDS:]}, indent=1).encode())
 
 
 class GbfsSource(PollingSource):

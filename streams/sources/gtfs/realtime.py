@@ -26,7 +26,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from google.transit import gtfs_realtime_pb2 as rt
 
-from streams.sources.gtfs.static import Schedule, StopTime
+from streams.sources.gtfs.static import Schedule, StopTime, route_order
 from streams.sources.polling import source_dead_letter
 from twin.events import DeadLettered
 from twin.ids import EntityId, EntityKind
@@ -302,7 +302,7 @@ def service_alerts(msg: rt.FeedMessage, schedule: Schedule, now: int) -> tuple[d
             continue
         ends = [e for _, e in periods if e < 2**63]
         item = {"alert_id": ent.id, "header": _languages(a.header_text), "cause": rt.Alert.Cause.Name(a.cause),
-                "effect": rt.Alert.Effect.Name(a.effect), "routes": sorted(routes, key=lambda r: (len(r), r)),
+                "effect": rt.Alert.Effect.Name(a.effect), "routes": sorted(routes, key=route_order),
                 "active_until": datetime.fromtimestamp(max(ends), UTC).isoformat() if ends and len(ends) == len(periods)
                 else None}
         for sid in stops:

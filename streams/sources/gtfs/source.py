@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from prometheus_client import Counter, Gauge
 from pydantic_settings import SettingsConfigDict
 
 from streams.catalogue import TWIN_UPDATES
+from streams.files import atomic_write
 from streams.publisher import EventPublisher
 from streams.sources.gtfs.realtime import (
     FeedError,
@@ -220,9 +220,7 @@ class GtfsSource(PollingSource):
         if text == self.saved:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, text.encode())
         self.saved = text
 
     def poll(self, feed: Feed) -> str:

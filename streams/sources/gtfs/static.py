@@ -51,6 +51,11 @@ class StopTime:
     departure_s: int  # seconds after the service day's reference (noon minus 12 h), may exceed 24 h
 
 
+def route_order(name: str) -> tuple[int, str]:
+    """Sort key of route short names as a timetable lists them: '2' before '11' before '100'."""
+    return (len(name), name)
+
+
 @dataclass
 class Schedule:
     source: str
