@@ -1,4 +1,5 @@
-"""Benchmark: readings into twin state, in one run on the same broker.
+"""Benchmark: readings into twin state, in one run on the same broker build (each worker case on a fresh broker of its
+own, with the same readings).
 
 1. ceiling: a raw confluent-kafka consumer decoding every datum of the project's batch records into a dict (latest
    per sensor), no validation, no state, no outputs;
@@ -10,7 +11,8 @@
 5. optionally (``--baseline REV``) the worker as of git revision REV (``git archive`` into a temporary directory), on the
    same readings in the same run, before this tree's worker: the before/after pair of a change.
 
-Run: ``.venv/bin/python -m bench.pipeline --events 200000``. Prints events per second and the ratios.
+Run: ``.venv/bin/python -m bench.pipeline --events 200000 --repeat 3``. Prints events per second and the ratios of
+each run, and with ``--repeat`` the median of every figure and of every ratio (each ratio taken within its run).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,22 +199,17 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
             proc.wait(30)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--sensors-per-kind", type=int, default=25)
-    ap.add_argument("--workers", type=int, default=2, help="also measure this many workers (1: one worker only)")
-    ap.add_argument("--naive", action="store_true", help="also run the worker on one record per reading")
-    ap.add_argument("--skip-quix", action="store_true", help="skip the Quix Streams peer")
-    ap.add_argument("--baseline", metavar="REV", help="also run the worker of this git revision (before this tree's)")
-    args = ap.parse_args()
-    pack_dir = build_kiel_pack(Path(tempfile.mkdtemp()) / "kiel", ROOT / "twin/regions/kiel/shoreline_gshhg.txt",
-                               sensors_per_kind=args.sensors_per_kind)
-    n = args.events
-    load = os.getloadavg()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {n} readings, {len(load_pack(pack_dir).sensors)} sensors, "
-          "4 partitions per topic", flush=True)
+def on_own_broker(pack_dir: Path, n: int, workers: int, source: Path = ROOT,
+                  batched: bool = True) -> tuple[float, float, float]:
+    """:func:`faust_pipeline` on a fresh broker holding the same *n* readings (the factory is seeded)."""
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap_servers)
+        produce(broker.bootstrap_servers, pack_dir, n, batched=batched)
+        return faust_pipeline(broker.bootstrap_servers, pack_dir, n, workers, source)
+
+
+def run_once(args: argparse.Namespace, pack_dir: Path, n: int) -> dict[str, float]:
+    """One run of every case; prints each figure as it comes."""
     results: dict[str, float] = {}
     with EmbeddedBroker() as broker:
         bs = broker.bootstrap_servers
@@ -227,29 +225,74 @@ def main() -> None:
             results["quix"] = quix_peer(bs, n)
             print(f"Quix Streams {QUIX_VERSION}, latest value per sensor in state (JSON): {results['quix']:,.0f} readings/s",
                   flush=True)
-        if args.baseline:
-            results["baseline"], wall, results["baseline_cpu_us"] = faust_pipeline(bs, pack_dir, n, 1, checkout(args.baseline))
-            print(f"the worker as of {args.baseline}: {results['baseline']:,.0f} readings/s (wall {wall:.1f} s, "
-                  f"{results['baseline_cpu_us']:.1f} us CPU per reading); "
-                  f"{results['baseline'] / results['raw']:.2f} of the ceiling"
-                  + (f", {results['baseline'] / results['quix']:.2f}x Quix Streams" if "quix" in results else ""), flush=True)
-        results["worker"], wall, results["worker_cpu_us"] = faust_pipeline(bs, pack_dir, n, 1)
-        print(f"this worker, all agents, transactions: {results['worker']:,.0f} readings/s (wall {wall:.1f} s incl. start "
-              f"and group join, {results['worker_cpu_us']:.1f} us CPU per reading); "
-              f"{results['worker'] / results['raw']:.2f} of the ceiling"
-              + (f", {results['worker'] / results['quix']:.2f}x Quix Streams" if "quix" in results else ""), flush=True)
-        if args.workers > 1:
-            results[f"workers_{args.workers}"], wall, _ = faust_pipeline(bs, pack_dir, n, args.workers)
-            print(f"{args.workers} workers: {results[f'workers_{args.workers}']:,.0f} readings/s "
-                  f"({results[f'workers_{args.workers}'] / results['worker']:.2f}x one worker; wall {wall:.1f} s)", flush=True)
+    # Every worker case on a broker of its own with the same readings: Tansu's memory storage slows as it fills, so a
+    # case that ran after another's outputs (changelogs, updates, aggregates) ran on a slower broker (session 13).
+    if args.baseline:
+        results["baseline"], wall, results["baseline_cpu_us"] = on_own_broker(pack_dir, n, 1, checkout(args.baseline))
+        print(f"the worker as of {args.baseline}: {results['baseline']:,.0f} readings/s (wall {wall:.1f} s, "
+              f"{results['baseline_cpu_us']:.1f} us CPU per reading); "
+              f"{results['baseline'] / results['raw']:.2f} of the ceiling"
+              + (f", {results['baseline'] / results['quix']:.2f}x Quix Streams" if "quix" in results else ""), flush=True)
+    results["worker"], wall, results["worker_cpu_us"] = on_own_broker(pack_dir, n, 1)
+    print(f"this worker, all agents, transactions: {results['worker']:,.0f} readings/s (wall {wall:.1f} s incl. start "
+          f"and group join, {results['worker_cpu_us']:.1f} us CPU per reading); "
+          f"{results['worker'] / results['raw']:.2f} of the ceiling"
+          + (f", {results['worker'] / results['quix']:.2f}x Quix Streams" if "quix" in results else ""), flush=True)
+    if args.workers > 1:
+        results[f"workers_{args.workers}"], wall, _ = on_own_broker(pack_dir, n, args.workers)
+        print(f"{args.workers} workers: {results[f'workers_{args.workers}']:,.0f} readings/s "
+              f"({results[f'workers_{args.workers}'] / results['worker']:.2f}x one worker; wall {wall:.1f} s)", flush=True)
     if args.naive:
-        with EmbeddedBroker() as broker:
-            ensure_topics(broker.bootstrap_servers)
-            produce(broker.bootstrap_servers, pack_dir, n, batched=False)
-            results["worker_single"], _, _ = faust_pipeline(broker.bootstrap_servers, pack_dir, n, 1)
-            print(f"one record per reading: {results['worker_single']:,.0f} readings/s", flush=True)
+        results["worker_single"], _, _ = on_own_broker(pack_dir, n, 1, batched=False)
+        print(f"one record per reading: {results['worker_single']:,.0f} readings/s", flush=True)
+    return results
+
+
+def summarise(runs: list[dict[str, float]], workers: int) -> dict[str, float]:
+    """Medians over the runs, of each figure and of each ratio taken within its own run (a ratio of medians would
+    pair figures of different runs)."""
+    ratios = {"worker_per_quix": ("worker", "quix"), "worker_per_ceiling": ("worker", "raw"),
+              f"workers_{workers}_per_one": (f"workers_{workers}", "worker")}
+    for run in runs:
+        for name, (top, bottom) in ratios.items():
+            if top in run and bottom in run:
+                run[name] = run[top] / run[bottom]
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        values = sorted(run[key] for run in runs)
+        out[key] = statistics.median(values)
+        shown = (lambda v: f"{v:.2f}") if "_per_" in key or key.endswith("_us") else (lambda v: f"{v:,.0f}")
+        print(f"median of {len(runs)} runs, {key}: {shown(out[key])} (runs: {', '.join(shown(v) for v in values)})",
+              flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--sensors-per-kind", type=int, default=25)
+    ap.add_argument("--workers", type=int, default=2, help="also measure this many workers (1: one worker only)")
+    ap.add_argument("--naive", action="store_true", help="also run the worker on one record per reading")
+    ap.add_argument("--skip-quix", action="store_true", help="skip the Quix Streams peer")
+    ap.add_argument("--repeat", type=int, default=1, help="run every case this many times; print the medians")
+    ap.add_argument("--baseline", metavar="REV", help="also run the worker of this git revision (before this tree's)")
+    args = ap.parse_args()
+    pack_dir = build_kiel_pack(Path(tempfile.mkdtemp()) / "kiel", ROOT / "twin/regions/kiel/shoreline_gshhg.txt",
+                               sensors_per_kind=args.sensors_per_kind)
+    n = args.events
+    load = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {n} readings, {len(load_pack(pack_dir).sensors)} sensors, "
+          "4 partitions per topic", flush=True)
+    runs = []
+    for r in range(args.repeat):
+        if args.repeat > 1:
+            print(f"run {r + 1} of {args.repeat}", flush=True)
+        runs.append(run_once(args, pack_dir, n))
+    results = runs[-1] if len(runs) == 1 else summarise(runs, args.workers)
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(json.dumps({k: round(v, 1) if k.endswith("_us") else round(v) for k, v in results.items()}))
+    print(json.dumps({k: round(v, 2) if "_per_" in k else round(v, 1) if k.endswith("_us") else round(v)
+                      for k, v in results.items()}))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from streams.catalogue import TWIN_UPDATES
 from streams.ngsild_sink import UPSERT, Sink, SinkConfig, render
 from streams.publisher import EventPublisher
 from tests.api.ngsild_setup import GAUGE, GAUGE_URN, PARKING_URN, T, sensor_state, twin_broker, twin_updates, update
-from tests.drills.test_fuzz_stack import junk
+from tests.drills.junk import junk
 from tests.helpers import wait_for
 from twin.region import bundled_pack
 
