@@ -8,6 +8,8 @@ from datetime import datetime
 
 from fastapi import HTTPException
 
+from twin.region import RegionPack
+
 # RFC 3339 date-time (OpenAPI ``format: date-time``): date, 'T', time with seconds, optional fraction, 'Z' or offset.
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 DATE_TIME = {"format": "date-time"}
@@ -17,6 +19,16 @@ BBOX_PATTERN = rf"^{_LON},{_LAT},{_LON},{_LAT}$"
 _BBOX = re.compile(BBOX_PATTERN)
 BBOX = {"pattern": BBOX_PATTERN, "description": "min_lon,min_lat,max_lon,max_lat (WGS84 degrees; corners in either "
                                                 "order, a box larger than the region is the whole region)"}
+
+
+def check_neighbourhood(pack: RegionPack, neighbourhood: str | None, german: bool = False) -> None:
+    """404 naming the known ones when *neighbourhood* is given and not one of *pack*'s (German on public routes)."""
+    hoods = sorted(n.id.scope for n in pack.neighbourhoods.values())
+    if neighbourhood is None or neighbourhood in hoods:
+        return
+    if german:
+        raise HTTPException(404, f"kein Stadtteil {neighbourhood!r} in Region {pack.id!r}; bekannt: {', '.join(hoods)}")
+    raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(hoods)}")
 
 
 def parse_bbox(raw: str) -> tuple[float, float, float, float]:

@@ -7,7 +7,7 @@ from shapely import STRtree
 from shapely.geometry import box, shape
 
 from api.deps import PackDep, ReadModelDep, SettingsDep
-from api.filters import BBOX, ENTITY_ID, parse_bbox
+from api.filters import BBOX, ENTITY_ID, check_neighbourhood, parse_bbox
 from twin.entities import Building, CoastSegment, Entity, Neighbourhood, RoadSegment, Sensor
 from twin.ids import EntityId, EntityKind, InvalidEntityId
 
@@ -69,9 +69,7 @@ def list_entities(
 ) -> dict[str, Any]:
     if limit > settings.max_page_size:
         raise HTTPException(422, f"limit {limit} is above the maximum page size {settings.max_page_size}; page with offset")
-    if neighbourhood is not None and neighbourhood not in {n.id.scope for n in pack.neighbourhoods.values()}:
-        known = sorted(n.id.scope for n in pack.neighbourhoods.values())
-        raise HTTPException(404, f"no neighbourhood {neighbourhood!r} in region {pack.id!r}; known: {', '.join(known)}")
+    check_neighbourhood(pack, neighbourhood)
     if type in LIVE_ONLY_KINDS:  # created by events, not in the pack: listed from the read model alone
         live = sorted((r for r in rm.state.copy().values() if r["entity_type"] == type.value), key=lambda r: r["entity_id"])
         feats = [live_only_feature(r) for r in live]

@@ -23,7 +23,7 @@ from starlette.types import Send
 
 from api.auth.access import stream_caller
 from api.deps import PackDep, ReadModelDep
-from api.filters import BBOX, parse_bbox
+from api.filters import BBOX, check_neighbourhood, parse_bbox
 from api.readmodel import Delta, Subscriber
 from twin.ids import EntityKind
 
@@ -125,9 +125,7 @@ async def stream(
 ) -> StreamingResponse:
     if region is not None and region != pack.id:
         raise HTTPException(404, f"no region {region!r}; this API serves {pack.id!r}")
-    hoods = {n.id.scope for n in pack.neighbourhoods.values()}
-    if neighbourhood is not None and neighbourhood not in hoods:
-        raise HTTPException(404, f"no neighbourhood {neighbourhood!r}; known: {', '.join(sorted(hoods))}")
+    check_neighbourhood(pack, neighbourhood)
     box = parse_bbox(bbox) if bbox is not None else None
     if last_event_id is not None:
         try:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from api.deps import PackDep, ReadModelDep, SettingsDep
-from api.filters import BBOX, parse_bbox
+from api.filters import BBOX, check_neighbourhood, parse_bbox
 from streams.sources.gtfs.realtime import entity_name
 from streams.sources.gtfs.source import GtfsSettings, region_stops, stop_entity
 from streams.sources.gtfs.static import GtfsError, load_schedule, route_order
@@ -174,10 +174,7 @@ def list_stops(
     if limit > settings.max_page_size:
         raise HTTPException(422, f"limit {limit} liegt über der größten Seite {settings.max_page_size}; mit offset "
                                  "blättern")
-    hoods = {n.id.scope for n in pack.neighbourhoods.values()}
-    if neighbourhood is not None and neighbourhood not in hoods:
-        raise HTTPException(404, f"kein Stadtteil {neighbourhood!r} in Region {pack.id!r}; bekannt: "
-                                 f"{', '.join(sorted(hoods))}")
+    check_neighbourhood(pack, neighbourhood, german=True)
     box = parse_bbox(bbox) if bbox is not None else None
     data = _region_stop_list(request, pack)
     stops = [s for s in data["stops"] if (neighbourhood is None or s.neighbourhood == neighbourhood) and
