@@ -124,6 +124,9 @@ class TwinApp:
             s.app_id,
             broker=[f"kafka://{b.strip()}" for b in s.bootstrap_servers.split(",")],
             store="memory://",
+            # Faust makes a folder for on-disk tables at start (none here: the store is memory); under the data folder,
+            # not "<app id>-data" in whatever directory the worker was started from
+            datadir=str(s.data_dir / "faust" / "{conf.name}"),
             topic_partitions=s.topic_partitions,
             topic_replication_factor=s.replication_factor,
             # >0 makes Faust use its own assignor, which gives partition p of every co-partitioned input topic to the
