@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml package.json 2>/dev/null 
 CHROMIUM := $(shell command -v chromium 2>/dev/null)
 # the LoRaWAN source's tests (and 'make run' with LoRaWAN configured) start Debian's Mosquitto MQTT broker
 MOSQUITTO := $(shell command -v mosquitto 2>/dev/null || ls /usr/sbin/mosquitto 2>/dev/null)
+# the TLS test runs infra/Caddyfile with Debian's Caddy in front of the API (the compose stack's TLS termination)
+CADDY := $(shell command -v caddy 2>/dev/null)
 
 .PHONY: run test drill lint typecheck bench install system-deps clean
 
@@ -27,6 +29,9 @@ system-deps:
 	@if [ -z "$(MOSQUITTO)" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else echo "Mosquitto is missing: run 'sudo apt-get install mosquitto' (the LoRaWAN tests need it)"; exit 1; fi; fi
+	@if [ -z "$(CADDY)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy >/dev/null; \
+	  else echo "Caddy is missing: run 'sudo apt-get install caddy' (the TLS test needs it)"; exit 1; fi; fi
 
 install: $(STAMP)
 

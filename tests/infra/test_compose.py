@@ -34,8 +34,10 @@ def test_only_https_is_published_and_it_is_caddy_terminating_tls() -> None:
     caddy = [n for n, s in services.items() if str(s.get("image", "")).startswith("caddy")]
     assert caddy and services[caddy[0]]["network_mode"] == "service:api"  # Caddy answers on the api's published 443
     caddyfile = (INFRA / "Caddyfile").read_text()
-    assert re.search(r"^\{\$PLIETSCH_DOMAIN\}:443 \{", caddyfile, re.M) and "tls {$PLIETSCH_TLS}" in caddyfile
-    assert "reverse_proxy 127.0.0.1:8000" in caddyfile
+    # the port and the upstream default to the compose values; only the TLS proxy test sets them
+    assert re.search(r"^\{\$PLIETSCH_DOMAIN\}:\{\$PLIETSCH_HTTPS_PORT:443\} \{", caddyfile, re.M)
+    assert "tls {$PLIETSCH_TLS}" in caddyfile and "reverse_proxy {$PLIETSCH_API_UPSTREAM:127.0.0.1:8000}" in caddyfile
+    assert not {"PLIETSCH_HTTPS_PORT", "PLIETSCH_API_UPSTREAM", "PLIETSCH_CADDY_ADMIN"} & set(_env(services[caddy[0]]))
     command = services["api"]["command"]
     assert command[command.index("--host") + 1] == "127.0.0.1"  # the API itself only on the loopback
     for name, s in services.items():
