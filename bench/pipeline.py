@@ -135,11 +135,12 @@ def checkout(rev: str) -> Path:
 
 
 def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
-                   source: Path = ROOT) -> tuple[float, float, float]:
+                   source: Path = ROOT, broker_pid: int | None = None) -> tuple[float, float, float]:
     """The worker(s) with all agents and the example processor; readings per second from the first batch to the last
     (summed over the workers), the wall time including start and group join, and the workers' CPU time per reading in
     microseconds from their first processed batch to the last (less sensitive to other load on the machine than the
-    rate: it counts what the worker spends, not what it waits)."""
+    rate: it counts what the worker spends, not what it waits). With *broker_pid*, also prints how many cores the
+    workers and the broker kept busy from the first processed batch to the last."""
     import psutil
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     procs, ports = [], []
@@ -156,10 +157,16 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
         stats: list[dict] = [{} for _ in ports]
         cpu0: dict[int, float] = {}
         handles = [psutil.Process(proc.pid) for proc in procs]
+        broker = psutil.Process(broker_pid) if broker_pid is not None else None
+        window: list[tuple[float, float, float]] = []  # (time, workers' CPU, broker's CPU) at the first batch and at the end
 
         def cpu(i: int) -> float:
             t = handles[i].cpu_times()
             return float(t.user + t.system)
+
+        def sample() -> tuple[float, float, float]:
+            b = broker.cpu_times() if broker is not None else None
+            return time.perf_counter(), sum(cpu(i) for i in range(len(handles))), float(b.user + b.system) if b else 0.0
 
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -172,8 +179,11 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
                     continue
                 if i not in cpu0 and stats[i].get("datums"):
                     cpu0[i] = cpu(i)
+                    if not window:
+                        window.append(sample())
             done = sum(int(st.get("datums", 0)) for st in stats)
             if done >= n:  # once more, a moment later: the last take's transactions may still be committing
+                window.append(sample())
                 time.sleep(0.5)
                 for i, port in enumerate(ports):
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/twin/stats", timeout=5) as resp:
@@ -191,6 +201,11 @@ def faust_pipeline(bootstrap: str, pack_dir: Path, n: int, workers: int = 1,
                   file=sys.stderr, flush=True)
         spent = sum(cpu(i) - c0 for i, c0 in cpu0.items())
         done = sum(st["datums"] for st in busy)
+        if broker is not None and len(window) == 2 and window[1][0] > window[0][0]:
+            (t0_, w0, b0), (t1, w1, b1) = window
+            print(f"  cores busy from the first batch to the last ({t1 - t0_:.1f} s): worker(s) {(w1 - w0) / (t1 - t0_):.2f}, "
+                  f"broker {(b1 - b0) / (t1 - t0_):.2f} ({(b1 - b0) / done * 1e6:.1f} us broker CPU per reading)",
+                  flush=True)
         return done / span, time.perf_counter() - launched, spent / done * 1e6
     finally:
         for proc in procs:
@@ -205,7 +220,7 @@ def on_own_broker(pack_dir: Path, n: int, workers: int, source: Path = ROOT,
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap_servers)
         produce(broker.bootstrap_servers, pack_dir, n, batched=batched)
-        return faust_pipeline(broker.bootstrap_servers, pack_dir, n, workers, source)
+        return faust_pipeline(broker.bootstrap_servers, pack_dir, n, workers, source, broker.pid)
 
 
 def run_once(args: argparse.Namespace, pack_dir: Path, n: int) -> dict[str, float]:

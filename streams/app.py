@@ -120,13 +120,15 @@ class TwinApp:
 
     def _build(self) -> faust.App:
         s = self.settings
+        faust_dir = s.data_dir / "faust"
+        faust_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last part of its datadir
         app = faust.App(
             s.app_id,
             broker=[f"kafka://{b.strip()}" for b in s.bootstrap_servers.split(",")],
             store="memory://",
             # Faust makes a folder for on-disk tables at start (none here: the store is memory); under the data folder,
             # not "<app id>-data" in whatever directory the worker was started from
-            datadir=str(s.data_dir / "faust" / "{conf.name}"),
+            datadir=str(faust_dir / "{conf.name}"),
             topic_partitions=s.topic_partitions,
             topic_replication_factor=s.replication_factor,
             # >0 makes Faust use its own assignor, which gives partition p of every co-partitioned input topic to the

@@ -17,3 +17,4 @@ def test_fausts_folder_is_under_the_data_folder(tmp_path: Path, monkeypatch: pyt
     app = create_app(StreamSettings(data_dir=tmp_path / "data", app_id="plietsch-files-test"))
     assert Path(app.conf.datadir) == tmp_path / "data" / "faust" / "plietsch-files-test"
     assert Path(app.conf.tabledir).is_relative_to(tmp_path / "data")
+    app.conf.datadir.mkdir(exist_ok=True)  # what Faust does at its first start, without parents
