@@ -3,6 +3,7 @@ storm surge it shows water and congestion together. Real headless Chromium over 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -60,6 +61,33 @@ async def test_viewer_colours_roads_by_vc_and_by_difference(browser: Any, api_ur
     await page.wait_for_timeout(1500)
     by_diff = _pixels(await page.screenshot())
     assert (np.abs(by_diff - by_vc).sum(axis=2) > 40).mean() > 0.001, "switching to the difference does not show"
+    # with closures, the select-link part: here the closures cut a zone off, so what used them has no route left
+    with httpx.Client(base_url=api_url, timeout=60, headers=OPERATOR) as c:
+        feats = c.get(f"/scenarios/{sid}/traffic/links").json()["features"]
+        sl = c.get(f"/scenarios/{sid}/summary").json()["select_link"]
+    said = re.search(r"([\d.]+) trips used them in the baseline; ([\d.]+) found another route, ([\d.]+) have none",
+                     await page.inner_text("#traffic-rerouted"))
+    assert said is not None, await page.inner_text("#traffic-rerouted")
+    assert [float(x) for x in said.groups()] == [sl["displaced_trips"], sl["displaced_trips_rerouted"],
+                                                 sl["displaced_trips_unreachable"]]
+    assert problems == [], problems
+    await page.context.close()
+    # the busiest open road closed alone: its traffic finds other roads, and the rerouted view shows which
+    busiest = max((f for f in feats if not f["properties"]["closed"]), key=lambda f: f["properties"]["volume_before"])
+    with httpx.Client(base_url=api_url, timeout=60, headers=OPERATOR) as c:
+        sid = _completed(c, "/scenarios/traffic", {"name": "viewer-select-link", "closures": [busiest["id"]]})
+        feats = c.get(f"/scenarios/{sid}/traffic/links").json()["features"]
+        sl = c.get(f"/scenarios/{sid}/summary").json()["select_link"]
+    assert sl["displaced_trips_rerouted"] > 0, sl
+    page, problems = await _open(browser, f"{api_url}/?view=gaarden&scenario={sid}")
+    await _ready(page, problems)
+    await page.click("#traffic-mode-rerouted")
+    await page.wait_for_function("() => window.plietsch.traffic.mode === 'rerouted'", timeout=10_000)
+    assert "where the closed roads' traffic went" in await page.inner_text("#traffic-legend")
+    colours = (await page.evaluate("window.plietsch.traffic"))["colours"]
+    carrying = sum(1 for f in feats if not f["properties"]["closed"] and f["properties"]["displaced_volume"] >= 0.5)
+    assert carrying > 0 and sum(n for css, n in colours.items() if css not in ("#d5d8dc", "#1c1c1c")) == carrying, colours
+    assert colours["#1c1c1c"] == 1  # the one closed link
     assert problems == [], problems
 
 

@@ -1,5 +1,6 @@
-// Plietsch Twin viewer: traffic what-if scenarios. Colours every road link by its volume/capacity ratio or by the
-// change of its volume against the baseline, with a legend and the scenario's settings and key figures.
+// Plietsch Twin viewer: traffic what-if scenarios. Colours every road link by its volume/capacity ratio, by the
+// change of its volume against the baseline, or (with closures: the select-link analysis) by how much of the closed
+// roads' baseline traffic it carries now, with a legend and the scenario's settings and key figures.
 // Used by viewer.js for ?scenario=<traffic id>, and over a storm surge for ?scenario=<flood id>&traffic=<traffic id>.
 "use strict";
 (function () {
@@ -7,6 +8,12 @@
               [1.0, "#e74c3c", "0.9 - 1.0"], [Infinity, "#8e0000", "> 1.0 (over capacity)"]];
   const DIFF = [[-50, "#2471a3", "< -50 veh/h"], [-5, "#85c1e9", "-50 to -5"], [5, "#95a5a6", "about the same"],
                 [50, "#f5b041", "+5 to +50"], [Infinity, "#c0392b", "> +50 veh/h"]];
+  // displaced_volume: the scenario's volume on a link of the trips that used a closed link in the baseline
+  const REROUTED = [[0.5, "#d5d8dc", "none of it"], [10, "#d7bde2", "0.5 - 10 veh/h"], [50, "#af7ac5", "10 - 50"],
+                    [150, "#7d3c98", "50 - 150"], [Infinity, "#4a235a", "> 150 veh/h"]];
+  const SCALES = { vc: VC, diff: DIFF, rerouted: REROUTED };
+  const HEADS = { vc: "Colour: volume / capacity", diff: "Colour: change of volume against the baseline",
+                  rerouted: "Colour: where the closed roads' traffic went (select link)" };
   const CLOSED = ["#1c1c1c", "closed"];
   const t = { mode: "vc", links: 0, closed: 0, colours: {}, ready: false };  // window.plietsch.traffic once shown
   const entities = [];
@@ -14,7 +21,8 @@
 
   function colour(p, mode) {
     if (p.closed) return CLOSED[0];
-    const [value, scale] = mode === "diff" ? [p.volume_diff, DIFF] : [p.vc, VC];
+    const value = mode === "diff" ? p.volume_diff : mode === "rerouted" ? p.displaced_volume : p.vc;
+    const scale = SCALES[mode];
     for (const [upper, css] of scale) if (value < upper) return css;
     return scale[scale.length - 1][1];
   }
@@ -28,8 +36,8 @@
 
   function legend(box, mode) {
     box.replaceChildren();
-    const scale = mode === "diff" ? DIFF : VC;
-    const head = el("h3", mode === "diff" ? "Colour: change of volume against the baseline" : "Colour: volume / capacity");
+    const scale = SCALES[mode];
+    const head = el("h3", HEADS[mode]);
     Object.assign(head.style, { margin: "6px 0 4px", fontSize: "13px" });
     box.appendChild(head);
     for (const [, css, label] of [...scale, [0, CLOSED[0], CLOSED[1]]]) {
@@ -91,7 +99,9 @@
       delayed.appendChild(el("li", `${p.from.split(":").pop()} -> ${p.to.split(":").pop()}: +${p.delay_min} min`));
     }
     const buttons = el("div");
-    for (const [mode, label] of [["vc", "v/c"], ["diff", "difference"]]) {
+    const sl = summary.select_link;  // null without closures
+    const modes = [["vc", "v/c"], ["diff", "difference"], ...(sl ? [["rerouted", "rerouted"]] : [])];
+    for (const [mode, label] of modes) {
       const b = el("button", label);
       b.type = "button";
       b.id = `traffic-mode-${mode}`;
@@ -101,7 +111,14 @@
     const box = el("div");
     box.id = "traffic-legend";
     for (const h of [title]) Object.assign(h.style, { margin: "0 0 6px", fontSize: "14px" });
-    panel.append(title, buttons, box, facts, el("div", "Most delayed neighbourhood pairs:"), delayed);
+    panel.append(title, buttons, box, facts);
+    if (sl) {
+      const moved = el("p", `Closed roads: ${sl.displaced_trips} trips used them in the baseline; ` +
+        `${sl.displaced_trips_rerouted} found another route, ${sl.displaced_trips_unreachable} have none.`);
+      moved.id = "traffic-rerouted";
+      panel.appendChild(moved);
+    }
+    panel.append(el("div", "Most delayed neighbourhood pairs:"), delayed);
     document.querySelector("main").appendChild(panel);
     for (const f of fc.features) {
       const p = f.properties;
