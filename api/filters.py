@@ -23,8 +23,10 @@ BBOX = {"pattern": BBOX_PATTERN, "description": "min_lon,min_lat,max_lon,max_lat
 
 def check_neighbourhood(pack: RegionPack, neighbourhood: str | None, german: bool = False) -> None:
     """404 naming the known ones when *neighbourhood* is given and not one of *pack*'s (German on public routes)."""
+    if neighbourhood is None:
+        return
     hoods = sorted(n.id.scope for n in pack.neighbourhoods.values())
-    if neighbourhood is None or neighbourhood in hoods:
+    if neighbourhood in hoods:
         return
     if german:
         raise HTTPException(404, f"kein Stadtteil {neighbourhood!r} in Region {pack.id!r}; bekannt: {', '.join(hoods)}")

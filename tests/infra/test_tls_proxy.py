@@ -29,7 +29,7 @@ INFRA = ROOT / "infra"
 
 
 def _caddy() -> str:
-    found = shutil.which("caddy") or ("/usr/bin/caddy" if Path("/usr/bin/caddy").exists() else None)
+    found = shutil.which("caddy")
     if found is None:
         pytest.fail("Caddy is missing: run 'make system-deps' (as root it installs Debian's caddy; else "
                     "'sudo apt-get install caddy'); this test runs infra/Caddyfile in front of the API")
@@ -47,15 +47,16 @@ def proxied(topics: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     compose_env = {k: str(v) for k, v in api["environment"].items() if k.startswith("PLIETSCH_") and "${" not in str(v)}
     assert compose_env.get("PLIETSCH_COOKIE_SECURE") == "true", compose_env
     env = {**os.environ, **compose_env, "KAFKA_BOOTSTRAP_SERVERS": topics, "PLIETSCH_DATA_DIR": str(tmp / "data")}
-    api_log, caddy_log = (tmp / "api.log").open("wb"), (tmp / "caddy.log").open("wb")
-    procs = [subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=api_log,
-                              stderr=subprocess.STDOUT)]
+    with (tmp / "api.log").open("wb") as log:  # the child keeps its own copy of the handle
+        procs = [subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)]
     caddy_env = dict(os.environ, HOME=str(tmp), XDG_DATA_HOME=str(tmp / "xdg-data"),
                      XDG_CONFIG_HOME=str(tmp / "xdg-config"), PLIETSCH_DOMAIN="localhost", PLIETSCH_TLS="internal",
                      PLIETSCH_HTTPS_PORT=str(https_port), PLIETSCH_API_UPSTREAM=f"127.0.0.1:{api_port}",
                      PLIETSCH_CADDY_ADMIN=f"localhost:{free_port()}")
-    procs.append(subprocess.Popen([_caddy(), "run", "--config", str(INFRA / "Caddyfile"), "--adapter", "caddyfile"],
-                                  cwd=tmp, env=caddy_env, stdout=caddy_log, stderr=subprocess.STDOUT))
+    with (tmp / "caddy.log").open("wb") as log:
+        procs.append(subprocess.Popen([_caddy(), "run", "--config", str(INFRA / "Caddyfile"), "--adapter", "caddyfile"],
+                                      cwd=tmp, env=caddy_env, stdout=log, stderr=subprocess.STDOUT))
     root = tmp / "xdg-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
     url = f"https://localhost:{https_port}"
 

@@ -11,9 +11,14 @@
   // displaced_volume: the scenario's volume on a link of the trips that used a closed link in the baseline
   const REROUTED = [[0.5, "#d5d8dc", "none of it"], [10, "#d7bde2", "0.5 - 10 veh/h"], [50, "#af7ac5", "10 - 50"],
                     [150, "#7d3c98", "50 - 150"], [Infinity, "#4a235a", "> 150 veh/h"]];
-  const SCALES = { vc: VC, diff: DIFF, rerouted: REROUTED };
-  const HEADS = { vc: "Colour: volume / capacity", diff: "Colour: change of volume against the baseline",
-                  rerouted: "Colour: where the closed roads' traffic went (select link)" };
+  // each colouring: its button, the link property it shows, its scale and its legend's heading
+  const MODES = {
+    vc: { label: "v/c", value: (p) => p.vc, scale: VC, head: "Colour: volume / capacity" },
+    diff: { label: "difference", value: (p) => p.volume_diff, scale: DIFF,
+            head: "Colour: change of volume against the baseline" },
+    rerouted: { label: "rerouted", value: (p) => p.displaced_volume, scale: REROUTED,
+                head: "Colour: where the closed roads' traffic went (select link)" },
+  };
   const CLOSED = ["#1c1c1c", "closed"];
   const t = { mode: "vc", links: 0, closed: 0, colours: {}, ready: false };  // window.plietsch.traffic once shown
   const entities = [];
@@ -21,8 +26,8 @@
 
   function colour(p, mode) {
     if (p.closed) return CLOSED[0];
-    const value = mode === "diff" ? p.volume_diff : mode === "rerouted" ? p.displaced_volume : p.vc;
-    const scale = SCALES[mode];
+    const { value: of, scale } = MODES[mode];
+    const value = of(p);
     for (const [upper, css] of scale) if (value < upper) return css;
     return scale[scale.length - 1][1];
   }
@@ -36,8 +41,8 @@
 
   function legend(box, mode) {
     box.replaceChildren();
-    const scale = SCALES[mode];
-    const head = el("h3", HEADS[mode]);
+    const { scale, head: text } = MODES[mode];
+    const head = el("h3", text);
     Object.assign(head.style, { margin: "6px 0 4px", fontSize: "13px" });
     box.appendChild(head);
     for (const [, css, label] of [...scale, [0, CLOSED[0], CLOSED[1]]]) {
@@ -100,9 +105,8 @@
     }
     const buttons = el("div");
     const sl = summary.select_link;  // null without closures
-    const modes = [["vc", "v/c"], ["diff", "difference"], ...(sl ? [["rerouted", "rerouted"]] : [])];
-    for (const [mode, label] of modes) {
-      const b = el("button", label);
+    for (const mode of sl ? ["vc", "diff", "rerouted"] : ["vc", "diff"]) {
+      const b = el("button", MODES[mode].label);
       b.type = "button";
       b.id = `traffic-mode-${mode}`;
       b.addEventListener("click", () => recolour(mode));
